@@ -1,0 +1,71 @@
+"""An independent implementation of docs/FORMAT.md, written from the document
+alone, that recomputes the golden vector of tests/format.rs and checks every
+segment opens. scripts/test runs it; any disagreement with the Rust code fails.
+"""
+import hashlib
+import hmac
+import re
+import struct
+import sys
+from pathlib import Path
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
+
+
+def hkdf_extract(salt, ikm):
+    return hmac.new(salt, ikm, hashlib.sha512).digest()
+
+
+def expand(prk, label, file_id):
+    return HKDFExpand(algorithm=hashes.SHA512(), length=32, info=label + file_id).derive(prk)
+
+
+def seal(dk, salt, file_id, seg_log2, plaintext):
+    prk = hkdf_extract(salt, dk)
+    commitment = expand(prk, b"sealfs/v1/commitment", file_id)
+    seg_key = expand(prk, b"sealfs/v1/segment", file_id)
+    mac_key = expand(prk, b"sealfs/v1/header-mac", file_id)
+    bind_key = expand(prk, b"sealfs/v1/path-binding", file_id)
+    head = b"SEALFS" + bytes([1, seg_log2]) + file_id + salt + commitment
+    header = head + hmac.new(mac_key, head, hashlib.sha256).digest()
+    assert len(header) == 120
+    aad = hashlib.sha256(header).digest()
+    p = 1 << seg_log2
+    count = max(1, -(-len(plaintext) // p))
+    body = b""
+    for i in range(count):
+        nonce = b"\0\0\0" + struct.pack(">Q", i) + bytes([1 if i == count - 1 else 0])
+        body += AESGCM(seg_key).encrypt(nonce, plaintext[i * p:(i + 1) * p], aad)
+    return header + body, bind_key, aad
+
+
+def binding(bind_key, bucket, key, aad):
+    msg = struct.pack(">Q", len(bucket)) + bucket + struct.pack(">Q", len(key)) + key + aad
+    return hmac.new(bind_key, msg, hashlib.sha256).hexdigest()
+
+
+dk = bytes(range(32))
+salt = bytes(0x20 + i for i in range(32))
+file_id = bytes(0x40 + i for i in range(16))
+text = (b"sealfs golden vector. " * 1000)[:10000]
+obj, bind_key, aad = seal(dk, salt, file_id, 12, text)
+got = {
+    "GOLDEN_HEADER": obj[:120].hex(),
+    "GOLDEN_SHA256": hashlib.sha256(obj).hexdigest(),
+    "GOLDEN_BINDING": binding(bind_key, b"bucket", b"prefix/file.txt", aad),
+}
+assert len(obj) == 120 + 10000 + 3 * 16
+
+src = (Path(__file__).parent.parent / "tests" / "format.rs").read_text()
+failed = 0
+for name, value in got.items():
+    m = re.search(r'const %s: &str = "([0-9a-f]+)";' % name, src)
+    if not m or m.group(1) != value:
+        print(f"format reference: {name} differs: tests/format.rs has {m and m.group(1)}, reference computes {value}")
+        failed += 1
+    if "--print" in sys.argv:
+        print(f'const {name}: &str = "{value}";')
+print(f"format reference: {len(got) - failed} passed, {failed} failed")
+sys.exit(1 if failed else 0)

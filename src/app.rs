@@ -1,0 +1,149 @@
+//! The one place where concrete types meet: AWS configuration, clients, and
+//! the key-service stack. Everything else takes traits.
+
+use crate::keys::{CachingKeyService, KeyService, KmsCalls, KmsKeyService, RetryPolicy, Retrying};
+use crate::store::{ObjectStore, S3Store};
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How to reach AWS, beyond the standard credential chain.
+#[derive(Clone, Debug, Default)]
+pub struct AwsOptions {
+    pub endpoint_url: Option<String>,
+    pub region: Option<String>,
+    pub profile: Option<String>,
+}
+
+/// Settings of the data-key stack.
+#[derive(Clone, Debug)]
+pub struct KeySettings {
+    pub cache_capacity: usize,
+    pub cache_max_age: Duration,
+    pub retry: RetryPolicy,
+}
+
+impl Default for KeySettings {
+    fn default() -> Self {
+        KeySettings {
+            cache_capacity: 4096,
+            cache_max_age: Duration::from_secs(600),
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
+pub struct Aws {
+    sdk: SdkConfig,
+    path_style: bool,
+}
+
+fn env_set(name: &str) -> bool {
+    std::env::var_os(name).is_some_and(|v| !v.is_empty())
+}
+
+impl Aws {
+    pub async fn load(opts: &AwsOptions) -> Aws {
+        let mut loader = aws_config::defaults(BehaviorVersion::latest()).timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(5))
+                .read_timeout(Duration::from_secs(30))
+                .build(),
+        );
+        if let Some(url) = &opts.endpoint_url {
+            loader = loader.endpoint_url(url);
+        }
+        if let Some(p) = &opts.profile {
+            loader = loader.profile_name(p);
+        }
+        if let Some(r) = &opts.region {
+            loader = loader.region(Region::new(r.clone()));
+        }
+        let mut sdk = loader.load().await;
+        if sdk.region().is_none() {
+            sdk = sdk
+                .into_builder()
+                .region(Region::from_static("us-east-1"))
+                .build();
+        }
+        // S3-compatible servers and emulators at a custom endpoint want path-style
+        // addressing (no bucket-name DNS); SEALFS_S3_PATH_STYLE=0/1 overrides.
+        let custom = opts.endpoint_url.is_some()
+            || env_set("AWS_ENDPOINT_URL")
+            || env_set("AWS_ENDPOINT_URL_S3");
+        let path_style = match std::env::var("SEALFS_S3_PATH_STYLE").as_deref() {
+            Ok("1") | Ok("true") => true,
+            Ok("0") | Ok("false") => false,
+            _ => custom,
+        };
+        Aws { sdk, path_style }
+    }
+
+    pub fn s3_client(&self) -> aws_sdk_s3::Client {
+        let conf = aws_sdk_s3::config::Builder::from(&self.sdk)
+            .force_path_style(self.path_style)
+            .retry_config(RetryConfig::standard().with_max_attempts(5))
+            .build();
+        aws_sdk_s3::Client::from_conf(conf)
+    }
+
+    pub fn store(&self, bucket: &str) -> Arc<S3Store> {
+        Arc::new(S3Store::new(self.s3_client(), bucket))
+    }
+
+    /// The KMS client with SDK retries off: [`Retrying`] owns the policy.
+    pub fn kms(&self) -> KmsKeyService {
+        let conf = aws_sdk_kms::config::Builder::from(&self.sdk)
+            .retry_config(RetryConfig::disabled())
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(5))
+                    .operation_attempt_timeout(Duration::from_secs(10))
+                    .build(),
+            )
+            .build();
+        KmsKeyService::new(aws_sdk_kms::Client::from_conf(conf))
+    }
+}
+
+/// The read/write key stack over KMS, with the KMS handle kept for counting.
+pub struct KeyStack {
+    pub kms: KmsKeyService,
+    pub service: Arc<dyn KeyService>,
+}
+
+impl KeyStack {
+    pub fn new(kms: KmsKeyService, settings: &KeySettings) -> Self {
+        let service = Arc::new(CachingKeyService::new(
+            Retrying::new(kms.clone(), settings.retry),
+            settings.cache_capacity,
+            settings.cache_max_age,
+        ));
+        KeyStack { kms, service }
+    }
+
+    pub fn calls(&self) -> KmsCalls {
+        self.kms.calls()
+    }
+}
+
+/// Store and keys for one bucket.
+pub struct Wiring {
+    pub s3: Arc<S3Store>,
+    pub store: Arc<dyn ObjectStore>,
+    pub keys: KeyStack,
+}
+
+impl Wiring {
+    pub async fn new(opts: &AwsOptions, bucket: &str) -> Wiring {
+        let aws = Aws::load(opts).await;
+        let s3 = aws.store(bucket);
+        Wiring {
+            store: s3.clone(),
+            s3,
+            keys: KeyStack::new(aws.kms(), &KeySettings::default()),
+        }
+    }
+}

@@ -1,0 +1,171 @@
+//! The `sealfs` command line: argument parsing, logging, and dispatch.
+
+mod init;
+mod transfer;
+
+use crate::app::{AwsOptions, Wiring};
+use clap::{Parser, Subcommand};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "sealfs",
+    version,
+    about = "Client-side encrypted S3 volumes with per-file sharing"
+)]
+pub struct Cli {
+    /// S3/KMS endpoint (for S3-compatible servers and emulators); also AWS_ENDPOINT_URL.
+    #[arg(long, global = true, env = "SEALFS_ENDPOINT_URL")]
+    endpoint_url: Option<String>,
+    /// AWS region (default: from the AWS config chain, else us-east-1).
+    #[arg(long, global = true)]
+    region: Option<String>,
+    /// AWS profile to use.
+    #[arg(long, global = true)]
+    profile: Option<String>,
+    /// Print the KMS calls and S3 requests made, to stderr, at exit.
+    #[arg(long, global = true)]
+    stats: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Initialise a volume: write its authenticated config under PREFIX/.sealfs/.
+    Init {
+        /// s3://BUCKET/PREFIX
+        url: String,
+        /// KMS key id, ARN or alias (alias/NAME) that wraps the data keys.
+        #[arg(long, conflicts_with = "create_key")]
+        kms_key: Option<String>,
+        /// Create a new KMS key for this volume.
+        #[arg(long)]
+        create_key: bool,
+        /// Create the bucket (private, public access blocked) if it does not exist.
+        #[arg(long)]
+        create_bucket: bool,
+        /// Plaintext segment size in bytes (power of two, 4 KiB..16 MiB).
+        #[arg(long, default_value_t = crate::crypto::DEFAULT_SEGMENT_SIZE)]
+        segment_size: u32,
+        /// Rewrite the config of an initialised volume (same KMS key only).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Encrypt a local file into the volume.
+    Put {
+        local: PathBuf,
+        /// s3://BUCKET/PREFIX/PATH (a trailing / appends the local file name)
+        url: String,
+    },
+    /// Fetch, verify and decrypt a file (to LOCAL, a directory, or - for stdout).
+    Get { url: String, local: Option<PathBuf> },
+    /// Fetch, verify and decrypt a file to stdout.
+    Cat { url: String },
+    /// Show an object's format fields, sizes and key ids (never secrets), and verify its header.
+    Inspect {
+        url: String,
+        /// Only parse; do not ask KMS for the data key to verify.
+        #[arg(long)]
+        no_verify: bool,
+    },
+}
+
+/// Entry point of the binary; returns the process exit code.
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    init_logging();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    match rt.block_on(run(cli)) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("sealfs: error: {e:#}");
+            1
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SEALFS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let opts = AwsOptions {
+        endpoint_url: cli.endpoint_url.clone(),
+        region: cli.region.clone(),
+        profile: cli.profile.clone(),
+    };
+    let url = match &cli.command {
+        Command::Init { url, .. }
+        | Command::Put { url, .. }
+        | Command::Get { url, .. }
+        | Command::Cat { url }
+        | Command::Inspect { url, .. } => crate::url::S3Url::parse(url)?,
+    };
+    let w = Wiring::new(&opts, &url.bucket).await;
+    let result = match cli.command {
+        Command::Init {
+            kms_key,
+            create_key,
+            create_bucket,
+            segment_size,
+            force,
+            ..
+        } => {
+            let args = init::InitArgs {
+                kms_key,
+                create_key,
+                create_bucket,
+                segment_size,
+                force,
+            };
+            init::run(&w, &url, args).await
+        }
+        Command::Put { local, .. } => transfer::put(&w, &local, &url).await,
+        Command::Get { local, .. } => transfer::get(&w, &url, local.as_deref()).await,
+        Command::Cat { .. } => transfer::get(&w, &url, Some(std::path::Path::new("-"))).await,
+        Command::Inspect { no_verify, .. } => transfer::inspect(&w, &url, !no_verify).await,
+    };
+    if cli.stats {
+        let k = w.keys.calls();
+        eprintln!(
+            "sealfs: stats: kms GenerateDataKey={} Decrypt={}; s3 {}",
+            k.generate_data_key,
+            k.decrypt,
+            w.s3.counts()
+                .nonzero()
+                .iter()
+                .map(|(n, c)| format!("{n}={c}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+    }
+    result
+}
+
+/// A progress bar on stderr for transfers of `total` bytes, when stderr is a terminal.
+fn progress_bar(total: u64, verb: &str) -> Option<indicatif::ProgressBar> {
+    if !std::io::stderr().is_terminal() || total < (8 << 20) {
+        return None;
+    }
+    let pb = indicatif::ProgressBar::new(total);
+    pb.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    pb.set_message(verb.to_string());
+    Some(pb)
+}

@@ -1,0 +1,197 @@
+//! `sealfs put`, `get`, `cat` and `inspect`.
+
+use super::progress_bar;
+use crate::app::Wiring;
+use crate::crypto::{Header, Layout, HEADER_LEN};
+use crate::keys::KeyPool;
+use crate::sealed::{IoSettings, SealMeta, SealedStore};
+use crate::store::Metadata;
+use crate::url::S3Url;
+use crate::volume::{self, Pins};
+use anyhow::{bail, Context};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+pub async fn put(w: &Wiring, local: &Path, url: &S3Url) -> anyhow::Result<()> {
+    let meta =
+        std::fs::metadata(local).with_context(|| format!("cannot read {}", local.display()))?;
+    if !meta.is_file() {
+        bail!("{} is not a regular file", local.display());
+    }
+    let mut key = url.key.clone();
+    if key.is_empty() || key.ends_with('/') {
+        let name = local
+            .file_name()
+            .and_then(|n| n.to_str())
+            .context("local file has no UTF-8 name")?;
+        key.push_str(name);
+    }
+    if volume::is_internal(&key) {
+        bail!(
+            "s3://{}/{key} lies inside a volume's internal {} area",
+            url.bucket,
+            volume::INTERNAL_DIR
+        );
+    }
+    let keys = w.keys.service.clone();
+    let (prefix, cfg) = volume::find(w.store.as_ref(), keys.as_ref(), &key).await?;
+    if let Some(pins) = Pins::default_location() {
+        pins.check(&format!("s3://{}/{prefix}", url.bucket), &cfg)?;
+    }
+    let settings = IoSettings {
+        segment_size: cfg.segment_size,
+        ..IoSettings::default()
+    };
+    let sealed = SealedStore::new(w.store.clone(), keys.clone(), settings);
+    let pool = KeyPool::new(keys, cfg.kms_key_arn.clone(), 0);
+    let wk = sealed.key_for_write(&key, &pool).await?;
+    let mut file = tokio::fs::File::open(local)
+        .await
+        .with_context(|| format!("cannot open {}", local.display()))?;
+    let pb = progress_bar(meta.len(), "put");
+    sealed
+        .write(&key, &mut file, meta.len(), &Metadata::new(), &wk, &|n| {
+            if let Some(pb) = &pb {
+                pb.set_position(n)
+            }
+        })
+        .await?;
+    if let Some(pb) = pb {
+        pb.finish_and_clear();
+    }
+    Ok(())
+}
+
+pub async fn get(w: &Wiring, url: &S3Url, local: Option<&Path>) -> anyhow::Result<()> {
+    let name = url
+        .file_name()
+        .with_context(|| format!("{url} names a prefix, not a file"))?
+        .to_string();
+    let sealed = SealedStore::new(
+        w.store.clone(),
+        w.keys.service.clone(),
+        IoSettings::default(),
+    );
+    let settings = sealed.settings().clone();
+    // Open (fetch, unwrap, verify header and binding) before touching the local side.
+    let obj = sealed.open(&url.key).await?;
+    let store = w.store.as_ref();
+    if local == Some(Path::new("-")) {
+        let mut out = tokio::io::stdout();
+        obj.copy_to(
+            store,
+            &mut out,
+            settings.read_run,
+            settings.read_concurrency,
+            &|_| {},
+        )
+        .await?;
+        return Ok(());
+    }
+    let target: PathBuf = match local {
+        None => PathBuf::from(&name),
+        Some(p) if p.is_dir() => p.join(&name),
+        Some(p) => p.to_path_buf(),
+    };
+    let dir = target
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
+    let tmp = dir.join(format!(".{name}.sealfs-{}.part", std::process::id()));
+    // Decrypted data: created 0600, renamed into place only once all of it verified.
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("cannot create {}", tmp.display()))?;
+    let mut file = tokio::fs::File::from_std(file);
+    let pb = progress_bar(obj.plain_len(), "get");
+    let copied = obj
+        .copy_to(
+            store,
+            &mut file,
+            settings.read_run,
+            settings.read_concurrency,
+            &|n| {
+                if let Some(pb) = &pb {
+                    pb.set_position(n)
+                }
+            },
+        )
+        .await;
+    let synced = match copied {
+        Ok(()) => file.sync_all().await.context("syncing output"),
+        Err(e) => Err(e.into()),
+    };
+    drop(file);
+    if let Some(pb) = pb {
+        pb.finish_and_clear();
+    }
+    if let Err(e) = synced.and_then(|_| {
+        std::fs::rename(&tmp, &target)
+            .with_context(|| format!("cannot move output into {}", target.display()))
+    }) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    Ok(())
+}
+
+pub async fn inspect(w: &Wiring, url: &S3Url, verify: bool) -> anyhow::Result<()> {
+    let got = w
+        .store
+        .get(&url.key, Some(0..HEADER_LEN as u64), None)
+        .await?;
+    println!("object:        {url}");
+    println!("object size:   {} bytes", got.info.size);
+    println!("etag:          {}", got.info.etag);
+    let header = Header::parse(&got.body);
+    match &header {
+        Ok(h) => {
+            let layout = Layout::new(h.segment_size());
+            println!("format:        sealfs v{}", crate::crypto::VERSION);
+            match layout.plain_len(got.info.size) {
+                Ok(n) => println!(
+                    "plaintext:     {n} bytes in {} segment(s) of {} bytes",
+                    layout.segment_count(n),
+                    h.segment_size()
+                ),
+                Err(e) => println!("plaintext:     invalid ({e})"),
+            }
+            println!("file id:       {}", h.file_id);
+            println!("salt:          {} (per version)", hex::encode(h.salt));
+        }
+        Err(e) => println!("header:        invalid ({e})"),
+    }
+    match SealMeta::read_from(&got.info.metadata) {
+        Ok(sm) => {
+            println!("KMS key:       {}", sm.key_id);
+            println!(
+                "wrapped key:   {} bytes (KMS ciphertext blob)",
+                sm.wrapped.len()
+            );
+            println!("context:       sealfs:v=1, sealfs:file={}", sm.file_id);
+        }
+        Err(reason) => println!("sealing meta:  invalid ({reason})"),
+    }
+    if !verify {
+        return Ok(());
+    }
+    let sealed = SealedStore::new(
+        w.store.clone(),
+        w.keys.service.clone(),
+        IoSettings::default(),
+    );
+    match sealed.open(&url.key).await {
+        Ok(_) => {
+            println!("verified:      data key unwrapped; key commitment, header MAC, file id and path binding OK");
+            Ok(())
+        }
+        Err(e) => {
+            println!("verified:      FAILED");
+            Err(e.into())
+        }
+    }
+}

@@ -1,0 +1,118 @@
+//! Key schedule: one data key (DK) per file, fresh subkeys per version.
+//!
+//! `PRK = HKDF-Extract-SHA-512(salt, DK)`, then for each purpose
+//! `HKDF-Expand(PRK, label || file_id, 32)` with these labels:
+//!
+//! | label                      | use                                         |
+//! |----------------------------|---------------------------------------------|
+//! | `sealfs/v1/commitment`     | key commitment stored in the header         |
+//! | `sealfs/v1/segment`        | AES-256-GCM key for the body segments       |
+//! | `sealfs/v1/header-mac`     | HMAC-SHA-256 key for the header MAC         |
+//! | `sealfs/v1/path-binding`   | HMAC-SHA-256 key for the bucket/key binding |
+//!
+//! The salt is drawn fresh for every version, so no (key, nonce) pair is ever
+//! used twice even though the DK is reused across versions of one file.
+
+use super::{DataKey, FileId};
+use aes_gcm::{Aes256Gcm, KeyInit};
+use hkdf::Hkdf;
+use hmac::{Hmac, Mac};
+use sha2::{Sha256, Sha512};
+use zeroize::Zeroizing;
+
+const LABEL_COMMITMENT: &[u8] = b"sealfs/v1/commitment";
+const LABEL_SEGMENT: &[u8] = b"sealfs/v1/segment";
+const LABEL_HEADER_MAC: &[u8] = b"sealfs/v1/header-mac";
+const LABEL_BINDING: &[u8] = b"sealfs/v1/path-binding";
+
+/// The subkeys of one version of one file.
+pub struct VersionKeys {
+    pub(crate) commitment: [u8; 32],
+    pub(crate) segment: Aes256Gcm,
+    pub(crate) header_mac: Zeroizing<[u8; 32]>,
+    pub(crate) binding: Zeroizing<[u8; 32]>,
+}
+
+impl VersionKeys {
+    pub fn derive(dk: &DataKey, salt: &[u8; 32], file_id: &FileId) -> Self {
+        let hk = Hkdf::<Sha512>::new(Some(salt), dk.expose());
+        let expand = |label: &[u8]| {
+            let mut info = Vec::with_capacity(label.len() + 16);
+            info.extend_from_slice(label);
+            info.extend_from_slice(&file_id.0);
+            let mut out = Zeroizing::new([0u8; 32]);
+            hk.expand(&info, out.as_mut())
+                .expect("32 bytes is a valid HKDF-SHA-512 output length");
+            out
+        };
+        let segment_key = expand(LABEL_SEGMENT);
+        VersionKeys {
+            commitment: *expand(LABEL_COMMITMENT),
+            segment: Aes256Gcm::new_from_slice(segment_key.as_ref()).expect("32-byte key"),
+            header_mac: expand(LABEL_HEADER_MAC),
+            binding: expand(LABEL_BINDING),
+        }
+    }
+
+    pub(crate) fn header_mac(&self, input: &[u8]) -> [u8; 32] {
+        hmac_sha256(&self.header_mac, &[input])
+    }
+}
+
+/// HMAC over (bucket, key, header digest), length-prefixed so that no two
+/// different (bucket, key) pairs produce the same input.
+pub fn binding_mac(
+    keys: &VersionKeys,
+    bucket: &str,
+    key: &str,
+    header_digest: &[u8; 32],
+) -> [u8; 32] {
+    let bl = (bucket.len() as u64).to_be_bytes();
+    let kl = (key.len() as u64).to_be_bytes();
+    hmac_sha256(
+        &keys.binding,
+        &[&bl, bucket.as_bytes(), &kl, key.as_bytes(), header_digest],
+    )
+}
+
+fn hmac_sha256(key: &[u8; 32], parts: &[&[u8]]) -> [u8; 32] {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("any key length");
+    for p in parts {
+        mac.update(p);
+    }
+    mac.finalize().into_bytes().into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subkeys_are_distinct_and_depend_on_every_input() {
+        let dk = DataKey::from_bytes([9; 32]);
+        let fid = FileId([1; 16]);
+        let a = VersionKeys::derive(&dk, &[0; 32], &fid);
+        assert_ne!(*a.header_mac, *a.binding);
+        assert_ne!(a.commitment, *a.header_mac);
+        let other_salt = VersionKeys::derive(&dk, &[1; 32], &fid);
+        assert_ne!(a.commitment, other_salt.commitment);
+        let other_file = VersionKeys::derive(&dk, &[0; 32], &FileId([2; 16]));
+        assert_ne!(a.commitment, other_file.commitment);
+        let other_dk = VersionKeys::derive(&DataKey::from_bytes([8; 32]), &[0; 32], &fid);
+        assert_ne!(a.commitment, other_dk.commitment);
+    }
+
+    #[test]
+    fn binding_is_unambiguous() {
+        let keys = VersionKeys::derive(&DataKey::from_bytes([9; 32]), &[0; 32], &FileId([1; 16]));
+        let d = [5; 32];
+        assert_ne!(
+            binding_mac(&keys, "ab", "c", &d),
+            binding_mac(&keys, "a", "bc", &d)
+        );
+        assert_eq!(
+            binding_mac(&keys, "a", "b", &d),
+            binding_mac(&keys, "a", "b", &d)
+        );
+    }
+}

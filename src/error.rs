@@ -1,0 +1,115 @@
+//! The crate's error type and its one errno table.
+//!
+//! Layers keep their own small error enums (crypto, keys, store); this type
+//! carries them up with the object they concern, and [`Error::errno`] is the
+//! single place where a failure becomes a syscall error.
+
+use crate::crypto::IntegrityError;
+use crate::keys::KeyError;
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error("s3://{bucket}/{key} failed verification: {check}")]
+    Integrity {
+        bucket: String,
+        key: String,
+        check: IntegrityError,
+    },
+    #[error("s3://{bucket}/{key} is not a sealfs object: {reason}")]
+    NotSealfs {
+        bucket: String,
+        key: String,
+        reason: String,
+    },
+    #[error("no sealfs volume at s3://{bucket}/{prefix} (run `sealfs init s3://{bucket}/{prefix}` first)")]
+    NoVolume { bucket: String, prefix: String },
+    #[error("volume config at s3://{bucket}/{key} is invalid: {reason}")]
+    VolumeConfig {
+        bucket: String,
+        key: String,
+        reason: String,
+    },
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("{context}: {cause}")]
+    Io {
+        context: String,
+        cause: std::io::Error,
+    },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn io(context: impl Into<String>, cause: std::io::Error) -> Self {
+        Error::Io {
+            context: context.into(),
+            cause,
+        }
+    }
+
+    /// The errno a filesystem call returns for this error. Exhaustive on purpose:
+    /// a new failure kind must be given its errno here, not defaulted.
+    pub fn errno(&self) -> i32 {
+        use libc::*;
+        match self {
+            Error::Store(e) => match e {
+                StoreError::NotFound { .. } | StoreError::NoSuchBucket(_) => ENOENT,
+                StoreError::AccessDenied { .. } | StoreError::NoCredentials => EACCES,
+                StoreError::PreconditionFailed { .. } => EIO,
+                StoreError::Throttled { .. } | StoreError::Unavailable { .. } => EIO,
+                StoreError::InvalidRange { .. } => EIO,
+                StoreError::Other { .. } => EIO,
+            },
+            Error::Key(e) => match e {
+                KeyError::AccessDenied { .. } => EACCES,
+                KeyError::Throttled { .. } | KeyError::Unavailable { .. } => EIO,
+                KeyError::InvalidCiphertext | KeyError::KeyNotFound(_) | KeyError::Other { .. } => {
+                    EIO
+                }
+            },
+            Error::Integrity { .. } | Error::NotSealfs { .. } => EIO,
+            Error::NoVolume { .. } | Error::VolumeConfig { .. } => EIO,
+            Error::InvalidArgument(_) => EINVAL,
+            Error::Io { cause, .. } => cause.raw_os_error().unwrap_or(EIO),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errno_table() {
+        let denied = Error::Store(StoreError::AccessDenied {
+            action: "s3:GetObject",
+            bucket: "b".into(),
+            key: "k".into(),
+        });
+        assert_eq!(denied.errno(), libc::EACCES);
+        let tamper = Error::Integrity {
+            bucket: "b".into(),
+            key: "k".into(),
+            check: IntegrityError::Segment(3),
+        };
+        assert_eq!(tamper.errno(), libc::EIO);
+        assert!(tamper.to_string().contains("segment 3"));
+        let kms_denied = Error::Key(KeyError::AccessDenied {
+            action: "kms:Decrypt",
+            message: "x".into(),
+        });
+        assert_eq!(kms_denied.errno(), libc::EACCES);
+        assert_eq!(Error::InvalidArgument("x".into()).errno(), libc::EINVAL);
+        let missing = Error::Store(StoreError::NotFound {
+            bucket: "b".into(),
+            key: "k".into(),
+        });
+        assert_eq!(missing.errno(), libc::ENOENT);
+    }
+}

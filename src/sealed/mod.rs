@@ -1,0 +1,441 @@
+//! Sealed objects in a store: writing a plaintext stream as one encrypted
+//! object, and opening one for verified random-access reads.
+//!
+//! This is the layer both the CLI (`put`, `get`) and the filesystem core use.
+//! It knows the object metadata that travels with each object (wrapped data
+//! key, KMS key id, file id, path binding) and wires the format to the store
+//! and key service.
+
+use crate::crypto::{DataKey, FileId, Header, IntegrityError, Layout, Opener, Sealer, HEADER_LEN};
+use crate::error::{Error, Result};
+use crate::keys::{EncryptionContext, KeyPool, KeyService};
+use crate::store::{Metadata, MultipartUpload, ObjectInfo, ObjectStore, PutCondition, StoreError};
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use std::ops::Range;
+use std::sync::Arc;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// Metadata names (`x-amz-meta-<name>`) of the sealing fields.
+pub mod meta {
+    pub const VERSION: &str = "sealfs-v";
+    pub const KEY_ID: &str = "sealfs-kid";
+    pub const WRAPPED_KEY: &str = "sealfs-dk";
+    pub const FILE_ID: &str = "sealfs-fid";
+    pub const BINDING: &str = "sealfs-bind";
+}
+
+/// The sealing fields of one object's metadata.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SealMeta {
+    pub key_id: String,
+    pub wrapped: Vec<u8>,
+    pub file_id: FileId,
+    pub binding: [u8; 32],
+}
+
+impl SealMeta {
+    pub fn write_into(&self, m: &mut Metadata) {
+        m.insert(meta::VERSION.into(), "1".into());
+        m.insert(meta::KEY_ID.into(), self.key_id.clone());
+        m.insert(meta::WRAPPED_KEY.into(), B64.encode(&self.wrapped));
+        m.insert(meta::FILE_ID.into(), self.file_id.to_hex());
+        m.insert(meta::BINDING.into(), hex::encode(self.binding));
+    }
+
+    /// Reads the sealing fields; `Err(reason)` when they are missing or malformed.
+    pub fn read_from(m: &Metadata) -> std::result::Result<Self, String> {
+        let get = |k: &str| m.get(k).ok_or_else(|| format!("metadata {k} missing"));
+        if get(meta::VERSION)? != "1" {
+            return Err(format!(
+                "unsupported {} {}",
+                meta::VERSION,
+                m[meta::VERSION]
+            ));
+        }
+        let wrapped = B64
+            .decode(get(meta::WRAPPED_KEY)?)
+            .map_err(|_| format!("metadata {} is not base64", meta::WRAPPED_KEY))?;
+        let file_id = FileId::from_hex(get(meta::FILE_ID)?)
+            .ok_or_else(|| format!("metadata {} malformed", meta::FILE_ID))?;
+        let binding = hex::decode(get(meta::BINDING)?)
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| format!("metadata {} malformed", meta::BINDING))?;
+        Ok(SealMeta {
+            key_id: get(meta::KEY_ID)?.clone(),
+            wrapped,
+            file_id,
+            binding,
+        })
+    }
+
+    pub fn context(&self) -> EncryptionContext {
+        EncryptionContext::for_file(&self.file_id)
+    }
+}
+
+/// Tunables of the I/O layer (separate from the components, so tests and
+/// benchmarks can vary them).
+#[derive(Clone, Debug)]
+pub struct IoSettings {
+    pub segment_size: u32,
+    /// Plaintext bytes per multipart part (a multiple of the segment size).
+    pub part_size: usize,
+    pub upload_concurrency: usize,
+    /// Plaintext bytes per ranged GET when streaming a whole object.
+    pub read_run: u64,
+    pub read_concurrency: usize,
+}
+
+impl Default for IoSettings {
+    fn default() -> Self {
+        IoSettings {
+            segment_size: crate::crypto::DEFAULT_SEGMENT_SIZE,
+            part_size: 8 << 20,
+            upload_concurrency: 4,
+            read_run: 8 << 20,
+            read_concurrency: 4,
+        }
+    }
+}
+
+/// The data key a new version will be sealed with, and the condition that
+/// makes the write safe against a concurrent writer.
+pub struct WriteKey {
+    pub file_id: FileId,
+    pub key_id: String,
+    pub wrapped: Vec<u8>,
+    pub key: DataKey,
+    pub condition: PutCondition,
+}
+
+pub struct SealedStore {
+    store: Arc<dyn ObjectStore>,
+    keys: Arc<dyn KeyService>,
+    settings: IoSettings,
+}
+
+impl SealedStore {
+    pub fn new(
+        store: Arc<dyn ObjectStore>,
+        keys: Arc<dyn KeyService>,
+        settings: IoSettings,
+    ) -> Self {
+        SealedStore {
+            store,
+            keys,
+            settings,
+        }
+    }
+
+    pub fn store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
+    }
+
+    pub fn settings(&self) -> &IoSettings {
+        &self.settings
+    }
+
+    fn integrity(&self, key: &str, check: IntegrityError) -> Error {
+        Error::Integrity {
+            bucket: self.store.bucket().to_string(),
+            key: key.to_string(),
+            check,
+        }
+    }
+
+    fn not_sealfs(&self, key: &str, reason: impl Into<String>) -> Error {
+        Error::NotSealfs {
+            bucket: self.store.bucket().to_string(),
+            key: key.to_string(),
+            reason: reason.into(),
+        }
+    }
+
+    /// The key for writing a new version of `key`: the existing file's data key
+    /// (one DK per file, reused across versions) with `If-Match` on its ETag, or
+    /// a fresh key from the pool with `If-None-Match: *`.
+    pub async fn key_for_write(&self, key: &str, pool: &Arc<KeyPool>) -> Result<WriteKey> {
+        match self.store.head(key).await {
+            Ok(info) => {
+                let sm = SealMeta::read_from(&info.metadata)
+                    .map_err(|r| self.not_sealfs(key, format!("{r}; refusing to overwrite it")))?;
+                let dk = self
+                    .keys
+                    .decrypt(&sm.key_id, &sm.wrapped, &sm.context())
+                    .await?;
+                Ok(WriteKey {
+                    file_id: sm.file_id,
+                    key_id: sm.key_id,
+                    wrapped: sm.wrapped,
+                    key: dk,
+                    condition: PutCondition::IfMatch(info.etag),
+                })
+            }
+            Err(StoreError::NotFound { .. }) => {
+                let k = pool.take().await?;
+                Ok(WriteKey {
+                    file_id: k.file_id,
+                    key_id: k.generated.key_id,
+                    wrapped: k.generated.wrapped,
+                    key: k.generated.key,
+                    condition: PutCondition::IfNoneMatch,
+                })
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Seals exactly `len` bytes from `reader` into `key`. Small objects go up
+    /// in one PUT; larger ones stream as a multipart upload with parts sealed
+    /// on blocking threads and several in flight. Nothing is visible at `key`
+    /// unless the whole object was written and the write condition held.
+    pub async fn write<R: AsyncRead + Unpin>(
+        &self,
+        key: &str,
+        reader: &mut R,
+        len: u64,
+        extra: &Metadata,
+        wk: &WriteKey,
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<String> {
+        let sealer = Arc::new(Sealer::new(&wk.key, wk.file_id, self.settings.segment_size));
+        let layout = sealer.layout();
+        let mut metadata = extra.clone();
+        SealMeta {
+            key_id: wk.key_id.clone(),
+            wrapped: wk.wrapped.clone(),
+            file_id: wk.file_id,
+            binding: sealer.binding(self.store.bucket(), key),
+        }
+        .write_into(&mut metadata);
+
+        let seg = layout.segment_size() as usize;
+        let part_plain = (self.settings.part_size / seg).max(1) * seg;
+        let segments = layout.segment_count(len);
+        let multipart = layout.object_len(len) > (part_plain + part_plain / 2) as u64;
+
+        let mut upload = if multipart {
+            Some(
+                MultipartUpload::start(
+                    self.store.clone(),
+                    key,
+                    &metadata,
+                    self.settings.upload_concurrency,
+                )
+                .await?,
+            )
+        } else {
+            None
+        };
+        let mut single = Vec::new();
+        let mut next_segment = 0u64;
+        let mut done = 0u64;
+        while next_segment < segments {
+            let want = (len - done).min(part_plain as u64) as usize;
+            let mut plain = vec![0u8; want];
+            if let Err(e) = reader.read_exact(&mut plain).await {
+                if let Some(up) = upload.take() {
+                    up.abort().await;
+                }
+                let ctx = if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                    format!("source ended before {len} bytes (file changed while reading?)")
+                } else {
+                    "reading source".to_string()
+                };
+                return Err(Error::io(ctx, e));
+            }
+            let first = next_segment;
+            let count = plain.len().div_ceil(seg).max(1) as u64;
+            next_segment += count;
+            done += want as u64;
+            let s = sealer.clone();
+            let sealed = tokio::task::spawn_blocking(move || {
+                let mut out = Vec::with_capacity(plain.len() + count as usize * 16 + HEADER_LEN);
+                if first == 0 {
+                    out.extend_from_slice(s.header_bytes());
+                }
+                for i in 0..count {
+                    let a = (i as usize * seg).min(plain.len());
+                    let b = (a + seg).min(plain.len());
+                    s.seal_segment_into(
+                        first + i,
+                        &plain[a..b],
+                        first + i + 1 == segments,
+                        &mut out,
+                    );
+                }
+                out
+            })
+            .await
+            .expect("sealing task panicked");
+            match upload.as_mut() {
+                Some(up) => up.push(Bytes::from(sealed)).await?,
+                None => single.extend_from_slice(&sealed),
+            }
+            progress(done);
+        }
+        let etag = match upload {
+            Some(up) => up.finish(&wk.condition).await?,
+            None => {
+                self.store
+                    .put(key, Bytes::from(single), &metadata, &wk.condition)
+                    .await?
+            }
+        };
+        Ok(etag)
+    }
+
+    /// Opens `key` for reading with one GET that returns the header, the
+    /// metadata and the first run of segments together. The data key is
+    /// unwrapped, the header and path binding verified, and the ETag pinned.
+    pub async fn open(&self, key: &str) -> Result<SealedObject> {
+        let first_run = HEADER_LEN as u64 + self.settings.read_run + self.settings.read_run / 64;
+        let got = self.store.get(key, Some(0..first_run), None).await?;
+        let sm = SealMeta::read_from(&got.info.metadata).map_err(|r| self.not_sealfs(key, r))?;
+        let header = Header::parse(&got.body).map_err(|e| match e {
+            IntegrityError::BadMagic => self.not_sealfs(key, "no sealfs header"),
+            e => self.integrity(key, e),
+        })?;
+        let layout = Layout::new(header.segment_size());
+        let plain_len = layout
+            .plain_len(got.info.size)
+            .map_err(|e| self.integrity(key, e))?;
+        let dk = self
+            .keys
+            .decrypt(&sm.key_id, &sm.wrapped, &sm.context())
+            .await?;
+        let opener = Opener::new(&dk, &got.body[..HEADER_LEN], &sm.file_id)
+            .map_err(|e| self.integrity(key, e))?;
+        opener
+            .check_binding(self.store.bucket(), key, &sm.binding)
+            .map_err(|e| self.integrity(key, e))?;
+        Ok(SealedObject {
+            key: key.to_string(),
+            info: got.info,
+            seal: sm,
+            opener: Arc::new(opener),
+            plain_len,
+            prefix: got.body,
+        })
+    }
+}
+
+/// An opened, header-verified object. Reads are pinned to its ETag and
+/// release only bytes of segments that verified.
+pub struct SealedObject {
+    key: String,
+    info: ObjectInfo,
+    seal: SealMeta,
+    opener: Arc<Opener>,
+    plain_len: u64,
+    /// The first bytes of the object, fetched by `open`.
+    prefix: Bytes,
+}
+
+impl SealedObject {
+    pub fn plain_len(&self) -> u64 {
+        self.plain_len
+    }
+
+    pub fn info(&self) -> &ObjectInfo {
+        &self.info
+    }
+
+    pub fn seal(&self) -> &SealMeta {
+        &self.seal
+    }
+
+    pub fn header(&self) -> &Header {
+        self.opener.header()
+    }
+
+    pub fn layout(&self) -> Layout {
+        self.opener.layout()
+    }
+
+    fn integrity(&self, bucket: &str, check: IntegrityError) -> Error {
+        Error::Integrity {
+            bucket: bucket.to_string(),
+            key: self.key.clone(),
+            check,
+        }
+    }
+
+    /// Fetches and opens segments `segs`, from the prefix when it holds them.
+    async fn segments(&self, store: &dyn ObjectStore, segs: Range<u64>) -> Result<Vec<u8>> {
+        let range = self.layout().sealed_range(segs.clone(), self.plain_len);
+        let sealed = if range.end <= self.prefix.len() as u64 {
+            self.prefix.slice(range.start as usize..range.end as usize)
+        } else {
+            let got = store
+                .get(&self.key, Some(range.clone()), Some(&self.info.etag))
+                .await?;
+            if got.body.len() as u64 != range.end - range.start {
+                return Err(
+                    self.integrity(store.bucket(), IntegrityError::BadLength(got.info.size))
+                );
+            }
+            got.body
+        };
+        let opener = self.opener.clone();
+        let plain_len = self.plain_len;
+        let first = segs.start;
+        tokio::task::spawn_blocking(move || opener.open_run(first, &sealed, plain_len))
+            .await
+            .expect("open task panicked")
+            .map_err(|e| self.integrity(store.bucket(), e))
+    }
+
+    /// Reads up to `len` plaintext bytes at `offset` (fewer at end of file).
+    pub async fn read(&self, store: &dyn ObjectStore, offset: u64, len: u64) -> Result<Vec<u8>> {
+        let segs = self.layout().segments_for(offset, len, self.plain_len);
+        if segs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let plain = self.segments(store, segs.clone()).await?;
+        let skip = (offset - segs.start * self.layout().segment_size()) as usize;
+        let take = (len.min(self.plain_len - offset)) as usize;
+        Ok(plain[skip..skip + take].to_vec())
+    }
+
+    /// Streams the whole plaintext to `out`, with several ranged GETs in flight.
+    /// Every byte written has been verified; on an error, what was written so
+    /// far is a verified prefix and the caller must discard it.
+    pub async fn copy_to<W: AsyncWrite + Unpin>(
+        &self,
+        store: &dyn ObjectStore,
+        out: &mut W,
+        read_run: u64,
+        concurrency: usize,
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<()> {
+        let layout = self.layout();
+        let total = layout.segment_count(self.plain_len);
+        let per_run = (read_run / layout.segment_size()).max(1);
+        let runs = (0..total)
+            .step_by(per_run as usize)
+            .map(|s| s..(s + per_run).min(total));
+        let mut stream = futures::stream::iter(runs)
+            .map(|r| self.segments(store, r))
+            .buffered(concurrency.max(1));
+        let mut written = 0u64;
+        while let Some(plain) = stream.try_next().await? {
+            out.write_all(&plain)
+                .await
+                .map_err(|e| Error::io("writing output", e))?;
+            written += plain.len() as u64;
+            progress(written);
+        }
+        out.flush()
+            .await
+            .map_err(|e| Error::io("writing output", e))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,221 @@
+//! The object store: the `ObjectStore` trait, its S3 and in-memory
+//! implementations, and the concurrent multipart upload driver.
+//!
+//! The trait is deliberately close to S3's own operations so that request
+//! counts seen through the in-memory store predict those against S3.
+
+mod memory;
+mod multipart;
+mod s3;
+
+pub use memory::MemoryStore;
+pub use multipart::MultipartUpload;
+pub use s3::S3Store;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::SystemTime;
+
+/// User metadata (`x-amz-meta-*`), names without the prefix, lower case.
+pub type Metadata = BTreeMap<String, String>;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectInfo {
+    pub key: String,
+    /// Size of the whole object, even for a ranged GET.
+    pub size: u64,
+    pub etag: String,
+    pub metadata: Metadata,
+    pub last_modified: Option<SystemTime>,
+}
+
+#[derive(Clone, Debug)]
+pub struct GetResult {
+    pub body: Bytes,
+    pub info: ObjectInfo,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListEntry {
+    pub key: String,
+    pub size: u64,
+    pub etag: String,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct ListPage {
+    pub objects: Vec<ListEntry>,
+    /// Common prefixes (with the delimiter) when a delimiter was given.
+    pub prefixes: Vec<String>,
+    /// Continuation token for the next page.
+    pub next: Option<String>,
+}
+
+/// Requests served, by S3 operation.
+#[derive(Debug, Default)]
+pub struct RequestCounts {
+    pub get: AtomicU64,
+    pub head: AtomicU64,
+    pub put: AtomicU64,
+    pub list: AtomicU64,
+    pub copy: AtomicU64,
+    pub delete: AtomicU64,
+    pub create_multipart: AtomicU64,
+    pub upload_part: AtomicU64,
+    pub complete_multipart: AtomicU64,
+    pub abort_multipart: AtomicU64,
+}
+
+pub(crate) fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+impl RequestCounts {
+    /// `(operation, count)` for every operation with a non-zero count.
+    pub fn nonzero(&self) -> Vec<(&'static str, u64)> {
+        let all = [
+            ("GET", &self.get),
+            ("HEAD", &self.head),
+            ("PUT", &self.put),
+            ("LIST", &self.list),
+            ("COPY", &self.copy),
+            ("DELETE", &self.delete),
+            ("CreateMultipartUpload", &self.create_multipart),
+            ("UploadPart", &self.upload_part),
+            ("CompleteMultipartUpload", &self.complete_multipart),
+            ("AbortMultipartUpload", &self.abort_multipart),
+        ];
+        all.iter()
+            .map(|(n, c)| (*n, c.load(Ordering::Relaxed)))
+            .filter(|(_, c)| *c > 0)
+            .collect()
+    }
+}
+
+/// Condition on a write: how concurrent writers are kept from silently
+/// overwriting each other (DESIGN §6).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PutCondition {
+    /// Unconditional.
+    None,
+    /// `If-None-Match: *`: only if no object exists at the key.
+    IfNoneMatch,
+    /// `If-Match: <etag>`: only if the object is still the one we saw.
+    IfMatch(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    #[error("no object at s3://{bucket}/{key}")]
+    NotFound { bucket: String, key: String },
+    #[error("bucket {0} does not exist")]
+    NoSuchBucket(String),
+    #[error("S3 denied {action} on s3://{bucket}/{key}")]
+    AccessDenied {
+        action: &'static str,
+        bucket: String,
+        key: String,
+    },
+    #[error("no AWS credentials found (set AWS_PROFILE, AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or use an instance role)")]
+    NoCredentials,
+    #[error("s3://{bucket}/{key} changed concurrently (precondition failed)")]
+    PreconditionFailed { bucket: String, key: String },
+    #[error("S3 throttled {action} (retries exhausted)")]
+    Throttled { action: &'static str },
+    #[error("S3 unreachable during {action}: {message}")]
+    Unavailable {
+        action: &'static str,
+        message: String,
+    },
+    #[error("requested range not satisfiable on s3://{bucket}/{key}")]
+    InvalidRange { bucket: String, key: String },
+    #[error("S3 {action} failed: {message}")]
+    Other {
+        action: &'static str,
+        message: String,
+    },
+}
+
+/// The operations sealfs needs from S3.
+#[async_trait]
+pub trait ObjectStore: Send + Sync {
+    fn bucket(&self) -> &str;
+
+    async fn head(&self, key: &str) -> Result<ObjectInfo, StoreError>;
+
+    /// GET of the whole object or of `range` (end exclusive), optionally pinned
+    /// with `If-Match` so a read never mixes two versions.
+    async fn get(
+        &self,
+        key: &str,
+        range: Option<Range<u64>>,
+        if_match: Option<&str>,
+    ) -> Result<GetResult, StoreError>;
+
+    /// Single-request PUT; returns the new ETag.
+    async fn put(
+        &self,
+        key: &str,
+        body: Bytes,
+        metadata: &Metadata,
+        cond: &PutCondition,
+    ) -> Result<String, StoreError>;
+
+    /// One page of ListObjectsV2.
+    async fn list(
+        &self,
+        prefix: &str,
+        delimiter: Option<&str>,
+        token: Option<&str>,
+    ) -> Result<ListPage, StoreError>;
+
+    /// Server-side copy with the metadata replaced (`x-amz-metadata-directive: REPLACE`).
+    async fn copy(
+        &self,
+        from: &str,
+        to: &str,
+        metadata: &Metadata,
+        cond: &PutCondition,
+    ) -> Result<String, StoreError>;
+
+    async fn delete(&self, key: &str) -> Result<(), StoreError>;
+
+    async fn create_multipart(&self, key: &str, metadata: &Metadata) -> Result<String, StoreError>;
+
+    /// Uploads part `part_number` (1-based); returns its ETag.
+    async fn upload_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        part_number: i32,
+        body: Bytes,
+    ) -> Result<String, StoreError>;
+
+    /// Completes the upload; the object becomes visible only now, and only if `cond` holds.
+    async fn complete_multipart(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: Vec<(i32, String)>,
+        cond: &PutCondition,
+    ) -> Result<String, StoreError>;
+
+    async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<(), StoreError>;
+}
+
+/// Lists every object under `prefix` (no delimiter), following continuation tokens.
+pub async fn list_all(store: &dyn ObjectStore, prefix: &str) -> Result<Vec<ListEntry>, StoreError> {
+    let mut out = Vec::new();
+    let mut token = None;
+    loop {
+        let page = store.list(prefix, None, token.as_deref()).await?;
+        out.extend(page.objects);
+        match page.next {
+            Some(t) => token = Some(t),
+            None => return Ok(out),
+        }
+    }
+}

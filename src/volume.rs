@@ -1,0 +1,403 @@
+//! The volume config at `<prefix>/.sealfs/volume.json`, and the local pin.
+//!
+//! The config names the KMS key that wraps every new file's data key, so it
+//! is authenticated: its fields are MACed under a volume key that KMS wraps
+//! under that same KMS key (encryption context `sealfs:volume=<id>`), and
+//! `Decrypt` is called with the config's key ARN as `KeyId`, so KMS refuses a
+//! wrapped volume key made under any other key. An attacker who can write the
+//! bucket but cannot use the KMS key can therefore not edit the config.
+//!
+//! A full replacement (their own key, their own volume key, their own MAC)
+//! verifies on its own terms; the local pin (first key seen for a volume URL,
+//! kept in `$SEALFS_CONFIG_DIR` or `~/.config/sealfs/pins.json`) catches it on
+//! every machine that has used the volume before.
+
+use crate::error::{Error, Result};
+use crate::keys::{EncryptionContext, KeyService};
+use crate::store::{Metadata, ObjectStore, PutCondition, StoreError};
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use bytes::Bytes;
+use hkdf::Hkdf;
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+pub const FORMAT: u32 = 1;
+pub const INTERNAL_DIR: &str = ".sealfs";
+const CONFIG_NAME: &str = "volume.json";
+
+/// Joins a volume prefix and a relative path into an object key.
+pub fn join(prefix: &str, rel: &str) -> String {
+    let prefix = prefix.trim_end_matches('/');
+    if prefix.is_empty() {
+        rel.to_string()
+    } else {
+        format!("{prefix}/{rel}")
+    }
+}
+
+pub fn config_key(prefix: &str) -> String {
+    join(prefix, &format!("{INTERNAL_DIR}/{CONFIG_NAME}"))
+}
+
+/// True when `key` lies in a volume's internal area (never a user file).
+pub fn is_internal(key: &str) -> bool {
+    key.split('/').any(|c| c == INTERNAL_DIR)
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct VolumeConfig {
+    pub format: u32,
+    pub volume_id: String,
+    pub kms_key_arn: String,
+    pub segment_size: u32,
+    pub wrapped_volume_key: String,
+    pub created_unix: u64,
+    pub mac: String,
+}
+
+/// The MACed fields, in a fixed order.
+#[derive(Serialize)]
+struct Signed<'a> {
+    format: u32,
+    volume_id: &'a str,
+    kms_key_arn: &'a str,
+    segment_size: u32,
+    wrapped_volume_key: &'a str,
+    created_unix: u64,
+}
+
+impl VolumeConfig {
+    fn signed_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(&Signed {
+            format: self.format,
+            volume_id: &self.volume_id,
+            kms_key_arn: &self.kms_key_arn,
+            segment_size: self.segment_size,
+            wrapped_volume_key: &self.wrapped_volume_key,
+            created_unix: self.created_unix,
+        })
+        .expect("serializable")
+    }
+
+    fn mac_with(&self, volume_key: &[u8]) -> [u8; 32] {
+        let mut mk = zeroize::Zeroizing::new([0u8; 32]);
+        Hkdf::<Sha256>::new(None, volume_key)
+            .expand(b"sealfs/v1/volume-config", mk.as_mut())
+            .expect("valid length");
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(mk.as_ref()).expect("any key length");
+        mac.update(&self.signed_bytes());
+        mac.finalize().into_bytes().into()
+    }
+
+    /// A new config for a volume whose files are wrapped under `kms_key_arn`.
+    pub async fn create(
+        keys: &dyn KeyService,
+        kms_key_arn: &str,
+        segment_size: u32,
+    ) -> Result<Self> {
+        if crate::crypto::segment_log2(segment_size).is_none() {
+            return Err(Error::InvalidArgument(format!(
+                "segment size {segment_size} must be a power of two between 4 KiB and 16 MiB"
+            )));
+        }
+        let volume_id = crate::crypto::FileId::random().to_hex();
+        let g = keys
+            .generate_data_key(kms_key_arn, &EncryptionContext::for_volume(&volume_id))
+            .await?;
+        let mut cfg = VolumeConfig {
+            format: FORMAT,
+            volume_id,
+            kms_key_arn: g.key_id.clone(),
+            segment_size,
+            wrapped_volume_key: B64.encode(&g.wrapped),
+            created_unix: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+            mac: String::new(),
+        };
+        cfg.mac = hex::encode(cfg.mac_with(g.key.expose()));
+        Ok(cfg)
+    }
+
+    /// Checks the MAC under the KMS-unwrapped volume key; `Ok(Err(reason))` when
+    /// the config does not verify, `Err` when KMS could not be asked.
+    pub async fn verify(&self, keys: &dyn KeyService) -> Result<std::result::Result<(), String>> {
+        if self.format != FORMAT {
+            return Ok(Err(format!("unsupported volume format {}", self.format)));
+        }
+        let Ok(wrapped) = B64.decode(&self.wrapped_volume_key) else {
+            return Ok(Err("wrapped volume key is not base64".into()));
+        };
+        let ctx = EncryptionContext::for_volume(&self.volume_id);
+        let vk = match keys.decrypt(&self.kms_key_arn, &wrapped, &ctx).await {
+            Ok(vk) => vk,
+            Err(crate::keys::KeyError::InvalidCiphertext) => {
+                return Ok(Err(format!(
+                    "the volume key was not wrapped under {} for this volume (config tampered)",
+                    self.kms_key_arn
+                )))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let expected = hex::encode(self.mac_with(vk.expose()));
+        if subtle::ConstantTimeEq::ct_eq(expected.as_bytes(), self.mac.as_bytes()).into() {
+            Ok(Ok(()))
+        } else {
+            Ok(Err("config MAC does not verify (config tampered)".into()))
+        }
+    }
+}
+
+/// Loads and verifies the config of the volume at `prefix`.
+pub async fn load(
+    store: &dyn ObjectStore,
+    keys: &dyn KeyService,
+    prefix: &str,
+) -> Result<VolumeConfig> {
+    let key = config_key(prefix);
+    let bad = |reason: String| Error::VolumeConfig {
+        bucket: store.bucket().to_string(),
+        key: key.clone(),
+        reason,
+    };
+    let got = match store.get(&key, None, None).await {
+        Ok(g) => g,
+        Err(StoreError::NotFound { .. }) => {
+            return Err(Error::NoVolume {
+                bucket: store.bucket().to_string(),
+                prefix: prefix.to_string(),
+            })
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let cfg: VolumeConfig =
+        serde_json::from_slice(&got.body).map_err(|e| bad(format!("not valid JSON: {e}")))?;
+    cfg.verify(keys).await?.map_err(bad)?;
+    Ok(cfg)
+}
+
+/// Loads the volume that contains `object_key`: the nearest enclosing prefix
+/// with a config. Returns that prefix and its config.
+pub async fn find(
+    store: &dyn ObjectStore,
+    keys: &dyn KeyService,
+    object_key: &str,
+) -> Result<(String, VolumeConfig)> {
+    let mut prefix = object_key;
+    loop {
+        prefix = match prefix.rfind('/') {
+            Some(i) => &prefix[..i],
+            None => "",
+        };
+        match load(store, keys, prefix).await {
+            Err(Error::NoVolume { .. }) if !prefix.is_empty() => continue,
+            Err(Error::NoVolume { bucket, .. }) => {
+                let parent = object_key.rsplit_once('/').map(|(p, _)| p).unwrap_or("");
+                return Err(Error::NoVolume {
+                    bucket,
+                    prefix: parent.to_string(),
+                });
+            }
+            other => return other.map(|cfg| (prefix.to_string(), cfg)),
+        }
+    }
+}
+
+/// Writes the config; `cond` is `IfNoneMatch` for a new volume.
+pub async fn save(
+    store: &dyn ObjectStore,
+    prefix: &str,
+    cfg: &VolumeConfig,
+    cond: &PutCondition,
+) -> Result<()> {
+    let body = serde_json::to_vec_pretty(cfg).expect("serializable");
+    store
+        .put(
+            &config_key(prefix),
+            Bytes::from(body),
+            &Metadata::new(),
+            cond,
+        )
+        .await?;
+    Ok(())
+}
+
+/// Trust-on-first-use record of each volume's key, on this machine.
+pub struct Pins {
+    path: PathBuf,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+struct Pin {
+    volume_id: String,
+    kms_key_arn: String,
+}
+
+impl Pins {
+    pub fn default_location() -> Option<Self> {
+        let dir = std::env::var_os("SEALFS_CONFIG_DIR")
+            .map(PathBuf::from)
+            .or_else(|| {
+                std::env::var_os("XDG_CONFIG_HOME").map(|d| PathBuf::from(d).join("sealfs"))
+            })
+            .or_else(|| {
+                std::env::var_os("HOME").map(|d| PathBuf::from(d).join(".config/sealfs"))
+            })?;
+        Some(Pins {
+            path: dir.join("pins.json"),
+        })
+    }
+
+    pub fn at(path: PathBuf) -> Self {
+        Pins { path }
+    }
+
+    fn read(&self) -> BTreeMap<String, Pin> {
+        std::fs::read(&self.path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    }
+
+    /// Records `cfg` for `url` on first use; errors if a different volume or key was recorded.
+    pub fn check(&self, url: &str, cfg: &VolumeConfig) -> Result<()> {
+        let mut pins = self.read();
+        let pin = Pin {
+            volume_id: cfg.volume_id.clone(),
+            kms_key_arn: cfg.kms_key_arn.clone(),
+        };
+        match pins.get(url) {
+            Some(p) if *p == pin => Ok(()),
+            Some(p) => Err(Error::InvalidArgument(format!(
+                "the volume at {url} is not the one this machine knows: key {} (volume {}) was recorded, the bucket now says key {} (volume {}). \
+                 If the volume was deliberately re-created, remove its entry from {}",
+                p.kms_key_arn,
+                p.volume_id,
+                pin.kms_key_arn,
+                pin.volume_id,
+                self.path.display()
+            ))),
+            None => {
+                pins.insert(url.to_string(), pin);
+                self.write(&pins);
+                Ok(())
+            }
+        }
+    }
+
+    /// Replaces the record for `url` (after `sealfs init`).
+    pub fn record(&self, url: &str, cfg: &VolumeConfig) {
+        let mut pins = self.read();
+        pins.insert(
+            url.to_string(),
+            Pin {
+                volume_id: cfg.volume_id.clone(),
+                kms_key_arn: cfg.kms_key_arn.clone(),
+            },
+        );
+        self.write(&pins);
+    }
+
+    fn write(&self, pins: &BTreeMap<String, Pin>) {
+        let res = (|| {
+            if let Some(d) = self.path.parent() {
+                std::fs::create_dir_all(d)?;
+            }
+            let tmp = self.path.with_extension("json.tmp");
+            std::fs::write(&tmp, serde_json::to_vec_pretty(pins).expect("serializable"))?;
+            std::fs::rename(&tmp, &self.path)
+        })();
+        if let Err(e) = res {
+            tracing::warn!(path = %self.path.display(), error = %e, "could not record the volume pin");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::FakeKms;
+    use crate::store::MemoryStore;
+
+    #[tokio::test]
+    async fn config_round_trip_and_tamper_detection() {
+        let store = MemoryStore::new("b");
+        let kms = FakeKms::new();
+        let arn = kms.add_key();
+        let cfg = VolumeConfig::create(&kms, &arn, 65536).await.unwrap();
+        save(&store, "team/vol", &cfg, &PutCondition::IfNoneMatch)
+            .await
+            .unwrap();
+        assert_eq!(load(&store, &kms, "team/vol").await.unwrap(), cfg);
+        let (found_prefix, _) = find(&store, &kms, "team/vol/a/b/c.txt").await.unwrap();
+        assert_eq!(found_prefix, "team/vol");
+
+        // Swap in another key ARN, keeping everything else: KMS refuses the blob.
+        let evil = kms.add_key();
+        let mut edited = cfg.clone();
+        edited.kms_key_arn = evil.clone();
+        save(&store, "team/vol", &edited, &PutCondition::None)
+            .await
+            .unwrap();
+        assert!(matches!(
+            load(&store, &kms, "team/vol").await,
+            Err(Error::VolumeConfig { .. })
+        ));
+
+        // Edit the segment size only: the MAC fails.
+        let mut edited = cfg.clone();
+        edited.segment_size = 4096;
+        save(&store, "team/vol", &edited, &PutCondition::None)
+            .await
+            .unwrap();
+        let err = load(&store, &kms, "team/vol").await.unwrap_err();
+        assert!(err.to_string().contains("MAC"), "{err}");
+
+        // Full replacement under another key verifies alone, but the pin catches it.
+        let dir = tempfile::tempdir().unwrap();
+        let pins = Pins::at(dir.path().join("pins.json"));
+        pins.check("s3://b/team/vol", &cfg).unwrap();
+        let replaced = VolumeConfig::create(&kms, &evil, 65536).await.unwrap();
+        assert!(replaced.verify(&kms).await.unwrap().is_ok());
+        assert!(pins.check("s3://b/team/vol", &replaced).is_err());
+        pins.check("s3://b/team/vol", &cfg).unwrap();
+    }
+
+    #[tokio::test]
+    async fn missing_and_garbage_configs() {
+        let store = MemoryStore::new("b");
+        let kms = FakeKms::new();
+        assert!(matches!(
+            find(&store, &kms, "x/y/z").await,
+            Err(Error::NoVolume { .. })
+        ));
+        store
+            .put(
+                &config_key("v"),
+                Bytes::from_static(b"{nope"),
+                &Metadata::new(),
+                &PutCondition::None,
+            )
+            .await
+            .unwrap();
+        assert!(matches!(
+            load(&store, &kms, "v").await,
+            Err(Error::VolumeConfig { .. })
+        ));
+        assert!(VolumeConfig::create(&kms, "k", 1000).await.is_err());
+    }
+
+    #[test]
+    fn paths() {
+        assert_eq!(join("", "a"), "a");
+        assert_eq!(join("p/", "a"), "p/a");
+        assert_eq!(config_key("p"), "p/.sealfs/volume.json");
+        assert!(is_internal("p/.sealfs/volume.json"));
+        assert!(!is_internal("p/.sealfsx"));
+    }
+}
