@@ -36,6 +36,9 @@ pub enum Error {
     },
     #[error("{0}")]
     InvalidArgument(String),
+    /// A filesystem-level refusal with its errno (ENOENT, EEXIST, ENOTEMPTY, ...).
+    #[error("{what}")]
+    Posix { errno: i32, what: String },
     #[error("{context}: {cause}")]
     Io {
         context: String,
@@ -50,6 +53,13 @@ impl Error {
         Error::Io {
             context: context.into(),
             cause,
+        }
+    }
+
+    pub fn posix(errno: i32, what: impl Into<String>) -> Self {
+        Error::Posix {
+            errno,
+            what: what.into(),
         }
     }
 
@@ -76,6 +86,7 @@ impl Error {
             Error::Integrity { .. } | Error::NotSealfs { .. } => EIO,
             Error::NoVolume { .. } | Error::VolumeConfig { .. } => EIO,
             Error::InvalidArgument(_) => EINVAL,
+            Error::Posix { errno, .. } => *errno,
             Error::Io { cause, .. } => cause.raw_os_error().unwrap_or(EIO),
         }
     }

@@ -13,6 +13,8 @@ pub mod aws_error;
 pub mod cli;
 pub mod crypto;
 pub mod error;
+pub mod fs;
+pub mod fuse;
 pub mod keys;
 pub mod sealed;
 pub mod store;

@@ -1,6 +1,7 @@
 //! The `sealfs` command line: argument parsing, logging, and dispatch.
 
 mod init;
+mod mount;
 mod transfer;
 
 use crate::app::{AwsOptions, Wiring};
@@ -70,12 +71,36 @@ enum Command {
         #[arg(long)]
         no_verify: bool,
     },
+    /// Mount a volume as a directory; returns once the mount is ready.
+    Mount(mount::MountArgs),
+    /// Unmount a sealfs mount (its daemon flushes every file first).
+    Unmount { mountpoint: std::path::PathBuf },
 }
 
 /// Entry point of the binary; returns the process exit code.
 pub fn main() -> i32 {
     let cli = Cli::parse();
     init_logging();
+    let opts = AwsOptions {
+        endpoint_url: cli.endpoint_url.clone(),
+        region: cli.region.clone(),
+        profile: cli.profile.clone(),
+    };
+    // Mounting manages its own runtime (and may re-execute itself as a daemon).
+    let direct = match &cli.command {
+        Command::Mount(args) => Some(mount::mount(&opts, args.clone())),
+        Command::Unmount { mountpoint } => Some(mount::unmount(mountpoint)),
+        _ => None,
+    };
+    if let Some(r) = direct {
+        return match r {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("sealfs: error: {e:#}");
+                1
+            }
+        };
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -111,6 +136,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         | Command::Get { url, .. }
         | Command::Cat { url }
         | Command::Inspect { url, .. } => crate::url::S3Url::parse(url)?,
+        Command::Mount(_) | Command::Unmount { .. } => {
+            unreachable!("handled before the runtime starts")
+        }
     };
     let w = Wiring::new(&opts, &url.bucket).await;
     let result = match cli.command {
@@ -135,6 +163,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Get { local, .. } => transfer::get(&w, &url, local.as_deref()).await,
         Command::Cat { .. } => transfer::get(&w, &url, Some(std::path::Path::new("-"))).await,
         Command::Inspect { no_verify, .. } => transfer::inspect(&w, &url, !no_verify).await,
+        Command::Mount(_) | Command::Unmount { .. } => {
+            unreachable!("handled before the runtime starts")
+        }
     };
     if cli.stats {
         let k = w.keys.calls();

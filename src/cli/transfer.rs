@@ -167,12 +167,12 @@ pub async fn inspect(w: &Wiring, url: &S3Url, verify: bool) -> anyhow::Result<()
     }
     match SealMeta::read_from(&got.info.metadata) {
         Ok(sm) => {
-            println!("KMS key:       {}", sm.key_id);
+            println!("KMS key:       {}", sm.key.key_id);
             println!(
                 "wrapped key:   {} bytes (KMS ciphertext blob)",
-                sm.wrapped.len()
+                sm.key.wrapped.len()
             );
-            println!("context:       sealfs:v=1, sealfs:file={}", sm.file_id);
+            println!("context:       sealfs:v=1, sealfs:file={}", sm.key.file_id);
         }
         Err(reason) => println!("sealing meta:  invalid ({reason})"),
     }

@@ -159,6 +159,11 @@ impl Opener {
         self.layout
     }
 
+    /// The binding MAC of this version at `bucket`/`key` (for a rename).
+    pub fn binding(&self, bucket: &str, key: &str) -> [u8; 32] {
+        binding_mac(&self.keys, bucket, key, &self.aad)
+    }
+
     pub fn check_binding(&self, bucket: &str, key: &str, mac: &[u8]) -> Result<(), IntegrityError> {
         let expected = binding_mac(&self.keys, bucket, key, &self.aad);
         if bool::from(expected.as_slice().ct_eq(mac)) {

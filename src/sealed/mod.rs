@@ -27,22 +27,40 @@ pub mod meta {
     pub const BINDING: &str = "sealfs-bind";
 }
 
-/// The sealing fields of one object's metadata.
+/// Which data key a file uses: the KMS key, the wrapped DK and the file id
+/// bound into it by the encryption context. Shared by every version of a file.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SealMeta {
+pub struct KeyRef {
     pub key_id: String,
     pub wrapped: Vec<u8>,
     pub file_id: FileId,
+}
+
+impl KeyRef {
+    pub fn context(&self) -> EncryptionContext {
+        EncryptionContext::for_file(&self.file_id)
+    }
+}
+
+/// The sealing fields of one object's metadata.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SealMeta {
+    pub key: KeyRef,
     pub binding: [u8; 32],
 }
 
 impl SealMeta {
     pub fn write_into(&self, m: &mut Metadata) {
         m.insert(meta::VERSION.into(), "1".into());
-        m.insert(meta::KEY_ID.into(), self.key_id.clone());
-        m.insert(meta::WRAPPED_KEY.into(), B64.encode(&self.wrapped));
-        m.insert(meta::FILE_ID.into(), self.file_id.to_hex());
+        m.insert(meta::KEY_ID.into(), self.key.key_id.clone());
+        m.insert(meta::WRAPPED_KEY.into(), B64.encode(&self.key.wrapped));
+        m.insert(meta::FILE_ID.into(), self.key.file_id.to_hex());
         m.insert(meta::BINDING.into(), hex::encode(self.binding));
+    }
+
+    /// True when the metadata carries sealing fields at all (a sealfs object).
+    pub fn present(m: &Metadata) -> bool {
+        m.contains_key(meta::VERSION)
     }
 
     /// Reads the sealing fields; `Err(reason)` when they are missing or malformed.
@@ -65,15 +83,13 @@ impl SealMeta {
             .and_then(|b| b.try_into().ok())
             .ok_or_else(|| format!("metadata {} malformed", meta::BINDING))?;
         Ok(SealMeta {
-            key_id: get(meta::KEY_ID)?.clone(),
-            wrapped,
-            file_id,
+            key: KeyRef {
+                key_id: get(meta::KEY_ID)?.clone(),
+                wrapped,
+                file_id,
+            },
             binding,
         })
-    }
-
-    pub fn context(&self) -> EncryptionContext {
-        EncryptionContext::for_file(&self.file_id)
     }
 }
 
@@ -105,9 +121,7 @@ impl Default for IoSettings {
 /// The data key a new version will be sealed with, and the condition that
 /// makes the write safe against a concurrent writer.
 pub struct WriteKey {
-    pub file_id: FileId,
-    pub key_id: String,
-    pub wrapped: Vec<u8>,
+    pub key_ref: KeyRef,
     pub key: DataKey,
     pub condition: PutCondition,
 }
@@ -133,6 +147,10 @@ impl SealedStore {
 
     pub fn store(&self) -> &Arc<dyn ObjectStore> {
         &self.store
+    }
+
+    pub fn keys(&self) -> &Arc<dyn KeyService> {
+        &self.keys
     }
 
     pub fn settings(&self) -> &IoSettings {
@@ -163,30 +181,74 @@ impl SealedStore {
             Ok(info) => {
                 let sm = SealMeta::read_from(&info.metadata)
                     .map_err(|r| self.not_sealfs(key, format!("{r}; refusing to overwrite it")))?;
-                let dk = self
-                    .keys
-                    .decrypt(&sm.key_id, &sm.wrapped, &sm.context())
-                    .await?;
-                Ok(WriteKey {
-                    file_id: sm.file_id,
-                    key_id: sm.key_id,
-                    wrapped: sm.wrapped,
-                    key: dk,
-                    condition: PutCondition::IfMatch(info.etag),
-                })
+                self.existing_key(sm.key, PutCondition::IfMatch(info.etag))
+                    .await
             }
-            Err(StoreError::NotFound { .. }) => {
-                let k = pool.take().await?;
-                Ok(WriteKey {
-                    file_id: k.file_id,
-                    key_id: k.generated.key_id,
-                    wrapped: k.generated.wrapped,
-                    key: k.generated.key,
-                    condition: PutCondition::IfNoneMatch,
-                })
-            }
+            Err(StoreError::NotFound { .. }) => self.new_key(pool).await,
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// The write key of an existing file (its DK unwrapped, usually from cache).
+    pub async fn existing_key(&self, key_ref: KeyRef, condition: PutCondition) -> Result<WriteKey> {
+        let dk = self
+            .keys
+            .decrypt(&key_ref.key_id, &key_ref.wrapped, &key_ref.context())
+            .await?;
+        Ok(WriteKey {
+            key_ref,
+            key: dk,
+            condition,
+        })
+    }
+
+    /// A fresh data key for a new file, to be created with `If-None-Match: *`.
+    pub async fn new_key(&self, pool: &Arc<KeyPool>) -> Result<WriteKey> {
+        let k = pool.take().await?;
+        Ok(WriteKey {
+            key_ref: KeyRef {
+                key_id: k.generated.key_id,
+                wrapped: k.generated.wrapped,
+                file_id: k.file_id,
+            },
+            key: k.generated.key,
+            condition: PutCondition::IfNoneMatch,
+        })
+    }
+
+    /// Copies the sealed object at `from` to `to` without touching its data:
+    /// the binding at `from` is verified first (so a swapped object is not
+    /// laundered by a rename), then re-computed for `to`. `edit` may change the
+    /// other metadata (e.g. ctime). Returns the new ETag.
+    pub async fn rebind_copy(
+        &self,
+        from: &str,
+        to: &str,
+        cond: &PutCondition,
+        edit: impl FnOnce(&mut Metadata),
+    ) -> Result<String> {
+        let got = self
+            .store
+            .get(from, Some(0..HEADER_LEN as u64), None)
+            .await?;
+        let mut metadata = got.info.metadata.clone();
+        let sm = SealMeta::read_from(&metadata).map_err(|r| self.not_sealfs(from, r))?;
+        let dk = self
+            .keys
+            .decrypt(&sm.key.key_id, &sm.key.wrapped, &sm.key.context())
+            .await?;
+        let opener =
+            Opener::new(&dk, &got.body, &sm.key.file_id).map_err(|e| self.integrity(from, e))?;
+        opener
+            .check_binding(self.store.bucket(), from, &sm.binding)
+            .map_err(|e| self.integrity(from, e))?;
+        let moved = SealMeta {
+            binding: opener.binding(self.store.bucket(), to),
+            key: sm.key,
+        };
+        moved.write_into(&mut metadata);
+        edit(&mut metadata);
+        Ok(self.store.copy(from, to, &metadata, cond).await?)
     }
 
     /// Seals exactly `len` bytes from `reader` into `key`. Small objects go up
@@ -202,13 +264,15 @@ impl SealedStore {
         wk: &WriteKey,
         progress: &(dyn Fn(u64) + Sync),
     ) -> Result<String> {
-        let sealer = Arc::new(Sealer::new(&wk.key, wk.file_id, self.settings.segment_size));
+        let sealer = Arc::new(Sealer::new(
+            &wk.key,
+            wk.key_ref.file_id,
+            self.settings.segment_size,
+        ));
         let layout = sealer.layout();
         let mut metadata = extra.clone();
         SealMeta {
-            key_id: wk.key_id.clone(),
-            wrapped: wk.wrapped.clone(),
-            file_id: wk.file_id,
+            key: wk.key_ref.clone(),
             binding: sealer.binding(self.store.bucket(), key),
         }
         .write_into(&mut metadata);
@@ -306,9 +370,9 @@ impl SealedStore {
             .map_err(|e| self.integrity(key, e))?;
         let dk = self
             .keys
-            .decrypt(&sm.key_id, &sm.wrapped, &sm.context())
+            .decrypt(&sm.key.key_id, &sm.key.wrapped, &sm.key.context())
             .await?;
-        let opener = Opener::new(&dk, &got.body[..HEADER_LEN], &sm.file_id)
+        let opener = Opener::new(&dk, &got.body[..HEADER_LEN], &sm.key.file_id)
             .map_err(|e| self.integrity(key, e))?;
         opener
             .check_binding(self.store.bucket(), key, &sm.binding)

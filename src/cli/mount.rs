@@ -1,0 +1,363 @@
+//! `sealfs mount` and `sealfs unmount`.
+//!
+//! Without `--foreground`, mount re-executes itself as a detached daemon and
+//! waits on a pipe until the daemon reports that the mount is ready (exit 0)
+//! or why it failed (the message, exit 1): no fork after threads exist.
+
+use crate::app::{AwsOptions, Wiring};
+use crate::fs::{Defaults, FsSettings, SealFs};
+use crate::fuse::FuseAdapter;
+use crate::keys::KeyPool;
+use crate::sealed::{IoSettings, SealedStore};
+use crate::url::S3Url;
+use crate::volume::{self, Pins};
+use anyhow::{bail, Context};
+use fuser::{Config, MountOption, SessionACL};
+use std::io::{BufRead, Write};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Set in the daemon's environment: its stdout is the readiness pipe.
+const DAEMON_ENV: &str = "SEALFS_DAEMON";
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct MountArgs {
+    /// s3://BUCKET/PREFIX of an initialised volume
+    pub url: String,
+    pub mountpoint: PathBuf,
+    /// Stay in the foreground, logging to stderr.
+    #[arg(long)]
+    pub foreground: bool,
+    #[arg(long)]
+    pub read_only: bool,
+    /// Let other users access the mount (needs user_allow_other in /etc/fuse.conf unless root).
+    #[arg(long)]
+    pub allow_other: bool,
+    /// Private directory for staged writes (default: ~/.cache/sealfs/<mount id>).
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
+    /// How long metadata and listings are cached (e.g. 1s, 500ms, 2m).
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub metadata_ttl: Duration,
+    /// Log file of the daemon (default: <cache dir>/sealfs.log).
+    #[arg(long)]
+    pub log_file: Option<PathBuf>,
+    /// Mount options, comma-separated: ro, rw, allow_other, nodev, nosuid, noexec, exec.
+    #[arg(short = 'o', value_delimiter = ',')]
+    pub options: Vec<String>,
+}
+
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (num, unit) = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .map(|i| s.split_at(i))
+        .unwrap_or((s, "s"));
+    let n: f64 = num.parse().map_err(|_| format!("invalid duration {s:?}"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" | "" => n,
+        "m" => n * 60.0,
+        _ => return Err(format!("invalid duration unit in {s:?} (use ms, s or m)")),
+    };
+    Ok(Duration::from_secs_f64(secs))
+}
+
+fn mount_id(url: &str, mountpoint: &Path) -> String {
+    use sha2::Digest;
+    let h = sha2::Sha256::digest(format!("{url}\0{}", mountpoint.display()));
+    hex::encode(&h[..8])
+}
+
+fn default_cache_base() -> PathBuf {
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir)
+        .join("sealfs")
+}
+
+/// Checks what can be checked before touching AWS.
+fn preflight(args: &MountArgs) -> anyhow::Result<PathBuf> {
+    let mp = std::fs::canonicalize(&args.mountpoint)
+        .with_context(|| format!("mountpoint {} does not exist", args.mountpoint.display()))?;
+    if !mp.is_dir() {
+        bail!("mountpoint {} is not a directory", mp.display());
+    }
+    if !Path::new("/dev/fuse").exists() {
+        bail!("/dev/fuse is missing: load the fuse kernel module (modprobe fuse)");
+    }
+    let is_root = unsafe { libc::geteuid() } == 0;
+    let has_fusermount = std::env::var_os("PATH")
+        .map(|p| {
+            std::env::split_paths(&p)
+                .any(|d| d.join("fusermount3").exists() || d.join("fusermount").exists())
+        })
+        .unwrap_or(false);
+    if !is_root && !has_fusermount {
+        bail!("fusermount3 not found: install fuse3 (apt install fuse3)");
+    }
+    for o in &args.options {
+        if ![
+            "ro",
+            "rw",
+            "allow_other",
+            "allow_root",
+            "nodev",
+            "nosuid",
+            "noexec",
+            "exec",
+            "",
+        ]
+        .contains(&o.as_str())
+        {
+            bail!("unknown mount option {o:?} (supported: ro, rw, allow_other, allow_root, nodev, nosuid, noexec, exec)");
+        }
+    }
+    Ok(mp)
+}
+
+pub fn mount(opts: &AwsOptions, args: MountArgs) -> anyhow::Result<()> {
+    let url = S3Url::parse(&args.url)?;
+    let mountpoint = preflight(&args)?;
+    let id = mount_id(&args.url, &mountpoint);
+    let cache_dir = args
+        .cache_dir
+        .clone()
+        .unwrap_or_else(|| default_cache_base().join(&id));
+    std::fs::create_dir_all(&cache_dir)
+        .with_context(|| format!("creating {}", cache_dir.display()))?;
+    let log_file = args
+        .log_file
+        .clone()
+        .unwrap_or_else(|| cache_dir.join("sealfs.log"));
+    if args.foreground || std::env::var_os(DAEMON_ENV).is_some() {
+        return serve(opts, args, url, mountpoint, cache_dir);
+    }
+    // Re-execute as a detached daemon whose stdout is our readiness pipe.
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_file)
+        .with_context(|| format!("opening log file {}", log_file.display()))?;
+    let mut child =
+        std::process::Command::new(std::env::current_exe().context("locating the sealfs binary")?);
+    child
+        .args(std::env::args_os().skip(1))
+        .env(DAEMON_ENV, "1")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(log);
+    unsafe {
+        child.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let mut child = child.spawn().context("starting the mount daemon")?;
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut line = String::new();
+    std::io::BufReader::new(stdout).read_line(&mut line)?;
+    match line.trim_end() {
+        "ready" => Ok(()),
+        "" => {
+            let status = child.wait()?;
+            bail!(
+                "the mount daemon exited ({status}) before the mount was ready; see {}",
+                log_file.display()
+            )
+        }
+        msg => {
+            let _ = child.wait();
+            bail!("{}", msg.strip_prefix("error: ").unwrap_or(msg))
+        }
+    }
+}
+
+/// Runs the filesystem until it is unmounted (or SIGTERM/SIGINT).
+fn serve(
+    opts: &AwsOptions,
+    args: MountArgs,
+    url: S3Url,
+    mountpoint: PathBuf,
+    cache_dir: PathBuf,
+) -> anyhow::Result<()> {
+    let daemon = std::env::var_os(DAEMON_ENV).is_some();
+    let report = |msg: &str| {
+        if daemon {
+            let mut out = std::io::stdout();
+            let _ = writeln!(out, "{msg}");
+            let _ = out.flush();
+        }
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("sealfs")
+        .build()?;
+    let setup = rt.block_on(prepare(opts, &args, &url, cache_dir));
+    let fs = match setup {
+        Ok(fs) => fs,
+        Err(e) => {
+            report(&format!("error: {e:#}"));
+            return Err(e);
+        }
+    };
+    let read_only = args.read_only || args.options.iter().any(|o| o == "ro");
+    let mut options = vec![
+        MountOption::FSName(format!("sealfs:{}", url)),
+        MountOption::Subtype("sealfs".into()),
+        MountOption::DefaultPermissions,
+        MountOption::NoAtime,
+        if read_only {
+            MountOption::RO
+        } else {
+            MountOption::RW
+        },
+    ];
+    for o in &args.options {
+        match o.as_str() {
+            "nodev" => options.push(MountOption::NoDev),
+            "nosuid" => options.push(MountOption::NoSuid),
+            "noexec" => options.push(MountOption::NoExec),
+            "exec" => options.push(MountOption::Exec),
+            _ => {}
+        }
+    }
+    let mut config = Config::default();
+    config.mount_options = options;
+    config.n_threads = Some(4);
+    config.acl = if args.allow_other || args.options.iter().any(|o| o == "allow_other") {
+        SessionACL::All
+    } else if args.options.iter().any(|o| o == "allow_root") {
+        SessionACL::RootAndOwner
+    } else {
+        SessionACL::Owner
+    };
+    let adapter = FuseAdapter::new(fs.clone(), rt.handle().clone());
+    let mut session = match fuser::Session::new(adapter, &mountpoint, &config) {
+        Ok(s) => s,
+        Err(e) => {
+            let msg = format!("mounting {} failed: {e}", mountpoint.display());
+            report(&format!("error: {msg}"));
+            bail!(msg);
+        }
+    };
+    tracing::info!(url = %url, mountpoint = %mountpoint.display(), "mounted");
+    report("ready");
+    if daemon {
+        // The readiness pipe is done; keep stdout away from the parent.
+        if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+            use std::os::fd::AsRawFd;
+            unsafe { libc::dup2(null.as_raw_fd(), 1) };
+        }
+    }
+    let mut unmounter = session.unmount_callable();
+    let signal_fs = fs.clone();
+    rt.spawn(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("signal handler");
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        tracing::info!("signal received: flushing and unmounting");
+        if let Err(e) = signal_fs.flush_all().await {
+            tracing::error!(error = %e, "flush before unmount failed");
+        }
+        if let Err(e) = unmounter.unmount() {
+            tracing::error!(error = %e, "unmount failed");
+        }
+    });
+    let run = session.run();
+    let flushed = rt.block_on(fs.flush_all());
+    tracing::info!("unmounted");
+    run.context("FUSE session")?;
+    flushed.map_err(anyhow::Error::from)
+}
+
+async fn prepare(
+    opts: &AwsOptions,
+    args: &MountArgs,
+    url: &S3Url,
+    cache_dir: PathBuf,
+) -> anyhow::Result<Arc<SealFs>> {
+    let w = Wiring::new(opts, &url.bucket).await;
+    let prefix = url.prefix().to_string();
+    let keys = w.keys.service.clone();
+    let cfg = match volume::load(w.store.as_ref(), keys.as_ref(), &prefix).await {
+        Err(crate::Error::Store(crate::store::StoreError::NoSuchBucket(b))) => {
+            bail!("bucket {b} does not exist")
+        }
+        other => other?,
+    };
+    if let Some(pins) = Pins::default_location() {
+        pins.check(&format!("s3://{}/{prefix}", url.bucket), &cfg)?;
+    }
+    let sealed = SealedStore::new(
+        w.store.clone(),
+        keys.clone(),
+        IoSettings {
+            segment_size: cfg.segment_size,
+            ..IoSettings::default()
+        },
+    );
+    let pool = KeyPool::new(keys, cfg.kms_key_arn.clone(), 32);
+    let warm = pool.clone();
+    tokio::spawn(async move {
+        if let Err(e) = warm.fill().await {
+            tracing::warn!(error = %e, "could not pre-generate data keys");
+        }
+    });
+    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    let settings = FsSettings {
+        metadata_ttl: args.metadata_ttl,
+        cache_dir,
+        defaults: Defaults {
+            uid,
+            gid,
+            file_mode: 0o644,
+            dir_mode: 0o755,
+        },
+        read_only: args.read_only || args.options.iter().any(|o| o == "ro"),
+    };
+    Ok(Arc::new(SealFs::new(sealed, pool, &prefix, settings)?))
+}
+
+pub fn unmount(mountpoint: &Path) -> anyhow::Result<()> {
+    let out = std::process::Command::new("fusermount3")
+        .arg("-u")
+        .arg(mountpoint)
+        .output();
+    match out {
+        Ok(o) if o.status.success() => Ok(()),
+        other => {
+            let fallback = std::process::Command::new("umount")
+                .arg(mountpoint)
+                .output();
+            if fallback.as_ref().is_ok_and(|o| o.status.success()) {
+                return Ok(());
+            }
+            let why = match other {
+                Ok(o) => String::from_utf8_lossy(&o.stderr).trim().to_string(),
+                Err(e) => e.to_string(),
+            };
+            bail!("unmounting {} failed: {why}", mountpoint.display())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("1s").unwrap(), Duration::from_secs(1));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("3").unwrap(), Duration::from_secs(3));
+        assert!(parse_duration("3h").is_err());
+        assert!(parse_duration("x").is_err());
+    }
+}

@@ -1,0 +1,235 @@
+//! POSIX attributes of a file or directory, and how they ride in object
+//! metadata (`x-amz-meta-sealfs-*`).
+//!
+//! | name | value |
+//! |---|---|
+//! | `sealfs-type` | `l` for a symlink, `d` on a directory marker; absent for a file |
+//! | `sealfs-mode` | permission bits, octal |
+//! | `sealfs-uid`, `sealfs-gid` | decimal |
+//! | `sealfs-mtime`, `sealfs-ctime` | `<seconds>.<nanoseconds>` since the epoch |
+//! | `sealfs-x-<hex name>` | a `user.*` xattr value, base64 (name without `user.`) |
+
+use crate::store::{Metadata, ObjectInfo};
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// S3's limit on user metadata: keys and values, in bytes.
+pub const METADATA_LIMIT: usize = 2048;
+
+const TYPE: &str = "sealfs-type";
+const MODE: &str = "sealfs-mode";
+const UID: &str = "sealfs-uid";
+const GID: &str = "sealfs-gid";
+const MTIME: &str = "sealfs-mtime";
+pub(crate) const CTIME: &str = "sealfs-ctime";
+const XATTR_PREFIX: &str = "sealfs-x-";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    File,
+    Dir,
+    Symlink,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attr {
+    pub kind: Kind,
+    /// Plaintext size (for a symlink, the target's length).
+    pub size: u64,
+    /// Permission bits (07777).
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime: SystemTime,
+    pub ctime: SystemTime,
+    /// `user.*` xattrs, keyed by the full name (`user.foo`).
+    pub xattrs: BTreeMap<String, Vec<u8>>,
+}
+
+/// Owner and default modes for objects that carry no POSIX metadata (implicit
+/// directories, objects written by other tools).
+#[derive(Clone, Copy, Debug)]
+pub struct Defaults {
+    pub uid: u32,
+    pub gid: u32,
+    pub file_mode: u32,
+    pub dir_mode: u32,
+}
+
+fn fmt_time(t: SystemTime) -> String {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    format!("{}.{:09}", d.as_secs(), d.subsec_nanos())
+}
+
+/// The current time in the metadata encoding.
+pub fn format_now() -> String {
+    fmt_time(SystemTime::now())
+}
+
+fn parse_time(s: &str) -> Option<SystemTime> {
+    let (secs, nanos) = s.split_once('.').unwrap_or((s, "0"));
+    Some(UNIX_EPOCH + Duration::new(secs.parse().ok()?, nanos.parse().ok()?))
+}
+
+impl Attr {
+    pub fn new(kind: Kind, mode: u32, uid: u32, gid: u32) -> Attr {
+        let now = SystemTime::now();
+        Attr {
+            kind,
+            size: 0,
+            mode: mode & 0o7777,
+            uid,
+            gid,
+            mtime: now,
+            ctime: now,
+            xattrs: BTreeMap::new(),
+        }
+    }
+
+    /// Attributes of an implicit directory (a common prefix with no marker).
+    pub fn implicit_dir(d: &Defaults) -> Attr {
+        let mut a = Attr::new(Kind::Dir, d.dir_mode, d.uid, d.gid);
+        a.mtime = UNIX_EPOCH;
+        a.ctime = UNIX_EPOCH;
+        a
+    }
+
+    /// Reads attributes from an object's metadata; `size` is the plaintext size.
+    pub fn from_object(info: &ObjectInfo, size: u64, d: &Defaults) -> Attr {
+        let m = &info.metadata;
+        let kind = match m.get(TYPE).map(String::as_str) {
+            Some("l") => Kind::Symlink,
+            Some("d") => Kind::Dir,
+            _ if info.key.ends_with('/') => Kind::Dir,
+            _ => Kind::File,
+        };
+        let default_mode = match kind {
+            Kind::Dir => d.dir_mode,
+            Kind::Symlink => 0o777,
+            Kind::File => d.file_mode,
+        };
+        let modified = info.last_modified.unwrap_or(UNIX_EPOCH);
+        let mtime = m.get(MTIME).and_then(|s| parse_time(s)).unwrap_or(modified);
+        let xattrs = m
+            .iter()
+            .filter_map(|(k, v)| {
+                let name = hex::decode(k.strip_prefix(XATTR_PREFIX)?).ok()?;
+                let name = String::from_utf8(name).ok()?;
+                Some((format!("user.{name}"), B64.decode(v).ok()?))
+            })
+            .collect();
+        Attr {
+            kind,
+            size,
+            mode: m
+                .get(MODE)
+                .and_then(|s| u32::from_str_radix(s, 8).ok())
+                .unwrap_or(default_mode)
+                & 0o7777,
+            uid: m.get(UID).and_then(|s| s.parse().ok()).unwrap_or(d.uid),
+            gid: m.get(GID).and_then(|s| s.parse().ok()).unwrap_or(d.gid),
+            mtime,
+            ctime: m.get(CTIME).and_then(|s| parse_time(s)).unwrap_or(mtime),
+            xattrs,
+        }
+    }
+
+    /// Replaces the POSIX fields of `m` with these attributes (sealing fields are kept).
+    pub fn write_into(&self, m: &mut Metadata) {
+        m.retain(|k, _| {
+            !(k.starts_with(XATTR_PREFIX)
+                || [TYPE, MODE, UID, GID, MTIME, CTIME].contains(&k.as_str()))
+        });
+        match self.kind {
+            Kind::Symlink => {
+                m.insert(TYPE.into(), "l".into());
+            }
+            Kind::Dir => {
+                m.insert(TYPE.into(), "d".into());
+            }
+            Kind::File => {}
+        }
+        m.insert(MODE.into(), format!("{:o}", self.mode));
+        m.insert(UID.into(), self.uid.to_string());
+        m.insert(GID.into(), self.gid.to_string());
+        m.insert(MTIME.into(), fmt_time(self.mtime));
+        m.insert(CTIME.into(), fmt_time(self.ctime));
+        for (name, value) in &self.xattrs {
+            let short = name.strip_prefix("user.").unwrap_or(name);
+            m.insert(
+                format!("{XATTR_PREFIX}{}", hex::encode(short)),
+                B64.encode(value),
+            );
+        }
+    }
+
+    pub fn metadata(&self) -> Metadata {
+        let mut m = Metadata::new();
+        self.write_into(&mut m);
+        m
+    }
+}
+
+/// Bytes S3 counts against the user-metadata limit.
+pub fn metadata_size(m: &Metadata) -> usize {
+    m.iter().map(|(k, v)| k.len() + v.len()).sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_through_metadata() {
+        let mut a = Attr::new(Kind::Symlink, 0o120644, 1000, 100);
+        a.size = 7;
+        a.mtime = UNIX_EPOCH + Duration::new(1_000_000_000, 123_456_789);
+        a.xattrs.insert("user.color".into(), b"blue\0\xff".to_vec());
+        let mut m = a.metadata();
+        m.insert("sealfs-dk".into(), "keep".into());
+        let info = ObjectInfo {
+            key: "k".into(),
+            size: 0,
+            etag: String::new(),
+            metadata: m.clone(),
+            last_modified: None,
+        };
+        let d = Defaults {
+            uid: 0,
+            gid: 0,
+            file_mode: 0o644,
+            dir_mode: 0o755,
+        };
+        let b = Attr::from_object(&info, 7, &d);
+        assert_eq!(a, b);
+        assert_eq!(b.mode, 0o644);
+        // Rewriting keeps foreign fields and drops removed xattrs.
+        let mut c = b.clone();
+        c.xattrs.clear();
+        c.write_into(&mut m);
+        assert_eq!(m["sealfs-dk"], "keep");
+        assert!(!m.keys().any(|k| k.starts_with(XATTR_PREFIX)));
+    }
+
+    #[test]
+    fn defaults_for_foreign_objects() {
+        let d = Defaults {
+            uid: 5,
+            gid: 6,
+            file_mode: 0o640,
+            dir_mode: 0o750,
+        };
+        let info = ObjectInfo {
+            key: "x/".into(),
+            size: 0,
+            etag: String::new(),
+            metadata: Metadata::new(),
+            last_modified: Some(UNIX_EPOCH + Duration::from_secs(9)),
+        };
+        let a = Attr::from_object(&info, 0, &d);
+        assert_eq!((a.kind, a.mode, a.uid, a.gid), (Kind::Dir, 0o750, 5, 6));
+        assert_eq!(a.mtime, UNIX_EPOCH + Duration::from_secs(9));
+    }
+}

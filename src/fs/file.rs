@@ -1,0 +1,614 @@
+//! File I/O: handles, staged writes, verified reads, and the upload that
+//! makes a close, flush or fsync durable.
+//!
+//! A file opened for writing is staged in a private file under the cache
+//! directory (0600): its current content is downloaded and verified first
+//! unless the open truncates. Writes go to the staged file; flush, fsync and
+//! the last close seal and upload it, conditional on the ETag seen at open
+//! (or on absence for a new file). On a conflict the local version is kept as
+//! a conflict copy beside the file and the caller gets EIO.
+
+use super::attr::{Attr, Kind};
+use super::inode::Seen;
+use super::{enoent, Entry, SealFs};
+use crate::error::{Error, Result};
+use crate::sealed::{KeyRef, SealedObject};
+use crate::store::{PutCondition, StoreError};
+use libc::{EBADF, EINVAL, EIO, EISDIR};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+use tokio::io::AsyncSeekExt;
+
+/// First read-ahead window, doubled on each sequential read up to the maximum.
+const READ_WINDOW_MIN: u64 = 256 << 10;
+const READ_WINDOW_MAX: u64 = 8 << 20;
+
+pub struct Handle {
+    pub ino: u64,
+    pub writable: bool,
+    read: tokio::sync::Mutex<ReadState>,
+}
+
+#[derive(Default)]
+struct ReadState {
+    obj: Option<Arc<SealedObject>>,
+    buf_start: u64,
+    buf: Vec<u8>,
+    window: u64,
+    expected: u64,
+}
+
+/// Content of a file open for writing, shared by all its writable handles.
+pub struct Staged {
+    inner: tokio::sync::Mutex<StagedInner>,
+}
+
+struct StagedInner {
+    file: std::fs::File,
+    path: PathBuf,
+    size: u64,
+    dirty: bool,
+    /// ETag the upload is conditional on; `None` for a file not yet in S3.
+    base_etag: Option<String>,
+    key_ref: Option<KeyRef>,
+    unlinked: bool,
+}
+
+impl Drop for StagedInner {
+    fn drop(&mut self) {
+        if self.dirty && !self.unlinked {
+            tracing::error!(path = %self.path.display(), "staged changes could not be uploaded; the data is kept in this file");
+        } else {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+impl Staged {
+    fn create(
+        dir: &std::path::Path,
+        size: u64,
+        base_etag: Option<String>,
+        key_ref: Option<KeyRef>,
+    ) -> Result<Staged> {
+        let path = dir.join(format!(
+            "staged-{}-{:016x}",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| Error::io(format!("creating staging file {}", path.display()), e))?;
+        Ok(Staged {
+            inner: tokio::sync::Mutex::new(StagedInner {
+                file,
+                path,
+                size,
+                dirty: false,
+                base_etag,
+                key_ref,
+                unlinked: false,
+            }),
+        })
+    }
+
+    pub async fn mark_unlinked(&self) {
+        self.inner.lock().await.unlinked = true;
+    }
+
+    /// The object moved (rename): later uploads are conditional on its new ETag.
+    pub async fn moved(&self, etag: String) {
+        self.inner.lock().await.base_etag = Some(etag);
+    }
+
+    async fn set_len(&self, size: u64) -> Result<()> {
+        let mut s = self.inner.lock().await;
+        s.file
+            .set_len(size)
+            .map_err(|e| Error::io("truncating staged file", e))?;
+        s.size = size;
+        s.dirty = true;
+        Ok(())
+    }
+
+    pub(super) async fn mark_dirty(&self) {
+        self.inner.lock().await.dirty = true;
+    }
+}
+
+/// What `setattr` changes; `None` fields stay as they are.
+#[derive(Default, Debug, Clone)]
+pub struct SetAttr {
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub size: Option<u64>,
+    pub mtime: Option<SystemTime>,
+}
+
+impl SealFs {
+    fn handle(&self, fh: u64) -> Result<Arc<Handle>> {
+        self.handles
+            .lock()
+            .unwrap()
+            .get(&fh)
+            .cloned()
+            .ok_or_else(|| Error::posix(EBADF, format!("no open file handle {fh}")))
+    }
+
+    fn new_handle(&self, ino: u64, writable: bool) -> u64 {
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        let h = Arc::new(Handle {
+            ino,
+            writable,
+            read: tokio::sync::Mutex::new(ReadState::default()),
+        });
+        self.handles.lock().unwrap().insert(fh, h);
+        fh
+    }
+
+    pub(super) fn staged(&self, ino: u64) -> Option<Arc<Staged>> {
+        self.table
+            .lock()
+            .unwrap()
+            .get(ino)
+            .and_then(|i| i.staged.clone())
+    }
+
+    /// Makes sure `ino` has staged content: the current object downloaded and
+    /// verified (or nothing, when `truncate`), with the ETag seen now as the
+    /// condition for the upload.
+    async fn stage(&self, ino: u64, truncate: bool) -> Result<Arc<Staged>> {
+        if let Some(s) = self.staged(ino) {
+            if truncate {
+                s.set_len(0).await?;
+            }
+            return Ok(s);
+        }
+        let (path, remote, kind) = {
+            let t = self.table.lock().unwrap();
+            let i = t.get(ino).ok_or_else(|| enoent(&format!("inode {ino}")))?;
+            (t.path(ino).unwrap_or_default(), i.remote, i.attr.kind)
+        };
+        if kind != Kind::File {
+            return Err(Error::posix(EISDIR, "not a regular file"));
+        }
+        let key = self.key_of(&path);
+        let staged = if !remote {
+            Staged::create(&self.settings.cache_dir, 0, None, None)?
+        } else if truncate {
+            let info = self.store.head(&key).await?;
+            let seen = self.seen_object(&info);
+            Staged::create(&self.settings.cache_dir, 0, seen.etag, seen.key_ref)?
+        } else {
+            let obj = self.sealed.open(&key).await?;
+            let staged = Staged::create(
+                &self.settings.cache_dir,
+                obj.plain_len(),
+                Some(obj.info().etag.clone()),
+                Some(obj.seal().key.clone()),
+            )?;
+            {
+                let s = staged.inner.lock().await;
+                let mut f = tokio::fs::File::from_std(
+                    s.file.try_clone().map_err(|e| Error::io("staging", e))?,
+                );
+                let io = self.sealed.settings();
+                obj.copy_to(
+                    self.store.as_ref(),
+                    &mut f,
+                    io.read_run,
+                    io.read_concurrency,
+                    &|_| {},
+                )
+                .await?;
+            }
+            staged
+        };
+        if truncate {
+            staged.inner.lock().await.dirty = true;
+        }
+        let staged = Arc::new(staged);
+        let mut t = self.table.lock().unwrap();
+        let i = t.get_mut(ino).ok_or_else(|| enoent(&path))?;
+        if let Some(existing) = &i.staged {
+            // Another open staged it while we downloaded; use theirs.
+            return Ok(existing.clone());
+        }
+        if truncate {
+            i.attr.size = 0;
+            i.attr.mtime = SystemTime::now();
+            i.attr.ctime = i.attr.mtime;
+        }
+        i.staged = Some(staged.clone());
+        Ok(staged)
+    }
+
+    pub async fn open(&self, ino: u64, flags: i32) -> Result<u64> {
+        let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
+        let truncate = flags & libc::O_TRUNC != 0;
+        if writable || truncate {
+            self.check_writable()?;
+            self.stage(ino, truncate && writable).await?;
+            if let Some(i) = self.table.lock().unwrap().get_mut(ino) {
+                i.writers += 1;
+            }
+        }
+        Ok(self.new_handle(ino, writable))
+    }
+
+    pub async fn create(
+        &self,
+        parent: u64,
+        name: &str,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    ) -> Result<(Entry, u64)> {
+        self.check_writable()?;
+        self.check_new_name(parent, name)?;
+        self.ensure_absent(parent, name).await?;
+        let staged = Staged::create(&self.settings.cache_dir, 0, None, None)?;
+        staged.inner.lock().await.dirty = true;
+        let ino = {
+            let mut t = self.table.lock().unwrap();
+            let ino = t.upsert(
+                parent,
+                name,
+                Seen {
+                    attr: Attr::new(Kind::File, mode, uid, gid),
+                    etag: None,
+                    key_ref: None,
+                    remote: false,
+                },
+            );
+            let i = t.get_mut(ino).expect("just inserted");
+            i.staged = Some(Arc::new(staged));
+            i.writers += 1;
+            ino
+        };
+        self.touch_dir(parent);
+        let fh = self.new_handle(ino, true);
+        Ok((self.entry(ino)?, fh))
+    }
+
+    pub async fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
+        let h = self.handle(fh)?;
+        if let Some(staged) = self.staged(h.ino) {
+            let s = staged.inner.lock().await;
+            let end = (offset + size as u64).min(s.size);
+            if offset >= end {
+                return Ok(Vec::new());
+            }
+            let mut buf = vec![0u8; (end - offset) as usize];
+            s.file
+                .read_exact_at(&mut buf, offset)
+                .map_err(|e| Error::io("reading staged file", e))?;
+            return Ok(buf);
+        }
+        let mut st = h.read.lock().await;
+        if st.obj.is_none() {
+            let key = self.key_of(&self.path_of(h.ino)?);
+            st.obj = Some(Arc::new(self.sealed.open(&key).await?));
+        }
+        let obj = st.obj.clone().expect("opened above");
+        let plain_len = obj.plain_len();
+        let end = (offset + size as u64).min(plain_len);
+        if offset >= end {
+            return Ok(Vec::new());
+        }
+        let buffered = st.buf_start..st.buf_start + st.buf.len() as u64;
+        if !(buffered.contains(&offset) && end <= buffered.end) {
+            st.window = if offset == st.expected && st.window > 0 {
+                (st.window * 2).min(READ_WINDOW_MAX)
+            } else {
+                READ_WINDOW_MIN
+            };
+            let seg = obj.layout().segment_size();
+            let start = offset - offset % seg;
+            let len = st.window.max(end - start);
+            st.buf = obj.read(self.store.as_ref(), start, len).await?;
+            st.buf_start = start;
+        }
+        st.expected = end;
+        let a = (offset - st.buf_start) as usize;
+        let b = (end - st.buf_start) as usize;
+        Ok(st.buf[a..b].to_vec())
+    }
+
+    pub async fn write(&self, fh: u64, offset: u64, data: &[u8]) -> Result<u32> {
+        let h = self.handle(fh)?;
+        if !h.writable {
+            return Err(Error::posix(EBADF, "file not open for writing"));
+        }
+        let staged = self
+            .staged(h.ino)
+            .ok_or_else(|| Error::posix(EBADF, "file not staged"))?;
+        let size = {
+            let mut s = staged.inner.lock().await;
+            s.file
+                .write_all_at(data, offset)
+                .map_err(|e| Error::io("writing staged file", e))?;
+            s.size = s.size.max(offset + data.len() as u64);
+            s.dirty = true;
+            s.size
+        };
+        if let Some(i) = self.table.lock().unwrap().get_mut(h.ino) {
+            i.attr.size = size;
+            i.attr.mtime = SystemTime::now();
+            i.attr.ctime = i.attr.mtime;
+        }
+        Ok(data.len() as u32)
+    }
+
+    /// flush(2)/close: uploads staged changes; success means the data is in S3.
+    pub async fn flush(&self, fh: u64) -> Result<()> {
+        let h = self.handle(fh)?;
+        if !h.writable {
+            return Ok(());
+        }
+        match self.staged(h.ino) {
+            Some(s) => self.upload(h.ino, &s).await,
+            None => Ok(()),
+        }
+    }
+
+    pub async fn fsync(&self, fh: u64) -> Result<()> {
+        self.flush(fh).await
+    }
+
+    pub async fn release(&self, fh: u64) -> Result<()> {
+        let h = self.handles.lock().unwrap().remove(&fh);
+        let Some(h) = h else { return Ok(()) };
+        if !h.writable {
+            return Ok(());
+        }
+        let last = {
+            let mut t = self.table.lock().unwrap();
+            match t.get_mut(h.ino) {
+                Some(i) => {
+                    i.writers = i.writers.saturating_sub(1);
+                    (i.writers == 0).then(|| i.staged.clone()).flatten()
+                }
+                None => None,
+            }
+        };
+        let Some(staged) = last else { return Ok(()) };
+        let result = self.upload(h.ino, &staged).await;
+        let mut t = self.table.lock().unwrap();
+        if let Some(i) = t.get_mut(h.ino) {
+            if i.writers == 0 {
+                i.staged = None;
+                i.validated = Instant::now();
+            }
+        }
+        result
+    }
+
+    /// Seals and uploads staged content if it changed.
+    pub(super) async fn upload(&self, ino: u64, staged: &Staged) -> Result<()> {
+        let mut s = staged.inner.lock().await;
+        if !s.dirty || s.unlinked {
+            return Ok(());
+        }
+        let (path, attr) = {
+            let t = self.table.lock().unwrap();
+            let i = t.get(ino).ok_or_else(|| enoent(&format!("inode {ino}")))?;
+            (t.path(ino).unwrap_or_default(), i.attr.clone())
+        };
+        let key = self.key_of(&path);
+        let condition = match &s.base_etag {
+            Some(etag) => PutCondition::IfMatch(etag.clone()),
+            None => PutCondition::IfNoneMatch,
+        };
+        let wk = match s.key_ref.clone() {
+            Some(kr) => self.sealed.existing_key(kr, condition).await?,
+            None => {
+                let mut wk = self.sealed.new_key(&self.pool).await?;
+                wk.condition = condition;
+                wk
+            }
+        };
+        let mut f =
+            tokio::fs::File::from_std(s.file.try_clone().map_err(|e| Error::io("staging", e))?);
+        f.seek(std::io::SeekFrom::Start(0))
+            .await
+            .map_err(|e| Error::io("staging", e))?;
+        let mut meta_attr = attr.clone();
+        meta_attr.size = s.size;
+        match self
+            .sealed
+            .write(&key, &mut f, s.size, &meta_attr.metadata(), &wk, &|_| {})
+            .await
+        {
+            Ok(etag) => {
+                s.dirty = false;
+                s.base_etag = Some(etag.clone());
+                s.key_ref = Some(wk.key_ref.clone());
+                let mut t = self.table.lock().unwrap();
+                if let Some(i) = t.get_mut(ino) {
+                    i.remote = true;
+                    i.etag = Some(etag);
+                    i.key_ref = Some(wk.key_ref);
+                    i.attr.size = s.size;
+                    i.validated = Instant::now();
+                }
+                Ok(())
+            }
+            Err(Error::Store(StoreError::PreconditionFailed { .. })) => {
+                let kept = self
+                    .keep_conflict_copy(ino, &path, &mut f, s.size, &meta_attr)
+                    .await;
+                s.dirty = false;
+                let what = match kept {
+                    Ok(copy) => format!("write conflict on {path}: it changed in S3 since it was opened here; this version was kept as {copy}"),
+                    Err(e) => format!("write conflict on {path}, and keeping a conflict copy failed too: {e}"),
+                };
+                tracing::error!("{what}");
+                Err(Error::posix(EIO, what))
+            }
+            Err(e) => {
+                tracing::error!(path = %path, error = %e, "upload failed; changes stay staged");
+                Err(e)
+            }
+        }
+    }
+
+    /// Uploads the staged content beside `path` under a new conflict name.
+    async fn keep_conflict_copy(
+        &self,
+        ino: u64,
+        path: &str,
+        f: &mut tokio::fs::File,
+        size: u64,
+        attr: &Attr,
+    ) -> Result<String> {
+        let stamp = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let copy = format!(
+            "{path}.sealfs-conflict-{stamp}-{:04x}",
+            rand::random::<u16>()
+        );
+        let wk = self.sealed.new_key(&self.pool).await?;
+        f.seek(std::io::SeekFrom::Start(0))
+            .await
+            .map_err(|e| Error::io("staging", e))?;
+        self.sealed
+            .write(&self.key_of(&copy), f, size, &attr.metadata(), &wk, &|_| {})
+            .await?;
+        let parent = self.table.lock().unwrap().get(ino).map(|i| i.parent);
+        if let Some(p) = parent {
+            self.listed.lock().unwrap().remove(&p);
+        }
+        Ok(copy)
+    }
+
+    pub async fn setattr(&self, ino: u64, set: SetAttr) -> Result<Entry> {
+        self.check_writable()?;
+        let kind = self.entry(ino)?.attr.kind;
+        let mut staged = self.staged(ino);
+        let mut upload_now = false;
+        if let Some(size) = set.size {
+            if kind != Kind::File {
+                return Err(Error::posix(
+                    if kind == Kind::Dir { EISDIR } else { EINVAL },
+                    "truncate of a non-file",
+                ));
+            }
+            let s = match &staged {
+                Some(s) => s.clone(),
+                None => {
+                    upload_now = true;
+                    self.stage(ino, size == 0).await?
+                }
+            };
+            s.set_len(size).await?;
+            staged = Some(s);
+        }
+        {
+            let mut t = self.table.lock().unwrap();
+            let i = t
+                .get_mut(ino)
+                .ok_or_else(|| enoent(&format!("inode {ino}")))?;
+            let a = &mut i.attr;
+            if let Some(m) = set.mode {
+                a.mode = m & 0o7777;
+            }
+            if let Some(u) = set.uid {
+                a.uid = u;
+            }
+            if let Some(g) = set.gid {
+                a.gid = g;
+            }
+            if let Some(size) = set.size {
+                a.size = size;
+                a.mtime = SystemTime::now();
+            }
+            if let Some(m) = set.mtime {
+                a.mtime = m;
+            }
+            a.ctime = SystemTime::now();
+        }
+        match staged {
+            Some(s) => {
+                s.mark_dirty().await;
+                if upload_now {
+                    let r = self.upload(ino, &s).await;
+                    let mut t = self.table.lock().unwrap();
+                    if let Some(i) = t.get_mut(ino) {
+                        if i.writers == 0 {
+                            i.staged = None;
+                        }
+                    }
+                    r?;
+                }
+            }
+            None => self.persist_attr(ino).await?,
+        }
+        self.entry(ino)
+    }
+
+    /// Writes an inode's attributes to S3 without touching its data: a
+    /// self-copy with replaced metadata for objects, a new marker for directories.
+    pub(super) async fn persist_attr(&self, ino: u64) -> Result<()> {
+        let (path, attr, remote) = {
+            let t = self.table.lock().unwrap();
+            let i = t.get(ino).ok_or_else(|| enoent(&format!("inode {ino}")))?;
+            (t.path(ino).unwrap_or_default(), i.attr.clone(), i.remote)
+        };
+        if !remote {
+            return Ok(());
+        }
+        let etag = if attr.kind == Kind::Dir {
+            if path.is_empty() && self.prefix.is_empty() {
+                return Ok(()); // the bucket root has no marker; its attributes live in memory
+            }
+            let marker = format!("{}/", self.key_of(&path));
+            self.store
+                .put(
+                    &marker,
+                    bytes::Bytes::new(),
+                    &attr.metadata(),
+                    &PutCondition::None,
+                )
+                .await?
+        } else {
+            let key = self.key_of(&path);
+            let info = self.store.head(&key).await?;
+            let mut metadata = info.metadata.clone();
+            attr.write_into(&mut metadata);
+            super::xattr::check_metadata_size(&metadata)?;
+            self.store
+                .copy(&key, &key, &metadata, &PutCondition::IfMatch(info.etag))
+                .await?
+        };
+        if let Some(i) = self.table.lock().unwrap().get_mut(ino) {
+            i.etag = Some(etag);
+            i.validated = Instant::now();
+        }
+        Ok(())
+    }
+
+    /// mknod for regular files: an empty file, uploaded at once.
+    pub async fn mknod_file(
+        &self,
+        parent: u64,
+        name: &str,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    ) -> Result<Entry> {
+        let (entry, fh) = self.create(parent, name, mode, uid, gid).await?;
+        self.release(fh).await?;
+        self.entry(entry.ino)
+    }
+}

@@ -1,0 +1,852 @@
+//! The filesystem core: POSIX operations over a sealed volume, usable and
+//! tested without FUSE (the adapter in `crate::fuse` only translates).
+//!
+//! Namespace operations live here; file I/O (open, read, write, flush,
+//! setattr) in [`file`], extended attributes in [`xattr`].
+
+pub mod attr;
+mod file;
+mod inode;
+mod xattr;
+
+pub use attr::{Attr, Defaults, Kind};
+pub use file::SetAttr;
+pub use inode::ROOT;
+
+use crate::crypto::Layout;
+use crate::error::{Error, Result};
+use crate::keys::KeyPool;
+use crate::sealed::{SealMeta, SealedStore};
+use crate::store::{ObjectInfo, ObjectStore, PutCondition, StoreError};
+use crate::volume;
+use bytes::Bytes;
+use file::Handle;
+use futures::{StreamExt, TryStreamExt};
+use inode::{Seen, Table};
+use libc::{EEXIST, EINVAL, EISDIR, ENAMETOOLONG, ENOENT, ENOTDIR, ENOTEMPTY, EPERM, EROFS};
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+/// Longest file name (bytes), as on most Linux filesystems.
+pub const NAME_MAX: usize = 255;
+/// S3's key length limit (bytes).
+pub const KEY_MAX: usize = 1024;
+/// HEADs in flight while listing a directory.
+const LIST_HEAD_CONCURRENCY: usize = 16;
+
+#[derive(Clone, Debug)]
+pub struct FsSettings {
+    /// How long attributes and directory listings are trusted before S3 is asked again.
+    pub metadata_ttl: Duration,
+    /// Private directory for staged writes (created 0700).
+    pub cache_dir: PathBuf,
+    pub defaults: Defaults,
+    pub read_only: bool,
+}
+
+/// An inode and its attributes, as returned to the kernel.
+#[derive(Clone, Debug)]
+pub struct Entry {
+    pub ino: u64,
+    pub attr: Attr,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DirEntry {
+    pub ino: u64,
+    pub name: String,
+    pub kind: Kind,
+}
+
+/// Filesystem statistics (S3 has no capacity limit; these are nominal).
+pub struct FsStats {
+    pub blocks: u64,
+    pub bfree: u64,
+    pub files: u64,
+    pub ffree: u64,
+    pub bsize: u32,
+    pub namelen: u32,
+}
+
+pub struct SealFs {
+    sealed: SealedStore,
+    store: Arc<dyn ObjectStore>,
+    pool: Arc<KeyPool>,
+    prefix: String,
+    layout: Layout,
+    settings: FsSettings,
+    table: Mutex<Table>,
+    /// Directories whose complete listing is known, and since when.
+    listed: Mutex<HashMap<u64, Instant>>,
+    handles: Mutex<HashMap<u64, Arc<Handle>>>,
+    next_fh: AtomicU64,
+}
+
+fn enoent(what: &str) -> Error {
+    Error::posix(ENOENT, format!("{what}: no such file or directory"))
+}
+
+impl SealFs {
+    pub fn new(
+        sealed: SealedStore,
+        pool: Arc<KeyPool>,
+        prefix: &str,
+        settings: FsSettings,
+    ) -> Result<Self> {
+        std::fs::create_dir_all(&settings.cache_dir).map_err(|e| {
+            Error::io(
+                format!("creating cache dir {}", settings.cache_dir.display()),
+                e,
+            )
+        })?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&settings.cache_dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| Error::io("securing cache dir", e))?;
+        let layout = Layout::new(sealed.settings().segment_size);
+        let mut root = Attr::implicit_dir(&settings.defaults);
+        root.mtime = SystemTime::now();
+        root.ctime = root.mtime;
+        Ok(SealFs {
+            store: sealed.store().clone(),
+            sealed,
+            pool,
+            prefix: prefix.trim_end_matches('/').to_string(),
+            layout,
+            table: Mutex::new(Table::new(root)),
+            listed: Mutex::new(HashMap::new()),
+            handles: Mutex::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+            settings,
+        })
+    }
+
+    #[cfg(test)]
+    fn sealed_keys(&self) -> Arc<dyn crate::keys::KeyService> {
+        self.sealed.keys().clone()
+    }
+
+    pub fn settings(&self) -> &FsSettings {
+        &self.settings
+    }
+
+    fn key_of(&self, path: &str) -> String {
+        volume::join(&self.prefix, path)
+    }
+
+    /// The LIST prefix of a directory ("" or ending in '/').
+    fn dir_prefix(&self, path: &str) -> String {
+        if path.is_empty() {
+            if self.prefix.is_empty() {
+                String::new()
+            } else {
+                format!("{}/", self.prefix)
+            }
+        } else {
+            format!("{}/", self.key_of(path))
+        }
+    }
+
+    fn path_of(&self, ino: u64) -> Result<String> {
+        self.table
+            .lock()
+            .unwrap()
+            .path(ino)
+            .ok_or_else(|| enoent(&format!("inode {ino}")))
+    }
+
+    fn child_path(&self, parent: u64, name: &str) -> Result<String> {
+        let dir = self.path_of(parent)?;
+        Ok(if dir.is_empty() {
+            name.to_string()
+        } else {
+            format!("{dir}/{name}")
+        })
+    }
+
+    fn check_writable(&self) -> Result<()> {
+        if self.settings.read_only {
+            return Err(Error::posix(EROFS, "mounted read-only"));
+        }
+        Ok(())
+    }
+
+    /// Validates a new name: length limits, and the volume's internal area.
+    fn check_new_name(&self, parent: u64, name: &str) -> Result<String> {
+        if name.len() > NAME_MAX {
+            return Err(Error::posix(
+                ENAMETOOLONG,
+                format!("name longer than {NAME_MAX} bytes"),
+            ));
+        }
+        if parent == ROOT && name == volume::INTERNAL_DIR {
+            return Err(Error::posix(
+                EPERM,
+                format!("{} is reserved for sealfs", volume::INTERNAL_DIR),
+            ));
+        }
+        let path = self.child_path(parent, name)?;
+        if self.key_of(&path).len() + 1 > KEY_MAX {
+            return Err(Error::posix(
+                ENAMETOOLONG,
+                format!("path longer than the S3 key limit ({KEY_MAX} bytes)"),
+            ));
+        }
+        Ok(path)
+    }
+
+    /// Attributes and key reference of an object from its HEAD/GET info.
+    fn seen_object(&self, info: &ObjectInfo) -> Seen {
+        let sealed = SealMeta::read_from(&info.metadata).ok();
+        let size = match &sealed {
+            Some(_) => self.layout.plain_len(info.size).unwrap_or(0),
+            None => info.size,
+        };
+        Seen {
+            attr: Attr::from_object(info, size, &self.settings.defaults),
+            etag: Some(info.etag.clone()),
+            key_ref: sealed.map(|s| s.key),
+            remote: true,
+        }
+    }
+
+    fn implicit_dir(&self) -> Seen {
+        Seen {
+            attr: Attr::implicit_dir(&self.settings.defaults),
+            etag: None,
+            key_ref: None,
+            remote: true,
+        }
+    }
+
+    /// Asks S3 what `path` is: a file or symlink object, a directory marker, or
+    /// a prefix with children. One round trip (three requests in parallel).
+    async fn fetch(&self, path: &str) -> Result<Option<Seen>> {
+        let key = self.key_of(path);
+        let dir = format!("{key}/");
+        let (file, marker, listing) = tokio::join!(
+            self.store.head(&key),
+            self.store.head(&dir),
+            self.store.list(&dir, Some("/"), None)
+        );
+        match file {
+            Ok(info) => return Ok(Some(self.seen_object(&info))),
+            Err(StoreError::NotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        match marker {
+            Ok(info) => {
+                let mut seen = self.seen_object(&info);
+                seen.attr.kind = Kind::Dir;
+                return Ok(Some(seen));
+            }
+            Err(StoreError::NotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let page = listing?;
+        Ok((!page.objects.is_empty() || !page.prefixes.is_empty()).then(|| self.implicit_dir()))
+    }
+
+    fn fresh(&self, t: Instant) -> bool {
+        t.elapsed() < self.settings.metadata_ttl
+    }
+
+    fn listed_fresh(&self, dir: u64) -> bool {
+        self.listed
+            .lock()
+            .unwrap()
+            .get(&dir)
+            .is_some_and(|t| self.fresh(*t))
+    }
+
+    fn mark_listed(&self, dir: u64) {
+        self.listed.lock().unwrap().insert(dir, Instant::now());
+    }
+
+    fn entry(&self, ino: u64) -> Result<Entry> {
+        let t = self.table.lock().unwrap();
+        let i = t.get(ino).ok_or_else(|| enoent(&format!("inode {ino}")))?;
+        Ok(Entry {
+            ino,
+            attr: i.attr.clone(),
+        })
+    }
+
+    pub async fn lookup(&self, parent: u64, name: &str) -> Result<Entry> {
+        if name.len() > NAME_MAX {
+            return Err(Error::posix(
+                ENAMETOOLONG,
+                format!("name longer than {NAME_MAX} bytes"),
+            ));
+        }
+        if parent == ROOT && name == volume::INTERNAL_DIR {
+            return Err(enoent(name));
+        }
+        // A fresh listing of the parent answers without S3: present names
+        // from the cache, absent names with ENOENT.
+        let parent_listed = self.listed_fresh(parent);
+        {
+            let t = self.table.lock().unwrap();
+            match t.child(parent, name) {
+                Some(ino) => {
+                    let i = t.get(ino).expect("child inode");
+                    if i.staged.is_some() || !i.remote || parent_listed || self.fresh(i.validated) {
+                        return Ok(Entry {
+                            ino,
+                            attr: i.attr.clone(),
+                        });
+                    }
+                }
+                None if parent_listed => return Err(enoent(name)),
+                None => {}
+            }
+        }
+        let path = self.child_path(parent, name)?;
+        if self.key_of(&path).len() > KEY_MAX {
+            return Err(Error::posix(
+                ENAMETOOLONG,
+                "path longer than the S3 key limit",
+            ));
+        }
+        match self.fetch(&path).await? {
+            Some(seen) => {
+                let ino = self.table.lock().unwrap().upsert(parent, name, seen);
+                self.entry(ino)
+            }
+            None => {
+                let mut t = self.table.lock().unwrap();
+                if let Some(ino) = t.child(parent, name) {
+                    if t.get(ino).is_some_and(|i| i.staged.is_none() && i.remote) {
+                        t.unlink(parent, name);
+                    }
+                }
+                Err(enoent(name))
+            }
+        }
+    }
+
+    pub async fn getattr(&self, ino: u64) -> Result<Entry> {
+        let stale = {
+            let t = self.table.lock().unwrap();
+            let i = t.get(ino).ok_or_else(|| enoent(&format!("inode {ino}")))?;
+            i.remote && i.staged.is_none() && i.attr.kind != Kind::Dir && !self.fresh(i.validated)
+        };
+        if stale {
+            let path = self.path_of(ino)?;
+            match self.store.head(&self.key_of(&path)).await {
+                Ok(info) => {
+                    let seen = self.seen_object(&info);
+                    let mut t = self.table.lock().unwrap();
+                    if let Some(i) = t.get_mut(ino) {
+                        if i.staged.is_none() {
+                            if i.etag != seen.etag {
+                                i.target = None;
+                            }
+                            i.attr = seen.attr;
+                            i.etag = seen.etag;
+                            i.key_ref = seen.key_ref;
+                        }
+                        i.validated = Instant::now();
+                    }
+                }
+                Err(StoreError::NotFound { .. }) => return Err(enoent(&path)),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        self.entry(ino)
+    }
+
+    pub fn forget(&self, ino: u64) {
+        self.table.lock().unwrap().forget(ino);
+    }
+
+    /// The whole listing of a directory, "." and ".." first. Costs one LIST
+    /// per 1,000 entries plus parallel HEADs for entries whose attributes are
+    /// not fresh; every entry lands in the inode cache, so `ls -l` after it
+    /// costs nothing more.
+    pub async fn readdir(&self, ino: u64) -> Result<Vec<DirEntry>> {
+        let (path, parent) = {
+            let t = self.table.lock().unwrap();
+            let i = t.get(ino).ok_or_else(|| enoent(&format!("inode {ino}")))?;
+            if i.attr.kind != Kind::Dir {
+                return Err(Error::posix(ENOTDIR, "not a directory"));
+            }
+            (t.path(ino).unwrap_or_default(), i.parent)
+        };
+        let prefix = self.dir_prefix(&path);
+        let mut files: BTreeMap<String, (String, String)> = BTreeMap::new();
+        let mut dirs: BTreeMap<String, String> = BTreeMap::new();
+        let mut token = None;
+        loop {
+            let page = self
+                .store
+                .list(&prefix, Some("/"), token.as_deref())
+                .await?;
+            for o in page.objects {
+                let name = &o.key[prefix.len()..];
+                if valid_name(name) && !(ino == ROOT && name == volume::INTERNAL_DIR) {
+                    files.insert(name.to_string(), (o.key.clone(), o.etag));
+                }
+            }
+            for p in page.prefixes {
+                let name = p[prefix.len()..].trim_end_matches('/');
+                if valid_name(name) && !(ino == ROOT && name == volume::INTERNAL_DIR) {
+                    dirs.insert(name.to_string(), p.clone());
+                }
+            }
+            match page.next {
+                Some(t) => token = Some(t),
+                None => break,
+            }
+        }
+        dirs.retain(|name, _| !files.contains_key(name));
+
+        // Which entries need a HEAD: unknown, changed, or stale.
+        let mut to_head = Vec::new();
+        {
+            let t = self.table.lock().unwrap();
+            for (name, (key, etag)) in &files {
+                let known = t.child(ino, name).and_then(|c| t.get(c));
+                let ok = known.is_some_and(|i| {
+                    i.staged.is_some() || (i.etag.as_ref() == Some(etag) && self.fresh(i.validated))
+                });
+                if !ok {
+                    to_head.push((name.clone(), key.clone(), false));
+                }
+            }
+            for (name, p) in &dirs {
+                let known = t.child(ino, name).and_then(|c| t.get(c));
+                if !known.is_some_and(|i| i.attr.kind == Kind::Dir) {
+                    to_head.push((name.clone(), p.clone(), true));
+                }
+            }
+        }
+        let heads: Vec<(String, bool, Option<ObjectInfo>)> = futures::stream::iter(to_head)
+            .map(|(name, key, is_dir)| async move {
+                match self.store.head(&key).await {
+                    Ok(info) => Ok((name, is_dir, Some(info))),
+                    Err(StoreError::NotFound { .. }) => Ok((name, is_dir, None)),
+                    Err(e) => Err(Error::from(e)),
+                }
+            })
+            .buffer_unordered(LIST_HEAD_CONCURRENCY)
+            .try_collect()
+            .await?;
+
+        let mut t = self.table.lock().unwrap();
+        for (name, is_dir, info) in heads {
+            let seen = match (is_dir, info) {
+                (false, Some(info)) => self.seen_object(&info),
+                (false, None) => continue,
+                (true, Some(info)) => {
+                    let mut s = self.seen_object(&info);
+                    s.attr.kind = Kind::Dir;
+                    s
+                }
+                (true, None) => self.implicit_dir(),
+            };
+            t.upsert(ino, &name, seen);
+        }
+        let mut out = vec![
+            DirEntry {
+                ino,
+                name: ".".into(),
+                kind: Kind::Dir,
+            },
+            DirEntry {
+                ino: parent,
+                name: "..".into(),
+                kind: Kind::Dir,
+            },
+        ];
+        for name in files.keys().chain(dirs.keys()) {
+            if let Some(c) = t.child(ino, name) {
+                let kind = t.get(c).map(|i| i.attr.kind).unwrap_or(Kind::File);
+                out.push(DirEntry {
+                    ino: c,
+                    name: name.clone(),
+                    kind,
+                });
+            }
+        }
+        for (name, c, kind) in t.local_children(ino) {
+            if !files.contains_key(&name) && !dirs.contains_key(&name) {
+                out.push(DirEntry { ino: c, name, kind });
+            }
+        }
+        // Entries that vanished remotely are dropped from the cache.
+        for (name, c) in t.children_of(ino) {
+            let remote_gone = t.get(c).is_some_and(|i| i.remote && i.staged.is_none());
+            if remote_gone && !files.contains_key(&name) && !dirs.contains_key(&name) {
+                t.unlink(ino, &name);
+            }
+        }
+        drop(t);
+        self.mark_listed(ino);
+        Ok(out)
+    }
+
+    async fn ensure_absent(&self, parent: u64, name: &str) -> Result<()> {
+        match self.lookup(parent, name).await {
+            Ok(_) => Err(Error::posix(EEXIST, format!("{name}: file exists"))),
+            Err(e) if e.errno() == ENOENT => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub async fn mkdir(
+        &self,
+        parent: u64,
+        name: &str,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    ) -> Result<Entry> {
+        self.check_writable()?;
+        let path = self.check_new_name(parent, name)?;
+        self.ensure_absent(parent, name).await?;
+        let attr = Attr::new(Kind::Dir, mode, uid, gid);
+        let marker = format!("{}/", self.key_of(&path));
+        let etag = match self
+            .store
+            .put(
+                &marker,
+                Bytes::new(),
+                &attr.metadata(),
+                &PutCondition::IfNoneMatch,
+            )
+            .await
+        {
+            Err(StoreError::PreconditionFailed { .. }) => {
+                return Err(Error::posix(EEXIST, format!("{name}: file exists")))
+            }
+            other => other?,
+        };
+        let ino = self.table.lock().unwrap().upsert(
+            parent,
+            name,
+            Seen {
+                attr,
+                etag: Some(etag),
+                key_ref: None,
+                remote: true,
+            },
+        );
+        self.mark_listed(ino);
+        self.touch_dir(parent);
+        self.entry(ino)
+    }
+
+    /// A directory's mtime/ctime move when its entries change (in memory; a
+    /// directory's times are persisted only by an explicit utimens/chmod).
+    fn touch_dir(&self, dir: u64) {
+        if let Some(i) = self.table.lock().unwrap().get_mut(dir) {
+            i.attr.mtime = SystemTime::now();
+            i.attr.ctime = i.attr.mtime;
+        }
+    }
+
+    pub async fn unlink(&self, parent: u64, name: &str) -> Result<()> {
+        self.check_writable()?;
+        let e = self.lookup(parent, name).await?;
+        if e.attr.kind == Kind::Dir {
+            return Err(Error::posix(EISDIR, format!("{name}: is a directory")));
+        }
+        let path = self.child_path(parent, name)?;
+        let (remote, staged) = {
+            let t = self.table.lock().unwrap();
+            let i = t.get(e.ino).expect("looked-up inode");
+            (i.remote, i.staged.clone())
+        };
+        if remote {
+            self.store.delete(&self.key_of(&path)).await?;
+        }
+        if let Some(s) = staged {
+            s.mark_unlinked().await;
+        }
+        self.table.lock().unwrap().unlink(parent, name);
+        self.touch_dir(parent);
+        Ok(())
+    }
+
+    /// True when the directory at `path` (inode `ino`) has no entries, remote or local.
+    async fn dir_is_empty(&self, ino: u64, path: &str) -> Result<bool> {
+        if !self.table.lock().unwrap().local_children(ino).is_empty() {
+            return Ok(false);
+        }
+        let prefix = self.dir_prefix(path);
+        let page = self.store.list(&prefix, Some("/"), None).await?;
+        Ok(page.prefixes.is_empty() && page.objects.iter().all(|o| o.key == prefix))
+    }
+
+    pub async fn rmdir(&self, parent: u64, name: &str) -> Result<()> {
+        self.check_writable()?;
+        if name == "." {
+            return Err(Error::posix(EINVAL, "cannot remove ."));
+        }
+        let e = self.lookup(parent, name).await?;
+        if e.attr.kind != Kind::Dir {
+            return Err(Error::posix(ENOTDIR, format!("{name}: not a directory")));
+        }
+        let path = self.child_path(parent, name)?;
+        if !self.dir_is_empty(e.ino, &path).await? {
+            return Err(Error::posix(
+                ENOTEMPTY,
+                format!("{name}: directory not empty"),
+            ));
+        }
+        match self.store.delete(&format!("{}/", self.key_of(&path))).await {
+            Ok(()) | Err(StoreError::NotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        self.table.lock().unwrap().unlink(parent, name);
+        self.listed.lock().unwrap().remove(&e.ino);
+        self.touch_dir(parent);
+        Ok(())
+    }
+
+    pub async fn symlink(
+        &self,
+        parent: u64,
+        name: &str,
+        target: &[u8],
+        uid: u32,
+        gid: u32,
+    ) -> Result<Entry> {
+        self.check_writable()?;
+        let path = self.check_new_name(parent, name)?;
+        self.ensure_absent(parent, name).await?;
+        let mut attr = Attr::new(Kind::Symlink, 0o777, uid, gid);
+        attr.size = target.len() as u64;
+        let key = self.key_of(&path);
+        let wk = self.sealed.new_key(&self.pool).await?;
+        let etag = self
+            .sealed
+            .write(
+                &key,
+                &mut &target[..],
+                target.len() as u64,
+                &attr.metadata(),
+                &wk,
+                &|_| {},
+            )
+            .await?;
+        let ino = self.table.lock().unwrap().upsert(
+            parent,
+            name,
+            Seen {
+                attr,
+                etag: Some(etag),
+                key_ref: Some(wk.key_ref),
+                remote: true,
+            },
+        );
+        if let Some(i) = self.table.lock().unwrap().get_mut(ino) {
+            i.target = Some(String::from_utf8_lossy(target).into_owned());
+        }
+        self.touch_dir(parent);
+        self.entry(ino)
+    }
+
+    pub async fn readlink(&self, ino: u64) -> Result<Vec<u8>> {
+        {
+            let t = self.table.lock().unwrap();
+            let i = t.get(ino).ok_or_else(|| enoent(&format!("inode {ino}")))?;
+            if i.attr.kind != Kind::Symlink {
+                return Err(Error::posix(EINVAL, "not a symlink"));
+            }
+            if let Some(target) = &i.target {
+                return Ok(target.clone().into_bytes());
+            }
+        }
+        let key = self.key_of(&self.path_of(ino)?);
+        let obj = self.sealed.open(&key).await?;
+        let bytes = obj.read(self.store.as_ref(), 0, obj.plain_len()).await?;
+        if let Some(i) = self.table.lock().unwrap().get_mut(ino) {
+            i.target = Some(String::from_utf8_lossy(&bytes).into_owned());
+        }
+        Ok(bytes)
+    }
+
+    pub async fn rename(
+        &self,
+        parent: u64,
+        name: &str,
+        new_parent: u64,
+        new_name: &str,
+        noreplace: bool,
+    ) -> Result<()> {
+        self.check_writable()?;
+        let src = self.lookup(parent, name).await?;
+        let new_path = self.check_new_name(new_parent, new_name)?;
+        let old_path = self.child_path(parent, name)?;
+        if old_path == new_path {
+            return Ok(());
+        }
+        if src.attr.kind == Kind::Dir && (new_path.starts_with(&format!("{old_path}/"))) {
+            return Err(Error::posix(EINVAL, "cannot move a directory into itself"));
+        }
+        match self.lookup(new_parent, new_name).await {
+            Ok(dst) => {
+                if noreplace {
+                    return Err(Error::posix(EEXIST, format!("{new_name}: file exists")));
+                }
+                match (src.attr.kind == Kind::Dir, dst.attr.kind == Kind::Dir) {
+                    (true, false) => {
+                        return Err(Error::posix(
+                            ENOTDIR,
+                            format!("{new_name}: not a directory"),
+                        ))
+                    }
+                    (false, true) => {
+                        return Err(Error::posix(EISDIR, format!("{new_name}: is a directory")))
+                    }
+                    (true, true) => {
+                        if !self.dir_is_empty(dst.ino, &new_path).await? {
+                            return Err(Error::posix(
+                                ENOTEMPTY,
+                                format!("{new_name}: directory not empty"),
+                            ));
+                        }
+                        self.rmdir(new_parent, new_name).await?;
+                    }
+                    (false, false) => {}
+                }
+            }
+            Err(e) if e.errno() == ENOENT => {}
+            Err(e) => return Err(e),
+        }
+        if src.attr.kind == Kind::Dir {
+            self.rename_tree(&old_path, &new_path).await?;
+        } else {
+            self.rename_file(src.ino, &old_path, &new_path).await?;
+        }
+        self.table
+            .lock()
+            .unwrap()
+            .rename(parent, name, new_parent, new_name);
+        self.touch_dir(parent);
+        self.touch_dir(new_parent);
+        Ok(())
+    }
+
+    async fn rename_file(&self, ino: u64, old_path: &str, new_path: &str) -> Result<()> {
+        let (remote, staged) = {
+            let t = self.table.lock().unwrap();
+            let i = t.get(ino).expect("looked-up inode");
+            (i.remote, i.staged.clone())
+        };
+        if !remote {
+            return Ok(());
+        }
+        let (from, to) = (self.key_of(old_path), self.key_of(new_path));
+        let ctime = attr::format_now();
+        let etag = self.copy_object(&from, &to, Some(ctime)).await?;
+        self.store.delete(&from).await?;
+        if let Some(s) = staged {
+            s.moved(etag.clone()).await;
+        }
+        if let Some(i) = self.table.lock().unwrap().get_mut(ino) {
+            i.etag = Some(etag);
+            i.attr.ctime = SystemTime::now();
+        }
+        Ok(())
+    }
+
+    /// Copies one object for a rename: sealed objects are re-bound to the new
+    /// key; markers and foreign objects are copied with their metadata as is.
+    async fn copy_object(&self, from: &str, to: &str, ctime: Option<String>) -> Result<String> {
+        if !from.ends_with('/') {
+            match self
+                .sealed
+                .rebind_copy(from, to, &PutCondition::None, |m| {
+                    if let Some(c) = ctime.clone() {
+                        m.insert(attr::CTIME.into(), c);
+                    }
+                })
+                .await
+            {
+                Err(Error::NotSealfs { .. }) => {}
+                other => return other,
+            }
+        }
+        let info = self.store.head(from).await?;
+        Ok(self
+            .store
+            .copy(from, to, &info.metadata, &PutCondition::None)
+            .await?)
+    }
+
+    /// Renames a directory: copies every object under it, then deletes the
+    /// originals. Not atomic: a crash in between leaves both (docs/SEMANTICS.md).
+    async fn rename_tree(&self, old_path: &str, new_path: &str) -> Result<()> {
+        let from_prefix = format!("{}/", self.key_of(old_path));
+        let to_prefix = format!("{}/", self.key_of(new_path));
+        let keys: Vec<String> = crate::store::list_all(self.store.as_ref(), &from_prefix)
+            .await?
+            .into_iter()
+            .map(|o| o.key)
+            .collect();
+        let moves: Vec<(String, String)> = keys
+            .iter()
+            .map(|k| (k.clone(), format!("{to_prefix}{}", &k[from_prefix.len()..])))
+            .collect();
+        futures::stream::iter(moves)
+            .map(|(from, to)| async move { self.copy_object(&from, &to, None).await })
+            .buffer_unordered(8)
+            .try_collect::<Vec<_>>()
+            .await?;
+        futures::stream::iter(keys)
+            .map(|k| async move { self.store.delete(&k).await })
+            .buffer_unordered(8)
+            .try_collect::<Vec<_>>()
+            .await?;
+        Ok(())
+    }
+
+    pub fn statfs(&self) -> FsStats {
+        FsStats {
+            blocks: 1 << 40,
+            bfree: 1 << 40,
+            files: 1 << 32,
+            ffree: 1 << 32,
+            bsize: 4096,
+            namelen: NAME_MAX as u32,
+        }
+    }
+
+    /// Flushes every file with staged changes (unmount, SIGTERM).
+    pub async fn flush_all(&self) -> Result<()> {
+        let staged: Vec<(u64, Arc<file::Staged>)> = {
+            let t = self.table.lock().unwrap();
+            self.handles
+                .lock()
+                .unwrap()
+                .values()
+                .filter_map(|h| {
+                    t.get(h.ino)
+                        .and_then(|i| i.staged.clone())
+                        .map(|s| (h.ino, s))
+                })
+                .collect()
+        };
+        let mut first_err = None;
+        for (ino, s) in staged {
+            if let Err(e) = self.upload(ino, &s).await {
+                tracing::error!(ino, error = %e, "flush at unmount failed");
+                first_err.get_or_insert(e);
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+}
+
+/// A name S3 can hold that is also a valid POSIX file name.
+fn valid_name(name: &str) -> bool {
+    !name.is_empty() && name != "." && name != ".." && !name.contains('/') && name.len() <= NAME_MAX
+}
+
+#[cfg(test)]
+mod tests;

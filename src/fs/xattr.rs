@@ -1,0 +1,136 @@
+//! `user.*` extended attributes, persisted in object metadata.
+//!
+//! Other namespaces are not supported: reads answer ENODATA (so tools that
+//! probe `security.capability` on every write stay quiet) and writes ENOTSUP.
+//! The whole of an object's metadata must fit S3's 2 KB limit; a set that
+//! would exceed it fails with ENOSPC and stores nothing.
+
+use super::attr::{metadata_size, METADATA_LIMIT};
+use super::{enoent, SealFs};
+use crate::error::{Error, Result};
+use crate::store::Metadata;
+use libc::{EEXIST, ENODATA, ENOSPC, ENOTSUP};
+
+const XATTR_CREATE: i32 = 1;
+const XATTR_REPLACE: i32 = 2;
+
+pub(super) fn check_metadata_size(m: &Metadata) -> Result<()> {
+    let size = metadata_size(m);
+    if size > METADATA_LIMIT {
+        return Err(Error::posix(
+            ENOSPC,
+            format!("object metadata would be {size} bytes, over S3's {METADATA_LIMIT}-byte limit for user metadata"),
+        ));
+    }
+    Ok(())
+}
+
+fn user_name(name: &str) -> Option<&str> {
+    name.strip_prefix("user.")
+        .filter(|n| !n.is_empty())
+        .map(|_| name)
+}
+
+impl SealFs {
+    pub async fn getxattr(&self, ino: u64, name: &str) -> Result<Vec<u8>> {
+        let entry = self.getattr(ino).await?;
+        let Some(name) = user_name(name) else {
+            return Err(Error::posix(ENODATA, format!("{name}: no such attribute")));
+        };
+        entry
+            .attr
+            .xattrs
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::posix(ENODATA, format!("{name}: no such attribute")))
+    }
+
+    /// The names, each NUL-terminated, as listxattr(2) returns them.
+    pub async fn listxattr(&self, ino: u64) -> Result<Vec<u8>> {
+        let entry = self.getattr(ino).await?;
+        let mut out = Vec::new();
+        for name in entry.attr.xattrs.keys() {
+            out.extend_from_slice(name.as_bytes());
+            out.push(0);
+        }
+        Ok(out)
+    }
+
+    pub async fn setxattr(&self, ino: u64, name: &str, value: &[u8], flags: i32) -> Result<()> {
+        self.check_writable()?;
+        let Some(name) = user_name(name) else {
+            return Err(Error::posix(
+                ENOTSUP,
+                format!("{name}: only user.* attributes are supported"),
+            ));
+        };
+        self.getattr(ino).await?;
+        let old = {
+            let mut t = self.table.lock().unwrap();
+            let i = t
+                .get_mut(ino)
+                .ok_or_else(|| enoent(&format!("inode {ino}")))?;
+            let exists = i.attr.xattrs.contains_key(name);
+            if flags & XATTR_CREATE != 0 && exists {
+                return Err(Error::posix(EEXIST, format!("{name}: attribute exists")));
+            }
+            if flags & XATTR_REPLACE != 0 && !exists {
+                return Err(Error::posix(ENODATA, format!("{name}: no such attribute")));
+            }
+            let mut candidate = i.attr.clone();
+            candidate.xattrs.insert(name.to_string(), value.to_vec());
+            // Leave room for the sealing fields, which ride in the same metadata.
+            let mut m = candidate.metadata();
+            if let Some(kr) = &i.key_ref {
+                crate::sealed::SealMeta {
+                    key: kr.clone(),
+                    binding: [0; 32],
+                }
+                .write_into(&mut m);
+            }
+            check_metadata_size(&m)?;
+            let old = i.attr.clone();
+            i.attr.xattrs.insert(name.to_string(), value.to_vec());
+            i.attr.ctime = std::time::SystemTime::now();
+            old
+        };
+        self.persist_xattrs(ino, old).await
+    }
+
+    pub async fn removexattr(&self, ino: u64, name: &str) -> Result<()> {
+        self.check_writable()?;
+        let Some(name) = user_name(name) else {
+            return Err(Error::posix(ENODATA, format!("{name}: no such attribute")));
+        };
+        self.getattr(ino).await?;
+        let old = {
+            let mut t = self.table.lock().unwrap();
+            let i = t
+                .get_mut(ino)
+                .ok_or_else(|| enoent(&format!("inode {ino}")))?;
+            let old = i.attr.clone();
+            if i.attr.xattrs.remove(name).is_none() {
+                return Err(Error::posix(ENODATA, format!("{name}: no such attribute")));
+            }
+            i.attr.ctime = std::time::SystemTime::now();
+            old
+        };
+        self.persist_xattrs(ino, old).await
+    }
+
+    /// Persists the attributes (with staged files, at the next upload); on
+    /// failure the in-memory attributes go back to `old`.
+    async fn persist_xattrs(&self, ino: u64, old: super::Attr) -> Result<()> {
+        if let Some(s) = self.staged(ino) {
+            s.mark_dirty().await;
+            return Ok(());
+        }
+        let r = self.persist_attr(ino).await;
+        if r.is_err() {
+            if let Some(i) = self.table.lock().unwrap().get_mut(ino) {
+                i.attr = old;
+            }
+        }
+        r
+    }
+}

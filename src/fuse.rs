@@ -1,0 +1,572 @@
+//! The FUSE adapter: translates kernel requests into calls on the core
+//! ([`crate::fs::SealFs`]) and results into replies. No filesystem logic
+//! lives here. Each request runs as a task on the tokio runtime, so the FUSE
+//! threads never wait on S3 or KMS; errors become errnos through the one
+//! table in [`crate::Error::errno`], and every unexpected one is logged once.
+
+use crate::error::Error;
+use crate::fs::{DirEntry, Entry, Kind, SealFs};
+use fuser::{
+    AccessFlags, Errno, FileAttr, FileHandle, FileType, FopenFlags, Generation, INodeNo, InitFlags,
+    KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
+    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
+    Request, TimeOrNow, WriteFlags,
+};
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+pub struct FuseAdapter {
+    fs: Arc<SealFs>,
+    rt: tokio::runtime::Handle,
+    ttl: Duration,
+    dirs: Arc<Mutex<HashMap<u64, Arc<Vec<DirEntry>>>>>,
+    next_dir: AtomicU64,
+}
+
+impl FuseAdapter {
+    pub fn new(fs: Arc<SealFs>, rt: tokio::runtime::Handle) -> Self {
+        let ttl = fs.settings().metadata_ttl;
+        FuseAdapter {
+            fs,
+            rt,
+            ttl,
+            dirs: Arc::default(),
+            next_dir: AtomicU64::new(1),
+        }
+    }
+
+    fn spawn<F: std::future::Future<Output = ()> + Send + 'static>(&self, f: F) {
+        self.rt.spawn(f);
+    }
+}
+
+fn file_attr(e: &Entry) -> FileAttr {
+    let a = &e.attr;
+    FileAttr {
+        ino: INodeNo(e.ino),
+        size: a.size,
+        blocks: a.size.div_ceil(512),
+        atime: a.mtime,
+        mtime: a.mtime,
+        ctime: a.ctime,
+        crtime: a.ctime,
+        kind: file_type(a.kind),
+        perm: a.mode as u16,
+        nlink: if a.kind == Kind::Dir { 2 } else { 1 },
+        uid: a.uid,
+        gid: a.gid,
+        rdev: 0,
+        blksize: 64 * 1024,
+        flags: 0,
+    }
+}
+
+fn file_type(k: Kind) -> FileType {
+    match k {
+        Kind::File => FileType::RegularFile,
+        Kind::Dir => FileType::Directory,
+        Kind::Symlink => FileType::Symlink,
+    }
+}
+
+/// The errno for `e`, logging it unless it is an ordinary answer (ENOENT
+/// from a lookup, EEXIST, ENODATA...) that tools provoke all the time.
+fn errno(op: &str, e: &Error) -> Errno {
+    let code = e.errno();
+    let ordinary = matches!(e, Error::Posix { .. }) && code != libc::EIO;
+    if ordinary {
+        tracing::debug!(op, errno = code, "{e}");
+    } else if code == libc::EACCES {
+        tracing::warn!(op, "{e}");
+    } else {
+        tracing::error!(op, "{e}");
+    }
+    Errno::from_i32(code)
+}
+
+fn name(n: &OsStr) -> Result<String, Errno> {
+    n.to_str().map(str::to_string).ok_or(Errno::EINVAL)
+}
+
+fn time(t: TimeOrNow) -> SystemTime {
+    match t {
+        TimeOrNow::SpecificTime(t) => t,
+        TimeOrNow::Now => SystemTime::now(),
+    }
+}
+
+/// Answers an xattr read per the size protocol: size 0 asks for the length,
+/// a buffer too small gets ERANGE.
+fn reply_xattr(reply: ReplyXattr, size: u32, data: &[u8]) {
+    if size == 0 {
+        reply.size(data.len() as u32);
+    } else if (size as usize) < data.len() {
+        reply.error(Errno::ERANGE);
+    } else {
+        reply.data(data);
+    }
+}
+
+macro_rules! name_or_reply {
+    ($n:expr, $reply:expr) => {
+        match name($n) {
+            Ok(n) => n,
+            Err(e) => return $reply.error(e),
+        }
+    };
+}
+
+impl fuser::Filesystem for FuseAdapter {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        let _ = config.set_max_write(1 << 20);
+        let _ = config.set_max_readahead(1 << 20);
+        // O_TRUNC arrives with open (not as a separate truncate), so a
+        // truncating open never uploads an intermediate empty version.
+        let _ = config.add_capabilities(InitFlags::FUSE_ATOMIC_O_TRUNC);
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, n: &OsStr, reply: ReplyEntry) {
+        let n = name_or_reply!(n, reply);
+        let (fs, ttl) = (self.fs.clone(), self.ttl);
+        self.spawn(async move {
+            match fs.lookup(parent.0, &n).await {
+                Ok(e) => reply.entry(&ttl, &file_attr(&e), Generation(0)),
+                Err(e) => reply.error(errno("lookup", &e)),
+            }
+        });
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, _nlookup: u64) {
+        self.fs.forget(ino.0);
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        let (fs, ttl) = (self.fs.clone(), self.ttl);
+        self.spawn(async move {
+            match fs.getattr(ino.0).await {
+                Ok(e) => reply.attr(&ttl, &file_attr(&e)),
+                Err(e) => reply.error(errno("getattr", &e)),
+            }
+        });
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        _atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let (fs, ttl) = (self.fs.clone(), self.ttl);
+        let set = crate::fs::SetAttr {
+            mode,
+            uid,
+            gid,
+            size,
+            mtime: mtime.map(time),
+        };
+        self.spawn(async move {
+            match fs.setattr(ino.0, set).await {
+                Ok(e) => reply.attr(&ttl, &file_attr(&e)),
+                Err(e) => reply.error(errno("setattr", &e)),
+            }
+        });
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        let fs = self.fs.clone();
+        self.spawn(async move {
+            match fs.readlink(ino.0).await {
+                Ok(t) => reply.data(&t),
+                Err(e) => reply.error(errno("readlink", &e)),
+            }
+        });
+    }
+
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        n: &OsStr,
+        mode: u32,
+        umask: u32,
+        _rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        let n = name_or_reply!(n, reply);
+        if mode & libc::S_IFMT != libc::S_IFREG {
+            tracing::debug!(name = %n, "mknod of a special file refused: sealfs stores regular files, directories and symlinks");
+            return reply.error(Errno::EPERM);
+        }
+        let (fs, ttl, uid, gid) = (self.fs.clone(), self.ttl, req.uid(), req.gid());
+        self.spawn(async move {
+            match fs.mknod_file(parent.0, &n, mode & !umask, uid, gid).await {
+                Ok(e) => reply.entry(&ttl, &file_attr(&e), Generation(0)),
+                Err(e) => reply.error(errno("mknod", &e)),
+            }
+        });
+    }
+
+    fn mkdir(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        n: &OsStr,
+        mode: u32,
+        umask: u32,
+        reply: ReplyEntry,
+    ) {
+        let n = name_or_reply!(n, reply);
+        let (fs, ttl, uid, gid) = (self.fs.clone(), self.ttl, req.uid(), req.gid());
+        self.spawn(async move {
+            match fs.mkdir(parent.0, &n, mode & !umask, uid, gid).await {
+                Ok(e) => reply.entry(&ttl, &file_attr(&e), Generation(0)),
+                Err(e) => reply.error(errno("mkdir", &e)),
+            }
+        });
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, n: &OsStr, reply: ReplyEmpty) {
+        let n = name_or_reply!(n, reply);
+        let fs = self.fs.clone();
+        self.spawn(async move {
+            match fs.unlink(parent.0, &n).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno("unlink", &e)),
+            }
+        });
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, n: &OsStr, reply: ReplyEmpty) {
+        let n = name_or_reply!(n, reply);
+        let fs = self.fs.clone();
+        self.spawn(async move {
+            match fs.rmdir(parent.0, &n).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno("rmdir", &e)),
+            }
+        });
+    }
+
+    fn symlink(&self, req: &Request, parent: INodeNo, n: &OsStr, target: &Path, reply: ReplyEntry) {
+        let n = name_or_reply!(n, reply);
+        let target = target.as_os_str().as_bytes().to_vec();
+        let (fs, ttl, uid, gid) = (self.fs.clone(), self.ttl, req.uid(), req.gid());
+        self.spawn(async move {
+            match fs.symlink(parent.0, &n, &target, uid, gid).await {
+                Ok(e) => reply.entry(&ttl, &file_attr(&e), Generation(0)),
+                Err(e) => reply.error(errno("symlink", &e)),
+            }
+        });
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        n: &OsStr,
+        new_parent: INodeNo,
+        new_name: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        let n = name_or_reply!(n, reply);
+        let new_name = name_or_reply!(new_name, reply);
+        if flags.intersects(RenameFlags::RENAME_EXCHANGE | RenameFlags::RENAME_WHITEOUT) {
+            tracing::debug!(
+                "rename with RENAME_EXCHANGE/RENAME_WHITEOUT refused: not atomic on S3"
+            );
+            return reply.error(Errno::EINVAL);
+        }
+        let noreplace = flags.contains(RenameFlags::RENAME_NOREPLACE);
+        let fs = self.fs.clone();
+        self.spawn(async move {
+            match fs
+                .rename(parent.0, &n, new_parent.0, &new_name, noreplace)
+                .await
+            {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno("rename", &e)),
+            }
+        });
+    }
+
+    fn link(&self, _req: &Request, _ino: INodeNo, _np: INodeNo, _nn: &OsStr, reply: ReplyEntry) {
+        tracing::debug!("link refused: hard links are not supported");
+        reply.error(Errno::EPERM);
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let fs = self.fs.clone();
+        self.spawn(async move {
+            match fs.open(ino.0, flags.0).await {
+                Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+                Err(e) => reply.error(errno("open", &e)),
+            }
+        });
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        let fs = self.fs.clone();
+        self.spawn(async move {
+            match fs.read(fh.0, offset, size).await {
+                Ok(d) => reply.data(&d),
+                Err(e) => reply.error(errno("read", &e)),
+            }
+        });
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _wf: WriteFlags,
+        _flags: OpenFlags,
+        _lock: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        let fs = self.fs.clone();
+        let data = data.to_vec();
+        self.spawn(async move {
+            match fs.write(fh.0, offset, &data).await {
+                Ok(n) => reply.written(n),
+                Err(e) => reply.error(errno("write", &e)),
+            }
+        });
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _lock: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        let fs = self.fs.clone();
+        self.spawn(async move {
+            match fs.flush(fh.0).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno("flush", &e)),
+            }
+        });
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        let fs = self.fs.clone();
+        self.spawn(async move {
+            match fs.release(fh.0).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno("release", &e)),
+            }
+        });
+    }
+
+    fn fsync(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        let fs = self.fs.clone();
+        self.spawn(async move {
+            match fs.fsync(fh.0).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno("fsync", &e)),
+            }
+        });
+    }
+
+    fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let fh = self.next_dir.fetch_add(1, Ordering::Relaxed);
+        reply.opened(FileHandle(fh), FopenFlags::empty());
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        let (fs, dirs) = (self.fs.clone(), self.dirs.clone());
+        self.spawn(async move {
+            // The listing is taken when a pass starts (offset 0) and served
+            // from that snapshot, so offsets stay stable across calls.
+            let cached = dirs.lock().unwrap().get(&fh.0).cloned();
+            let entries = match cached {
+                Some(e) if offset > 0 => e,
+                _ => match fs.readdir(ino.0).await {
+                    Ok(e) => {
+                        let e = Arc::new(e);
+                        dirs.lock().unwrap().insert(fh.0, e.clone());
+                        e
+                    }
+                    Err(e) => return reply.error(errno("readdir", &e)),
+                },
+            };
+            for (i, e) in entries.iter().enumerate().skip(offset as usize) {
+                if reply.add(INodeNo(e.ino), (i + 1) as u64, file_type(e.kind), &e.name) {
+                    break;
+                }
+            }
+            reply.ok();
+        });
+    }
+
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        self.dirs.lock().unwrap().remove(&fh.0);
+        reply.ok();
+    }
+
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        // Directory operations are synchronous with S3 already.
+        reply.ok();
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        let s = self.fs.statfs();
+        reply.statfs(
+            s.blocks, s.bfree, s.bfree, s.files, s.ffree, s.bsize, s.namelen, s.bsize,
+        );
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        n: &OsStr,
+        value: &[u8],
+        flags: i32,
+        _pos: u32,
+        reply: ReplyEmpty,
+    ) {
+        let n = name_or_reply!(n, reply);
+        let (fs, value) = (self.fs.clone(), value.to_vec());
+        self.spawn(async move {
+            match fs.setxattr(ino.0, &n, &value, flags).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno("setxattr", &e)),
+            }
+        });
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, n: &OsStr, size: u32, reply: ReplyXattr) {
+        let n = name_or_reply!(n, reply);
+        let fs = self.fs.clone();
+        self.spawn(async move {
+            match fs.getxattr(ino.0, &n).await {
+                Ok(v) => reply_xattr(reply, size, &v),
+                Err(e) => reply.error(errno("getxattr", &e)),
+            }
+        });
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        let fs = self.fs.clone();
+        self.spawn(async move {
+            match fs.listxattr(ino.0).await {
+                Ok(v) => reply_xattr(reply, size, &v),
+                Err(e) => reply.error(errno("listxattr", &e)),
+            }
+        });
+    }
+
+    fn removexattr(&self, _req: &Request, ino: INodeNo, n: &OsStr, reply: ReplyEmpty) {
+        let n = name_or_reply!(n, reply);
+        let fs = self.fs.clone();
+        self.spawn(async move {
+            match fs.removexattr(ino.0, &n).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno("removexattr", &e)),
+            }
+        });
+    }
+
+    fn access(&self, _req: &Request, _ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
+        // Mounted with default_permissions: the kernel checks modes itself.
+        reply.ok();
+    }
+
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        n: &OsStr,
+        mode: u32,
+        umask: u32,
+        _flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let n = name_or_reply!(n, reply);
+        let (fs, ttl, uid, gid) = (self.fs.clone(), self.ttl, req.uid(), req.gid());
+        self.spawn(async move {
+            match fs.create(parent.0, &n, mode & !umask, uid, gid).await {
+                Ok((e, fh)) => reply.created(
+                    &ttl,
+                    &file_attr(&e),
+                    Generation(0),
+                    FileHandle(fh),
+                    FopenFlags::empty(),
+                ),
+                Err(e) => reply.error(errno("create", &e)),
+            }
+        });
+    }
+}
