@@ -51,7 +51,7 @@ fn file_attr(e: &Entry) -> FileAttr {
         ino: INodeNo(e.ino),
         size: a.size,
         blocks: a.size.div_ceil(512),
-        atime: a.mtime,
+        atime: a.atime,
         mtime: a.mtime,
         ctime: a.ctime,
         crtime: a.ctime,
@@ -164,7 +164,7 @@ impl fuser::Filesystem for FuseAdapter {
         uid: Option<u32>,
         gid: Option<u32>,
         size: Option<u64>,
-        _atime: Option<TimeOrNow>,
+        atime: Option<TimeOrNow>,
         mtime: Option<TimeOrNow>,
         _ctime: Option<SystemTime>,
         _fh: Option<FileHandle>,
@@ -181,6 +181,7 @@ impl fuser::Filesystem for FuseAdapter {
             gid,
             size,
             mtime: mtime.map(time),
+            atime: atime.map(time),
         };
         self.spawn(async move {
             match fs.setattr(ino.0, set).await {

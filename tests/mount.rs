@@ -351,3 +351,133 @@ fn mount_fails_clearly() {
         stderr(&out)
     );
 }
+
+mod differential {
+    //! Random operations through the mount and on a local directory must
+    //! give the same results and leave the same tree.
+    use super::*;
+    use proptest::prelude::*;
+    use std::io::Write;
+    use std::os::unix::fs::FileExt;
+
+    const NAMES: [&str; 5] = ["f1", "f2", "sub/f3", "sub", "dir2"];
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        WriteAll(usize, usize, u8),
+        Append(usize, usize, u8),
+        PWrite(usize, u64, usize, u8),
+        Truncate(usize, u64),
+        Remove(usize),
+        Rename(usize, usize),
+        Mkdir(usize),
+        Rmdir(usize),
+        Read(usize),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        let n = 0..NAMES.len();
+        prop_oneof![
+            3 => (n.clone(), 0usize..150_000, any::<u8>()).prop_map(|(a, b, c)| Op::WriteAll(a, b, c)),
+            2 => (n.clone(), 0usize..70_000, any::<u8>()).prop_map(|(a, b, c)| Op::Append(a, b, c)),
+            2 => (n.clone(), 0u64..200_000, 1usize..70_000, any::<u8>()).prop_map(|(a, b, c, d)| Op::PWrite(a, b, c, d)),
+            2 => (n.clone(), 0u64..200_000).prop_map(|(a, b)| Op::Truncate(a, b)),
+            1 => n.clone().prop_map(Op::Remove),
+            1 => (n.clone(), n.clone()).prop_map(|(a, b)| Op::Rename(a, b)),
+            1 => n.clone().prop_map(Op::Mkdir),
+            1 => n.clone().prop_map(Op::Rmdir),
+            2 => n.prop_map(Op::Read),
+        ]
+    }
+
+    fn apply(root: &Path, op: &Op) -> Result<Vec<u8>, i32> {
+        let p = |i: usize| root.join(NAMES[i]);
+        let e = |r: std::io::Error| r.raw_os_error().unwrap_or(-1);
+        match op {
+            Op::WriteAll(i, n, b) => std::fs::write(p(*i), vec![*b; *n])
+                .map(|_| vec![])
+                .map_err(e),
+            Op::Append(i, n, b) => std::fs::OpenOptions::new()
+                .append(true)
+                .create(true)
+                .open(p(*i))
+                .and_then(|mut f| f.write_all(&vec![*b; *n]))
+                .map(|_| vec![])
+                .map_err(e),
+            Op::PWrite(i, off, n, b) => std::fs::OpenOptions::new()
+                .write(true)
+                .open(p(*i))
+                .and_then(|f| f.write_all_at(&vec![*b; *n], *off))
+                .map(|_| vec![])
+                .map_err(e),
+            Op::Truncate(i, size) => std::fs::OpenOptions::new()
+                .write(true)
+                .open(p(*i))
+                .and_then(|f| f.set_len(*size))
+                .map(|_| vec![])
+                .map_err(e),
+            Op::Remove(i) => std::fs::remove_file(p(*i)).map(|_| vec![]).map_err(e),
+            Op::Rename(i, j) => std::fs::rename(p(*i), p(*j)).map(|_| vec![]).map_err(e),
+            Op::Mkdir(i) => std::fs::create_dir(p(*i)).map(|_| vec![]).map_err(e),
+            Op::Rmdir(i) => std::fs::remove_dir(p(*i)).map(|_| vec![]).map_err(e),
+            Op::Read(i) => std::fs::read(p(*i)).map_err(e),
+        }
+    }
+
+    fn snapshot(root: &Path) -> Vec<(String, Option<Vec<u8>>)> {
+        let mut out = Vec::new();
+        let mut stack = vec![root.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap() {
+                let e = e.unwrap();
+                let rel = e.path().strip_prefix(root).unwrap().display().to_string();
+                if e.file_type().unwrap().is_dir() {
+                    stack.push(e.path());
+                    out.push((rel, None));
+                } else {
+                    out.push((rel, Some(std::fs::read(e.path()).unwrap())));
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    #[tokio::test]
+    async fn mount_behaves_like_a_local_directory() {
+        let m = Mounted::new("diff").mount();
+        let local_base = m.local("local");
+        std::fs::create_dir(&local_base).unwrap();
+        let case = std::sync::atomic::AtomicUsize::new(0);
+        let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+            cases: 12,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        });
+        let result = runner.run(&proptest::collection::vec(op(), 1..14), |ops| {
+            let case = case.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let (a, b) = (
+                m.mnt().join(format!("case{case}")),
+                local_base.join(format!("case{case}")),
+            );
+            std::fs::create_dir(&a).unwrap();
+            std::fs::create_dir(&b).unwrap();
+            for op in &ops {
+                let (ra, rb) = (apply(&a, op), apply(&b, op));
+                prop_assert_eq!(
+                    ra.as_ref().map(|v| v.len()),
+                    rb.as_ref().map(|v| v.len()),
+                    "{:?}",
+                    op
+                );
+                prop_assert!(ra == rb, "{:?}: contents differ", op);
+            }
+            prop_assert!(snapshot(&a) == snapshot(&b), "trees differ after {:?}", ops);
+            Ok(())
+        });
+        if let Err(e) = result {
+            panic!("{e}");
+        }
+        m.finish().await;
+    }
+}

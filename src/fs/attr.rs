@@ -6,7 +6,7 @@
 //! | `sealfs-type` | `l` for a symlink, `d` on a directory marker; absent for a file |
 //! | `sealfs-mode` | permission bits, octal |
 //! | `sealfs-uid`, `sealfs-gid` | decimal |
-//! | `sealfs-mtime`, `sealfs-ctime` | `<seconds>.<nanoseconds>` since the epoch |
+//! | `sealfs-mtime`, `sealfs-ctime`, `sealfs-atime` | `<seconds>.<nanoseconds>` since the epoch (`-` before it); atime only when set explicitly (the mount is `noatime`) |
 //! | `sealfs-x-<hex name>` | a `user.*` xattr value, base64 (name without `user.`) |
 
 use crate::store::{Metadata, ObjectInfo};
@@ -23,6 +23,7 @@ const MODE: &str = "sealfs-mode";
 const UID: &str = "sealfs-uid";
 const GID: &str = "sealfs-gid";
 const MTIME: &str = "sealfs-mtime";
+const ATIME: &str = "sealfs-atime";
 pub(crate) const CTIME: &str = "sealfs-ctime";
 const XATTR_PREFIX: &str = "sealfs-x-";
 
@@ -43,6 +44,7 @@ pub struct Attr {
     pub uid: u32,
     pub gid: u32,
     pub mtime: SystemTime,
+    pub atime: SystemTime,
     pub ctime: SystemTime,
     /// `user.*` xattrs, keyed by the full name (`user.foo`).
     pub xattrs: BTreeMap<String, Vec<u8>>,
@@ -59,8 +61,13 @@ pub struct Defaults {
 }
 
 fn fmt_time(t: SystemTime) -> String {
-    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    format!("{}.{:09}", d.as_secs(), d.subsec_nanos())
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => format!("{}.{:09}", d.as_secs(), d.subsec_nanos()),
+        Err(e) => {
+            let d = e.duration();
+            format!("-{}.{:09}", d.as_secs(), d.subsec_nanos())
+        }
+    }
 }
 
 /// The current time in the metadata encoding.
@@ -69,8 +76,17 @@ pub fn format_now() -> String {
 }
 
 fn parse_time(s: &str) -> Option<SystemTime> {
+    let (neg, s) = match s.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, s),
+    };
     let (secs, nanos) = s.split_once('.').unwrap_or((s, "0"));
-    Some(UNIX_EPOCH + Duration::new(secs.parse().ok()?, nanos.parse().ok()?))
+    let d = Duration::new(secs.parse().ok()?, nanos.parse().ok()?);
+    if neg {
+        UNIX_EPOCH.checked_sub(d)
+    } else {
+        UNIX_EPOCH.checked_add(d)
+    }
 }
 
 impl Attr {
@@ -83,6 +99,7 @@ impl Attr {
             uid,
             gid,
             mtime: now,
+            atime: now,
             ctime: now,
             xattrs: BTreeMap::new(),
         }
@@ -92,6 +109,7 @@ impl Attr {
     pub fn implicit_dir(d: &Defaults) -> Attr {
         let mut a = Attr::new(Kind::Dir, d.dir_mode, d.uid, d.gid);
         a.mtime = UNIX_EPOCH;
+        a.atime = UNIX_EPOCH;
         a.ctime = UNIX_EPOCH;
         a
     }
@@ -131,6 +149,7 @@ impl Attr {
             uid: m.get(UID).and_then(|s| s.parse().ok()).unwrap_or(d.uid),
             gid: m.get(GID).and_then(|s| s.parse().ok()).unwrap_or(d.gid),
             mtime,
+            atime: m.get(ATIME).and_then(|s| parse_time(s)).unwrap_or(mtime),
             ctime: m.get(CTIME).and_then(|s| parse_time(s)).unwrap_or(mtime),
             xattrs,
         }
@@ -140,7 +159,7 @@ impl Attr {
     pub fn write_into(&self, m: &mut Metadata) {
         m.retain(|k, _| {
             !(k.starts_with(XATTR_PREFIX)
-                || [TYPE, MODE, UID, GID, MTIME, CTIME].contains(&k.as_str()))
+                || [TYPE, MODE, UID, GID, MTIME, CTIME, ATIME].contains(&k.as_str()))
         });
         match self.kind {
             Kind::Symlink => {
@@ -155,6 +174,9 @@ impl Attr {
         m.insert(UID.into(), self.uid.to_string());
         m.insert(GID.into(), self.gid.to_string());
         m.insert(MTIME.into(), fmt_time(self.mtime));
+        if self.atime != self.mtime {
+            m.insert(ATIME.into(), fmt_time(self.atime));
+        }
         m.insert(CTIME.into(), fmt_time(self.ctime));
         for (name, value) in &self.xattrs {
             let short = name.strip_prefix("user.").unwrap_or(name);
@@ -186,6 +208,7 @@ mod tests {
         let mut a = Attr::new(Kind::Symlink, 0o120644, 1000, 100);
         a.size = 7;
         a.mtime = UNIX_EPOCH + Duration::new(1_000_000_000, 123_456_789);
+        a.atime = UNIX_EPOCH - Duration::new(86_400, 5);
         a.xattrs.insert("user.color".into(), b"blue\0\xff".to_vec());
         let mut m = a.metadata();
         m.insert("sealfs-dk".into(), "keep".into());

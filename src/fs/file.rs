@@ -131,6 +131,7 @@ pub struct SetAttr {
     pub gid: Option<u32>,
     pub size: Option<u64>,
     pub mtime: Option<SystemTime>,
+    pub atime: Option<SystemTime>,
 }
 
 impl SealFs {
@@ -321,6 +322,27 @@ impl SealFs {
         let a = (offset - st.buf_start) as usize;
         let b = (end - st.buf_start) as usize;
         Ok(st.buf[a..b].to_vec())
+    }
+
+    /// Opens (pins) the object for every read handle of `ino` that has not
+    /// read yet, so that they keep working after an unlink.
+    pub(super) async fn pin_readers(&self, ino: u64, key: &str) {
+        let readers: Vec<Arc<Handle>> = self
+            .handles
+            .lock()
+            .unwrap()
+            .values()
+            .filter(|h| h.ino == ino)
+            .cloned()
+            .collect();
+        for h in readers {
+            let mut st = h.read.lock().await;
+            if st.obj.is_none() {
+                if let Ok(obj) = self.sealed.open(key).await {
+                    st.obj = Some(Arc::new(obj));
+                }
+            }
+        }
     }
 
     pub async fn write(&self, fh: u64, offset: u64, data: &[u8]) -> Result<u32> {
@@ -535,6 +557,9 @@ impl SealFs {
             }
             if let Some(m) = set.mtime {
                 a.mtime = m;
+            }
+            if let Some(t) = set.atime {
+                a.atime = t;
             }
             a.ctime = SystemTime::now();
         }

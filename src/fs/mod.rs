@@ -561,7 +561,9 @@ impl SealFs {
             (i.remote, i.staged.clone())
         };
         if remote {
-            self.store.delete(&self.key_of(&path)).await?;
+            let key = self.key_of(&path);
+            self.pin_readers(e.ino, &key).await;
+            self.store.delete(&key).await?;
         }
         if let Some(s) = staged {
             s.mark_unlinked().await;

@@ -183,3 +183,194 @@ async fn stale_child_of_a_listed_directory_is_found() {
         libc::ENOENT
     );
 }
+
+mod model {
+    //! The core against a reference model (a map of paths to bytes), with
+    //! another client writing and deleting objects behind its back.
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+
+    const FILES: [&str; 4] = ["a", "b", "d/c", "d/e"];
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Write {
+            f: usize,
+            off: u32,
+            len: u32,
+            byte: u8,
+        },
+        Truncate {
+            f: usize,
+            size: u32,
+        },
+        Unlink {
+            f: usize,
+        },
+        Rename {
+            from: usize,
+            to: usize,
+        },
+        OtherPut {
+            f: usize,
+            len: u32,
+            byte: u8,
+        },
+        OtherDelete {
+            f: usize,
+        },
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        let f = 0..FILES.len();
+        prop_oneof![
+            4 => (f.clone(), 0u32..20_000, 0u32..10_000, any::<u8>()).prop_map(|(f, off, len, byte)| Op::Write { f, off, len, byte }),
+            2 => (f.clone(), 0u32..20_000).prop_map(|(f, size)| Op::Truncate { f, size }),
+            1 => f.clone().prop_map(|f| Op::Unlink { f }),
+            1 => (f.clone(), f.clone()).prop_map(|(from, to)| Op::Rename { from, to }),
+            1 => (f.clone(), 0u32..9000, any::<u8>()).prop_map(|(f, len, byte)| Op::OtherPut { f, len, byte }),
+            1 => f.prop_map(|f| Op::OtherDelete { f }),
+        ]
+    }
+
+    async fn parent_of(r: &Rig, path: &str) -> (u64, String) {
+        match path.split_once('/') {
+            Some((d, n)) => (r.fs.lookup(ROOT, d).await.unwrap().ino, n.to_string()),
+            None => (ROOT, path.to_string()),
+        }
+    }
+
+    async fn apply(
+        r: &Rig,
+        other: &SealedStore,
+        pool: &Arc<KeyPool>,
+        model: &mut BTreeMap<String, Vec<u8>>,
+        op: &Op,
+    ) {
+        match op {
+            Op::Write { f, off, len, byte } => {
+                let path = FILES[*f];
+                let (dir, name) = parent_of(r, path).await;
+                let fh = match r.fs.lookup(dir, &name).await {
+                    Ok(e) => r.fs.open(e.ino, libc::O_WRONLY).await.unwrap(),
+                    Err(_) => r.fs.create(dir, &name, 0o644, 0, 0).await.unwrap().1,
+                };
+                let data = vec![*byte; *len as usize];
+                r.fs.write(fh, *off as u64, &data).await.unwrap();
+                r.fs.release(fh).await.unwrap();
+                let m = model.entry(path.to_string()).or_default();
+                let end = *off as usize + data.len();
+                if m.len() < end {
+                    m.resize(end.max(m.len()), 0);
+                }
+                m[*off as usize..end].copy_from_slice(&data);
+            }
+            Op::Truncate { f, size } => {
+                let path = FILES[*f];
+                let (dir, name) = parent_of(r, path).await;
+                if let Some(m) = model.get_mut(path) {
+                    let ino = r.fs.lookup(dir, &name).await.unwrap().ino;
+                    r.fs.setattr(
+                        ino,
+                        SetAttr {
+                            size: Some(*size as u64),
+                            ..Default::default()
+                        },
+                    )
+                    .await
+                    .unwrap();
+                    m.resize(*size as usize, 0);
+                }
+            }
+            Op::Unlink { f } => {
+                let path = FILES[*f];
+                let (dir, name) = parent_of(r, path).await;
+                let res = r.fs.unlink(dir, &name).await;
+                assert_eq!(
+                    res.is_ok(),
+                    model.remove(path).is_some(),
+                    "unlink {path}: {res:?}"
+                );
+            }
+            Op::Rename { from, to } => {
+                let (a, b) = (FILES[*from], FILES[*to]);
+                let (da, na) = parent_of(r, a).await;
+                let (db, nb) = parent_of(r, b).await;
+                let res = r.fs.rename(da, &na, db, &nb, false).await;
+                match model.remove(a) {
+                    Some(v) => {
+                        res.unwrap();
+                        model.insert(b.to_string(), v);
+                    }
+                    None => assert_eq!(res.unwrap_err().errno(), libc::ENOENT),
+                }
+            }
+            Op::OtherPut { f, len, byte } => {
+                let key = format!("vol/{}", FILES[*f]);
+                let data = vec![*byte; *len as usize];
+                let wk = other.key_for_write(&key, pool).await.unwrap();
+                other
+                    .write(
+                        &key,
+                        &mut &data[..],
+                        data.len() as u64,
+                        &Default::default(),
+                        &wk,
+                        &|_| {},
+                    )
+                    .await
+                    .unwrap();
+                model.insert(FILES[*f].to_string(), data);
+            }
+            Op::OtherDelete { f } => {
+                r.mem.delete(&format!("vol/{}", FILES[*f])).await.unwrap();
+                model.remove(FILES[*f]);
+            }
+        }
+    }
+
+    async fn check(r: &Rig, model: &BTreeMap<String, Vec<u8>>) {
+        for path in FILES {
+            let (dir, name) = parent_of(r, path).await;
+            match (r.fs.lookup(dir, &name).await, model.get(path)) {
+                (Ok(e), Some(want)) => {
+                    assert_eq!(e.attr.size, want.len() as u64, "size of {path}");
+                    assert!(r.read_file(e.ino).await == *want, "content of {path}");
+                }
+                (Err(e), None) => assert_eq!(e.errno(), libc::ENOENT),
+                (got, want) => panic!(
+                    "{path}: fs says {:?}, model says {:?}",
+                    got.map(|e| e.attr.size),
+                    want.map(Vec::len)
+                ),
+            }
+        }
+        let mut want: Vec<String> = model.keys().filter(|k| !k.contains('/')).cloned().collect();
+        want.push("d".into());
+        want.sort();
+        assert_eq!(r.names(ROOT).await, want);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+        #[test]
+        fn core_matches_the_model(ops in proptest::collection::vec(op(), 1..16)) {
+            let rt = tokio::runtime::Runtime::new().unwrap();
+            rt.block_on(async {
+                // TTL 0: every lookup asks the store, so other clients' changes are seen at once.
+                let r = rig_with(Duration::ZERO);
+                r.fs.mkdir(ROOT, "d", 0o755, 0, 0).await.unwrap();
+                let other = SealedStore::new(r.fs.store.clone(), r.fs.sealed_keys(), r.fs.sealed.settings().clone());
+                let pool = r.fs.pool.clone();
+                let mut model = BTreeMap::new();
+                for op in &ops {
+                    apply(&r, &other, &pool, &mut model, op).await;
+                    check(&r, &model).await;
+                }
+                let leftovers = std::fs::read_dir(&r.fs.settings.cache_dir).unwrap().count();
+                assert_eq!(leftovers, 0, "staging files left behind");
+            });
+        }
+    }
+}
