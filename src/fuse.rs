@@ -57,7 +57,11 @@ fn file_attr(e: &Entry) -> FileAttr {
         crtime: a.ctime,
         kind: file_type(a.kind),
         perm: a.mode as u16,
-        nlink: if a.kind == Kind::Dir { 2 } else { 1 },
+        nlink: match (e.linked, a.kind) {
+            (false, _) => 0,
+            (true, Kind::Dir) => 2,
+            (true, _) => 1,
+        },
         uid: a.uid,
         gid: a.gid,
         rdev: 0,

@@ -52,6 +52,8 @@ pub struct FsSettings {
 pub struct Entry {
     pub ino: u64,
     pub attr: Attr,
+    /// False once the name is gone (unlinked while open): st_nlink 0.
+    pub linked: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -268,9 +270,11 @@ impl SealFs {
     fn entry(&self, ino: u64) -> Result<Entry> {
         let t = self.table.lock().unwrap();
         let i = t.get(ino).ok_or_else(|| enoent(&format!("inode {ino}")))?;
+        let linked = ino == ROOT || t.child(i.parent, &i.name) == Some(ino);
         Ok(Entry {
             ino,
             attr: i.attr.clone(),
+            linked,
         })
     }
 
@@ -296,6 +300,7 @@ impl SealFs {
                         return Ok(Entry {
                             ino,
                             attr: i.attr.clone(),
+                            linked: true,
                         });
                     }
                 }
