@@ -93,6 +93,16 @@ impl Mounted {
         }
     }
 
+    /// For a daemon that may already be gone: detach the mount whatever state it is in.
+    fn unmount_lazily(&mut self) {
+        self.mounted = false;
+        let quiet = |c: &mut Command| {
+            let _ = c.stderr(std::process::Stdio::null()).status();
+        };
+        quiet(Command::new("fusermount3").arg("-uz").arg(self.mnt()));
+        quiet(Command::new("umount").arg("-l").arg(self.mnt()));
+    }
+
     fn sh(&self, script: &str) -> String {
         let out = run(Command::new("bash")
             .arg("-euo")
@@ -480,4 +490,119 @@ mod differential {
         }
         m.finish().await;
     }
+}
+
+#[tokio::test]
+async fn read_only_mount_refuses_writes() {
+    let m = Mounted::new("ro").mount();
+    m.sh("echo data > $M/f");
+    let mut m = m;
+    m.unmount();
+    ok(m.sealfs()
+        .args(["mount", &m.url()])
+        .arg(m.mnt())
+        .arg("--read-only")
+        .arg("--cache-dir")
+        .arg(m.cache()));
+    m.mounted = true;
+    m.sh("test \"$(cat $M/f)\" = data");
+    let out = run(Command::new("bash")
+        .arg("-c")
+        .arg("echo x > \"$M/g\"")
+        .env("M", m.mnt()));
+    assert!(
+        stderr(&out).contains("Read-only file system"),
+        "{}",
+        stderr(&out)
+    );
+    m.finish().await;
+}
+
+/// SIGTERM to the daemon uploads what is staged but not yet closed.
+#[tokio::test]
+async fn sigterm_flushes_open_files() {
+    let mut m = Mounted::new("sigterm").mount();
+    let path = m.mnt().join("open.txt");
+    // A writer that keeps its file open (no close, no fsync) until killed.
+    let mut writer = Command::new("python3")
+        .arg("-c")
+        .arg("import sys,time; f=open(sys.argv[1],'w'); f.write('kept by sigterm'); f.flush(); print('ready', flush=True); time.sleep(60)")
+        .arg(&path)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(writer.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "ready");
+    let key = format!("{}/open.txt", m.prefix);
+    let s3 = m.stack.s3("admin");
+    assert!(
+        s3.head_object()
+            .bucket(m.stack.bucket())
+            .key(&key)
+            .send()
+            .await
+            .is_err(),
+        "uploaded before close"
+    );
+    let pids = run(Command::new("pgrep")
+        .arg("-f")
+        .arg(format!("sealfs mount {} ", m.url())));
+    let pid = String::from_utf8_lossy(&pids.stdout)
+        .lines()
+        .next()
+        .expect("daemon pid")
+        .to_string();
+    assert!(Command::new("kill")
+        .arg("-TERM")
+        .arg(&pid)
+        .status()
+        .unwrap()
+        .success());
+    let mut uploaded = false;
+    for _ in 0..100 {
+        if s3
+            .head_object()
+            .bucket(m.stack.bucket())
+            .key(&key)
+            .send()
+            .await
+            .is_ok()
+        {
+            uploaded = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let _ = writer.kill();
+    let _ = writer.wait();
+    assert!(uploaded, "SIGTERM did not flush the open file");
+    m.unmount_lazily();
+    let out = ok(m.sealfs().args(["cat", &format!("{}/open.txt", m.url())]));
+    assert_eq!(out.stdout, b"kept by sigterm");
+}
+
+#[test]
+fn mount_without_credentials_names_the_cause() {
+    let stack = Stack::get();
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::create_dir(tmp.path().join("mnt")).unwrap();
+    let out = run(stack
+        .sealfs("admin", tmp.path())
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .args(["mount", &format!("s3://{}/x", stack.bucket())])
+        .arg(tmp.path().join("mnt"))
+        .arg("--cache-dir")
+        .arg(tmp.path().join("c")));
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("no AWS credentials"),
+        "{}",
+        stderr(&out)
+    );
 }
