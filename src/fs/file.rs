@@ -43,16 +43,16 @@ struct ReadState {
 
 /// Content of a file open for writing, shared by all its writable handles.
 pub struct Staged {
-    inner: tokio::sync::Mutex<StagedInner>,
+    pub(super) inner: tokio::sync::Mutex<StagedInner>,
 }
 
-struct StagedInner {
+pub(super) struct StagedInner {
     file: std::fs::File,
     path: PathBuf,
     size: u64,
-    dirty: bool,
+    pub(super) dirty: bool,
     /// ETag the upload is conditional on; `None` for a file not yet in S3.
-    base_etag: Option<String>,
+    pub(super) base_etag: Option<String>,
     key_ref: Option<KeyRef>,
     unlinked: bool,
 }
@@ -101,11 +101,6 @@ impl Staged {
 
     pub async fn mark_unlinked(&self) {
         self.inner.lock().await.unlinked = true;
-    }
-
-    /// The object moved (rename): later uploads are conditional on its new ETag.
-    pub async fn moved(&self, etag: String) {
-        self.inner.lock().await.base_etag = Some(etag);
     }
 
     async fn set_len(&self, size: u64) -> Result<()> {
@@ -235,9 +230,10 @@ impl SealFs {
     pub async fn open(&self, ino: u64, flags: i32) -> Result<u64> {
         let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
         let truncate = flags & libc::O_TRUNC != 0;
-        if writable || truncate {
+        // O_TRUNC without write access is ignored (POSIX leaves it unspecified).
+        if writable {
             self.check_writable()?;
-            self.stage(ino, truncate && writable).await?;
+            self.stage(ino, truncate).await?;
             if let Some(i) = self.table.lock().unwrap().get_mut(ino) {
                 i.writers += 1;
             }
@@ -564,7 +560,7 @@ impl SealFs {
             a.ctime = SystemTime::now();
         }
         match staged {
-            Some(s) => {
+            Some(s) if set.size.is_some() => {
                 s.mark_dirty().await;
                 if upload_now {
                     let r = self.upload(ino, &s).await;
@@ -577,25 +573,25 @@ impl SealFs {
                     r?;
                 }
             }
-            None => self.persist_attr(ino).await?,
+            _ => self.persist_meta(ino).await?,
         }
         self.entry(ino)
     }
 
     /// Writes an inode's attributes to S3 without touching its data: a
     /// self-copy with replaced metadata for objects, a new marker for directories.
-    pub(super) async fn persist_attr(&self, ino: u64) -> Result<()> {
+    pub(super) async fn persist_attr(&self, ino: u64) -> Result<Option<String>> {
         let (path, attr, remote) = {
             let t = self.table.lock().unwrap();
             let i = t.get(ino).ok_or_else(|| enoent(&format!("inode {ino}")))?;
             (t.path(ino).unwrap_or_default(), i.attr.clone(), i.remote)
         };
         if !remote {
-            return Ok(());
+            return Ok(None);
         }
         let etag = if attr.kind == Kind::Dir {
             if path.is_empty() && self.prefix.is_empty() {
-                return Ok(()); // the bucket root has no marker; its attributes live in memory
+                return Ok(None); // the bucket root has no marker; its attributes live in memory
             }
             let marker = format!("{}/", self.key_of(&path));
             self.store
@@ -613,14 +609,39 @@ impl SealFs {
             attr.write_into(&mut metadata);
             super::xattr::check_metadata_size(&metadata)?;
             self.store
-                .copy(&key, &key, &metadata, &PutCondition::IfMatch(info.etag))
+                .copy(
+                    &key,
+                    &key,
+                    Some(&info.etag),
+                    &metadata,
+                    &PutCondition::IfMatch(info.etag.clone()),
+                )
                 .await?
         };
         if let Some(i) = self.table.lock().unwrap().get_mut(ino) {
-            i.etag = Some(etag);
+            i.etag = Some(etag.clone());
             i.validated = Instant::now();
         }
-        Ok(())
+        Ok(Some(etag))
+    }
+
+    /// Persists attribute changes: with the next upload when the file has
+    /// unsaved content, otherwise at once (so a utimens after close is durable
+    /// when it returns), keeping an open file's upload condition current.
+    pub(super) async fn persist_meta(&self, ino: u64) -> Result<()> {
+        match self.staged(ino) {
+            Some(s) => {
+                let mut g = s.inner.lock().await;
+                if g.dirty {
+                    return Ok(());
+                }
+                if let Some(etag) = self.persist_attr(ino).await? {
+                    g.base_etag = Some(etag);
+                }
+                Ok(())
+            }
+            None => self.persist_attr(ino).await.map(|_| ()),
+        }
     }
 
     /// mknod for regular files: an empty file, uploaded at once.

@@ -750,11 +750,18 @@ impl SealFs {
         }
         let (from, to) = (self.key_of(old_path), self.key_of(new_path));
         let ctime = attr::format_now();
+        // Hold the staged state (if the file is open for writing) so that no
+        // upload of it can slip in between reading the header and the copy.
+        let mut guard = match &staged {
+            Some(s) => Some(s.inner.lock().await),
+            None => None,
+        };
         let etag = self.copy_object(&from, &to, Some(ctime)).await?;
         self.store.delete(&from).await?;
-        if let Some(s) = staged {
-            s.moved(etag.clone()).await;
+        if let Some(g) = guard.as_mut() {
+            g.base_etag = Some(etag.clone());
         }
+        drop(guard);
         if let Some(i) = self.table.lock().unwrap().get_mut(ino) {
             i.etag = Some(etag);
             i.attr.ctime = SystemTime::now();
@@ -782,7 +789,13 @@ impl SealFs {
         let info = self.store.head(from).await?;
         Ok(self
             .store
-            .copy(from, to, &info.metadata, &PutCondition::None)
+            .copy(
+                from,
+                to,
+                Some(&info.etag),
+                &info.metadata,
+                &PutCondition::None,
+            )
             .await?)
     }
 

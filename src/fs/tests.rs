@@ -496,3 +496,36 @@ async fn reads_never_mix_versions() {
         Err(e) => assert_eq!(e.errno(), libc::EIO),
     }
 }
+
+/// rsync's pattern: write a temp file, close, utimens it while the release is
+/// still pending, rename it into place, then the release arrives. The result
+/// must verify at its new key and carry the mtime (regression: the release
+/// used to upload a new version between the rename's header read and its copy).
+#[tokio::test]
+async fn utimens_and_rename_between_flush_and_release() {
+    let r = rig();
+    let (e, fh) = r.fs.create(ROOT, ".f.tmp", 0o600, 0, 0).await.unwrap();
+    r.fs.write(fh, 0, b"payload").await.unwrap();
+    r.fs.flush(fh).await.unwrap();
+    let when = std::time::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+    r.fs.setattr(
+        e.ino,
+        SetAttr {
+            mtime: Some(when),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    r.fs.rename(ROOT, ".f.tmp", ROOT, "f", false).await.unwrap();
+    r.fs.release(fh).await.unwrap();
+    let r2 = Rig {
+        fs: rig_same_store(&r),
+        mem: r.mem.clone(),
+        _cache: tempfile::tempdir().unwrap(),
+    };
+    let e = r2.fs.lookup(ROOT, "f").await.unwrap();
+    assert_eq!(e.attr.mtime, when);
+    assert_eq!(r2.read_file(e.ino).await, b"payload");
+    assert_eq!(r.mem.keys(), vec!["vol/f".to_string()]);
+}

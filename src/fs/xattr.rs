@@ -121,11 +121,7 @@ impl SealFs {
     /// Persists the attributes (with staged files, at the next upload); on
     /// failure the in-memory attributes go back to `old`.
     async fn persist_xattrs(&self, ino: u64, old: super::Attr) -> Result<()> {
-        if let Some(s) = self.staged(ino) {
-            s.mark_dirty().await;
-            return Ok(());
-        }
-        let r = self.persist_attr(ino).await;
+        let r = self.persist_meta(ino).await;
         if r.is_err() {
             if let Some(i) = self.table.lock().unwrap().get_mut(ino) {
                 i.attr = old;

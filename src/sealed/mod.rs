@@ -225,30 +225,47 @@ impl SealedStore {
         from: &str,
         to: &str,
         cond: &PutCondition,
-        edit: impl FnOnce(&mut Metadata),
+        edit: impl Fn(&mut Metadata),
     ) -> Result<String> {
-        let got = self
-            .store
-            .get(from, Some(0..HEADER_LEN as u64), None)
-            .await?;
-        let mut metadata = got.info.metadata.clone();
-        let sm = SealMeta::read_from(&metadata).map_err(|r| self.not_sealfs(from, r))?;
-        let dk = self
-            .keys
-            .decrypt(&sm.key.key_id, &sm.key.wrapped, &sm.key.context())
-            .await?;
-        let opener =
-            Opener::new(&dk, &got.body, &sm.key.file_id).map_err(|e| self.integrity(from, e))?;
-        opener
-            .check_binding(self.store.bucket(), from, &sm.binding)
-            .map_err(|e| self.integrity(from, e))?;
-        let moved = SealMeta {
-            binding: opener.binding(self.store.bucket(), to),
-            key: sm.key,
-        };
-        moved.write_into(&mut metadata);
-        edit(&mut metadata);
-        Ok(self.store.copy(from, to, &metadata, cond).await?)
+        // The copy is pinned to the version whose header was read; if the
+        // source changes in between, read it again (a few times at most).
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let got = self
+                .store
+                .get(from, Some(0..HEADER_LEN as u64), None)
+                .await?;
+            let mut metadata = got.info.metadata.clone();
+            let sm = SealMeta::read_from(&metadata).map_err(|r| self.not_sealfs(from, r))?;
+            let dk = self
+                .keys
+                .decrypt(&sm.key.key_id, &sm.key.wrapped, &sm.key.context())
+                .await?;
+            let opener = Opener::new(&dk, &got.body, &sm.key.file_id)
+                .map_err(|e| self.integrity(from, e))?;
+            opener
+                .check_binding(self.store.bucket(), from, &sm.binding)
+                .map_err(|e| self.integrity(from, e))?;
+            let moved = SealMeta {
+                binding: opener.binding(self.store.bucket(), to),
+                key: sm.key,
+            };
+            moved.write_into(&mut metadata);
+            edit(&mut metadata);
+            match self
+                .store
+                .copy(from, to, Some(&got.info.etag), &metadata, cond)
+                .await
+            {
+                Err(StoreError::PreconditionFailed { .. })
+                    if attempt < 4 && *cond == PutCondition::None =>
+                {
+                    continue
+                }
+                other => return Ok(other?),
+            }
+        }
     }
 
     /// Seals exactly `len` bytes from `reader` into `key`. Small objects go up

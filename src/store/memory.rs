@@ -256,17 +256,20 @@ impl ObjectStore for MemoryStore {
         &self,
         from: &str,
         to: &str,
+        source_etag: Option<&str>,
         metadata: &Metadata,
         cond: &PutCondition,
     ) -> Result<String, StoreError> {
         bump(&self.counts.copy);
         let mut st = self.state.lock().unwrap();
-        let data = st
-            .objects
-            .get(from)
-            .ok_or_else(|| self.not_found(from))?
-            .data
-            .clone();
+        let source = st.objects.get(from).ok_or_else(|| self.not_found(from))?;
+        if source_etag.is_some_and(|e| e != source.etag) {
+            return Err(StoreError::PreconditionFailed {
+                bucket: self.bucket.clone(),
+                key: from.to_string(),
+            });
+        }
+        let data = source.data.clone();
         self.check(&st, to, cond)?;
         Ok(self.store(&mut st, to, data, metadata.clone()))
     }

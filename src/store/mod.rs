@@ -173,10 +173,13 @@ pub trait ObjectStore: Send + Sync {
     ) -> Result<ListPage, StoreError>;
 
     /// Server-side copy with the metadata replaced (`x-amz-metadata-directive: REPLACE`).
+    /// `source_etag` pins the version copied (`x-amz-copy-source-if-match`):
+    /// PreconditionFailed if the source changed since it was read.
     async fn copy(
         &self,
         from: &str,
         to: &str,
+        source_etag: Option<&str>,
         metadata: &Metadata,
         cond: &PutCondition,
     ) -> Result<String, StoreError>;

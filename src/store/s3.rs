@@ -260,6 +260,7 @@ impl ObjectStore for S3Store {
         &self,
         from: &str,
         to: &str,
+        source_etag: Option<&str>,
         metadata: &Metadata,
         cond: &PutCondition,
     ) -> Result<String, StoreError> {
@@ -270,6 +271,7 @@ impl ObjectStore for S3Store {
             .bucket(&self.bucket)
             .key(to)
             .copy_source(encode_copy_source(&self.bucket, from))
+            .set_copy_source_if_match(source_etag.map(str::to_string))
             .metadata_directive(MetadataDirective::Replace)
             .set_metadata(to_map(metadata));
         req = match cond {
