@@ -43,7 +43,54 @@ impl FuseAdapter {
     fn spawn<F: std::future::Future<Output = ()> + Send + 'static>(&self, f: F) {
         self.rt.spawn(f);
     }
+
+    /// Runs one core call as a task: `ok` answers its result, an error
+    /// becomes the errno from the one table (logged unless ordinary).
+    fn serve<T, R, F>(
+        &self,
+        op: &'static str,
+        reply: R,
+        call: F,
+        ok: impl FnOnce(R, T) + Send + 'static,
+    ) where
+        T: Send + 'static,
+        R: ErrorReply + Send + 'static,
+        F: std::future::Future<Output = crate::Result<T>> + Send + 'static,
+    {
+        self.spawn(async move {
+            match call.await {
+                Ok(v) => ok(reply, v),
+                Err(e) => reply.error(errno(op, &e)),
+            }
+        });
+    }
 }
+
+/// The replies that can carry an errno (fuser gives them no common trait).
+trait ErrorReply {
+    fn error(self, e: Errno);
+}
+
+macro_rules! error_reply {
+    ($($t:ty),*) => {
+        $(impl ErrorReply for $t {
+            fn error(self, e: Errno) {
+                <$t>::error(self, e)
+            }
+        })*
+    };
+}
+
+error_reply!(
+    ReplyAttr,
+    ReplyCreate,
+    ReplyData,
+    ReplyEmpty,
+    ReplyEntry,
+    ReplyOpen,
+    ReplyWrite,
+    ReplyXattr
+);
 
 fn file_attr(e: &Entry) -> FileAttr {
     let a = &e.attr;
@@ -138,12 +185,12 @@ impl fuser::Filesystem for FuseAdapter {
     fn lookup(&self, _req: &Request, parent: INodeNo, n: &OsStr, reply: ReplyEntry) {
         let n = name_or_reply!(n, reply);
         let (fs, ttl) = (self.fs.clone(), self.ttl);
-        self.spawn(async move {
-            match fs.lookup(parent.0, &n).await {
-                Ok(e) => reply.entry(&ttl, &file_attr(&e), Generation(0)),
-                Err(e) => reply.error(errno("lookup", &e)),
-            }
-        });
+        self.serve(
+            "lookup",
+            reply,
+            async move { fs.lookup(parent.0, &n).await },
+            move |reply, e| reply.entry(&ttl, &file_attr(&e), Generation(0)),
+        );
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, _nlookup: u64) {
@@ -152,12 +199,12 @@ impl fuser::Filesystem for FuseAdapter {
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         let (fs, ttl) = (self.fs.clone(), self.ttl);
-        self.spawn(async move {
-            match fs.getattr(ino.0).await {
-                Ok(e) => reply.attr(&ttl, &file_attr(&e)),
-                Err(e) => reply.error(errno("getattr", &e)),
-            }
-        });
+        self.serve(
+            "getattr",
+            reply,
+            async move { fs.getattr(ino.0).await },
+            move |reply, e| reply.attr(&ttl, &file_attr(&e)),
+        );
     }
 
     fn setattr(
@@ -187,22 +234,22 @@ impl fuser::Filesystem for FuseAdapter {
             mtime: mtime.map(time),
             atime: atime.map(time),
         };
-        self.spawn(async move {
-            match fs.setattr(ino.0, set).await {
-                Ok(e) => reply.attr(&ttl, &file_attr(&e)),
-                Err(e) => reply.error(errno("setattr", &e)),
-            }
-        });
+        self.serve(
+            "setattr",
+            reply,
+            async move { fs.setattr(ino.0, set).await },
+            move |reply, e| reply.attr(&ttl, &file_attr(&e)),
+        );
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
         let fs = self.fs.clone();
-        self.spawn(async move {
-            match fs.readlink(ino.0).await {
-                Ok(t) => reply.data(&t),
-                Err(e) => reply.error(errno("readlink", &e)),
-            }
-        });
+        self.serve(
+            "readlink",
+            reply,
+            async move { fs.readlink(ino.0).await },
+            move |reply, t| reply.data(&t),
+        );
     }
 
     fn mknod(
@@ -221,12 +268,12 @@ impl fuser::Filesystem for FuseAdapter {
             return reply.error(Errno::EPERM);
         }
         let (fs, ttl, uid, gid) = (self.fs.clone(), self.ttl, req.uid(), req.gid());
-        self.spawn(async move {
-            match fs.mknod_file(parent.0, &n, mode & !umask, uid, gid).await {
-                Ok(e) => reply.entry(&ttl, &file_attr(&e), Generation(0)),
-                Err(e) => reply.error(errno("mknod", &e)),
-            }
-        });
+        self.serve(
+            "mknod",
+            reply,
+            async move { fs.mknod_file(parent.0, &n, mode & !umask, uid, gid).await },
+            move |reply, e| reply.entry(&ttl, &file_attr(&e), Generation(0)),
+        );
     }
 
     fn mkdir(
@@ -240,46 +287,46 @@ impl fuser::Filesystem for FuseAdapter {
     ) {
         let n = name_or_reply!(n, reply);
         let (fs, ttl, uid, gid) = (self.fs.clone(), self.ttl, req.uid(), req.gid());
-        self.spawn(async move {
-            match fs.mkdir(parent.0, &n, mode & !umask, uid, gid).await {
-                Ok(e) => reply.entry(&ttl, &file_attr(&e), Generation(0)),
-                Err(e) => reply.error(errno("mkdir", &e)),
-            }
-        });
+        self.serve(
+            "mkdir",
+            reply,
+            async move { fs.mkdir(parent.0, &n, mode & !umask, uid, gid).await },
+            move |reply, e| reply.entry(&ttl, &file_attr(&e), Generation(0)),
+        );
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, n: &OsStr, reply: ReplyEmpty) {
         let n = name_or_reply!(n, reply);
         let fs = self.fs.clone();
-        self.spawn(async move {
-            match fs.unlink(parent.0, &n).await {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno("unlink", &e)),
-            }
-        });
+        self.serve(
+            "unlink",
+            reply,
+            async move { fs.unlink(parent.0, &n).await },
+            move |reply, ()| reply.ok(),
+        );
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, n: &OsStr, reply: ReplyEmpty) {
         let n = name_or_reply!(n, reply);
         let fs = self.fs.clone();
-        self.spawn(async move {
-            match fs.rmdir(parent.0, &n).await {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno("rmdir", &e)),
-            }
-        });
+        self.serve(
+            "rmdir",
+            reply,
+            async move { fs.rmdir(parent.0, &n).await },
+            move |reply, ()| reply.ok(),
+        );
     }
 
     fn symlink(&self, req: &Request, parent: INodeNo, n: &OsStr, target: &Path, reply: ReplyEntry) {
         let n = name_or_reply!(n, reply);
         let target = target.as_os_str().as_bytes().to_vec();
         let (fs, ttl, uid, gid) = (self.fs.clone(), self.ttl, req.uid(), req.gid());
-        self.spawn(async move {
-            match fs.symlink(parent.0, &n, &target, uid, gid).await {
-                Ok(e) => reply.entry(&ttl, &file_attr(&e), Generation(0)),
-                Err(e) => reply.error(errno("symlink", &e)),
-            }
-        });
+        self.serve(
+            "symlink",
+            reply,
+            async move { fs.symlink(parent.0, &n, &target, uid, gid).await },
+            move |reply, e| reply.entry(&ttl, &file_attr(&e), Generation(0)),
+        );
     }
 
     fn rename(
@@ -302,15 +349,15 @@ impl fuser::Filesystem for FuseAdapter {
         }
         let noreplace = flags.contains(RenameFlags::RENAME_NOREPLACE);
         let fs = self.fs.clone();
-        self.spawn(async move {
-            match fs
-                .rename(parent.0, &n, new_parent.0, &new_name, noreplace)
-                .await
-            {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno("rename", &e)),
-            }
-        });
+        self.serve(
+            "rename",
+            reply,
+            async move {
+                fs.rename(parent.0, &n, new_parent.0, &new_name, noreplace)
+                    .await
+            },
+            move |reply, ()| reply.ok(),
+        );
     }
 
     fn link(&self, _req: &Request, _ino: INodeNo, _np: INodeNo, _nn: &OsStr, reply: ReplyEntry) {
@@ -320,12 +367,12 @@ impl fuser::Filesystem for FuseAdapter {
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let fs = self.fs.clone();
-        self.spawn(async move {
-            match fs.open(ino.0, flags.0).await {
-                Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
-                Err(e) => reply.error(errno("open", &e)),
-            }
-        });
+        self.serve(
+            "open",
+            reply,
+            async move { fs.open(ino.0, flags.0).await },
+            move |reply, fh| reply.opened(FileHandle(fh), FopenFlags::empty()),
+        );
     }
 
     fn read(
@@ -340,12 +387,12 @@ impl fuser::Filesystem for FuseAdapter {
         reply: ReplyData,
     ) {
         let fs = self.fs.clone();
-        self.spawn(async move {
-            match fs.read(fh.0, offset, size).await {
-                Ok(d) => reply.data(&d),
-                Err(e) => reply.error(errno("read", &e)),
-            }
-        });
+        self.serve(
+            "read",
+            reply,
+            async move { fs.read(fh.0, offset, size).await },
+            move |reply, d| reply.data(&d),
+        );
     }
 
     fn write(
@@ -362,12 +409,12 @@ impl fuser::Filesystem for FuseAdapter {
     ) {
         let fs = self.fs.clone();
         let data = data.to_vec();
-        self.spawn(async move {
-            match fs.write(fh.0, offset, &data).await {
-                Ok(n) => reply.written(n),
-                Err(e) => reply.error(errno("write", &e)),
-            }
-        });
+        self.serve(
+            "write",
+            reply,
+            async move { fs.write(fh.0, offset, &data).await },
+            move |reply, n| reply.written(n),
+        );
     }
 
     fn flush(
@@ -379,12 +426,12 @@ impl fuser::Filesystem for FuseAdapter {
         reply: ReplyEmpty,
     ) {
         let fs = self.fs.clone();
-        self.spawn(async move {
-            match fs.flush(fh.0).await {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno("flush", &e)),
-            }
-        });
+        self.serve(
+            "flush",
+            reply,
+            async move { fs.flush(fh.0).await },
+            move |reply, ()| reply.ok(),
+        );
     }
 
     fn release(
@@ -398,12 +445,12 @@ impl fuser::Filesystem for FuseAdapter {
         reply: ReplyEmpty,
     ) {
         let fs = self.fs.clone();
-        self.spawn(async move {
-            match fs.release(fh.0).await {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno("release", &e)),
-            }
-        });
+        self.serve(
+            "release",
+            reply,
+            async move { fs.release(fh.0).await },
+            move |reply, ()| reply.ok(),
+        );
     }
 
     fn fsync(
@@ -415,12 +462,12 @@ impl fuser::Filesystem for FuseAdapter {
         reply: ReplyEmpty,
     ) {
         let fs = self.fs.clone();
-        self.spawn(async move {
-            match fs.fsync(fh.0).await {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno("fsync", &e)),
-            }
-        });
+        self.serve(
+            "fsync",
+            reply,
+            async move { fs.fsync(fh.0).await },
+            move |reply, ()| reply.ok(),
+        );
     }
 
     fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
@@ -504,44 +551,44 @@ impl fuser::Filesystem for FuseAdapter {
     ) {
         let n = name_or_reply!(n, reply);
         let (fs, value) = (self.fs.clone(), value.to_vec());
-        self.spawn(async move {
-            match fs.setxattr(ino.0, &n, &value, flags).await {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno("setxattr", &e)),
-            }
-        });
+        self.serve(
+            "setxattr",
+            reply,
+            async move { fs.setxattr(ino.0, &n, &value, flags).await },
+            move |reply, ()| reply.ok(),
+        );
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, n: &OsStr, size: u32, reply: ReplyXattr) {
         let n = name_or_reply!(n, reply);
         let fs = self.fs.clone();
-        self.spawn(async move {
-            match fs.getxattr(ino.0, &n).await {
-                Ok(v) => reply_xattr(reply, size, &v),
-                Err(e) => reply.error(errno("getxattr", &e)),
-            }
-        });
+        self.serve(
+            "getxattr",
+            reply,
+            async move { fs.getxattr(ino.0, &n).await },
+            move |reply, v| reply_xattr(reply, size, &v),
+        );
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
         let fs = self.fs.clone();
-        self.spawn(async move {
-            match fs.listxattr(ino.0).await {
-                Ok(v) => reply_xattr(reply, size, &v),
-                Err(e) => reply.error(errno("listxattr", &e)),
-            }
-        });
+        self.serve(
+            "listxattr",
+            reply,
+            async move { fs.listxattr(ino.0).await },
+            move |reply, v| reply_xattr(reply, size, &v),
+        );
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, n: &OsStr, reply: ReplyEmpty) {
         let n = name_or_reply!(n, reply);
         let fs = self.fs.clone();
-        self.spawn(async move {
-            match fs.removexattr(ino.0, &n).await {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno("removexattr", &e)),
-            }
-        });
+        self.serve(
+            "removexattr",
+            reply,
+            async move { fs.removexattr(ino.0, &n).await },
+            move |reply, ()| reply.ok(),
+        );
     }
 
     fn access(&self, _req: &Request, _ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
@@ -561,17 +608,19 @@ impl fuser::Filesystem for FuseAdapter {
     ) {
         let n = name_or_reply!(n, reply);
         let (fs, ttl, uid, gid) = (self.fs.clone(), self.ttl, req.uid(), req.gid());
-        self.spawn(async move {
-            match fs.create(parent.0, &n, mode & !umask, uid, gid).await {
-                Ok((e, fh)) => reply.created(
+        self.serve(
+            "create",
+            reply,
+            async move { fs.create(parent.0, &n, mode & !umask, uid, gid).await },
+            move |reply, (e, fh)| {
+                reply.created(
                     &ttl,
                     &file_attr(&e),
                     Generation(0),
                     FileHandle(fh),
                     FopenFlags::empty(),
-                ),
-                Err(e) => reply.error(errno("create", &e)),
-            }
-        });
+                )
+            },
+        );
     }
 }
