@@ -249,9 +249,7 @@ impl SealFs {
         uid: u32,
         gid: u32,
     ) -> Result<(Entry, u64)> {
-        self.check_writable()?;
-        self.check_new_name(parent, name)?;
-        self.ensure_absent(parent, name).await?;
+        self.new_entry_path(parent, name).await?;
         let staged = Staged::create(&self.settings.cache_dir, 0, None, None)?;
         staged.inner.lock().await.dirty = true;
         let ino = {

@@ -493,6 +493,15 @@ impl SealFs {
         Ok(out)
     }
 
+    /// The checks every create-like operation makes: writable mount, valid
+    /// name, nothing there yet. Returns the new entry's path.
+    async fn new_entry_path(&self, parent: u64, name: &str) -> Result<String> {
+        self.check_writable()?;
+        let path = self.check_new_name(parent, name)?;
+        self.ensure_absent(parent, name).await?;
+        Ok(path)
+    }
+
     async fn ensure_absent(&self, parent: u64, name: &str) -> Result<()> {
         match self.lookup(parent, name).await {
             Ok(_) => Err(Error::posix(EEXIST, format!("{name}: file exists"))),
@@ -509,9 +518,7 @@ impl SealFs {
         uid: u32,
         gid: u32,
     ) -> Result<Entry> {
-        self.check_writable()?;
-        let path = self.check_new_name(parent, name)?;
-        self.ensure_absent(parent, name).await?;
+        let path = self.new_entry_path(parent, name).await?;
         let attr = Attr::new(Kind::Dir, mode, uid, gid);
         let marker = format!("{}/", self.key_of(&path));
         let etag = match self
@@ -622,9 +629,7 @@ impl SealFs {
         uid: u32,
         gid: u32,
     ) -> Result<Entry> {
-        self.check_writable()?;
-        let path = self.check_new_name(parent, name)?;
-        self.ensure_absent(parent, name).await?;
+        let path = self.new_entry_path(parent, name).await?;
         let mut attr = Attr::new(Kind::Symlink, 0o777, uid, gid);
         attr.size = target.len() as u64;
         let key = self.key_of(&path);

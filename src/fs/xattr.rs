@@ -6,6 +6,7 @@
 //! would exceed it fails with ENOSPC and stores nothing.
 
 use super::attr::{metadata_size, METADATA_LIMIT};
+use super::inode::Inode;
 use super::{enoent, SealFs};
 use crate::error::{Error, Result};
 use crate::store::Metadata;
@@ -64,12 +65,7 @@ impl SealFs {
                 format!("{name}: only user.* attributes are supported"),
             ));
         };
-        self.getattr(ino).await?;
-        let old = {
-            let mut t = self.table.lock().unwrap();
-            let i = t
-                .get_mut(ino)
-                .ok_or_else(|| enoent(&format!("inode {ino}")))?;
+        self.edit_xattrs(ino, |i| {
             let exists = i.attr.xattrs.contains_key(name);
             if flags & XATTR_CREATE != 0 && exists {
                 return Err(Error::posix(EEXIST, format!("{name}: attribute exists")));
@@ -89,12 +85,10 @@ impl SealFs {
                 .write_into(&mut m);
             }
             check_metadata_size(&m)?;
-            let old = i.attr.clone();
             i.attr.xattrs.insert(name.to_string(), value.to_vec());
-            i.attr.ctime = std::time::SystemTime::now();
-            old
-        };
-        self.persist_xattrs(ino, old).await
+            Ok(())
+        })
+        .await
     }
 
     pub async fn removexattr(&self, ino: u64, name: &str) -> Result<()> {
@@ -102,6 +96,22 @@ impl SealFs {
         let Some(name) = user_name(name) else {
             return Err(Error::posix(ENODATA, format!("{name}: no such attribute")));
         };
+        self.edit_xattrs(ino, |i| match i.attr.xattrs.remove(name) {
+            Some(_) => Ok(()),
+            None => Err(Error::posix(ENODATA, format!("{name}: no such attribute"))),
+        })
+        .await
+    }
+
+    /// Applies `edit` to the inode's current attributes, bumps ctime and
+    /// persists them (with staged files, at the next upload). If `edit`
+    /// refuses, nothing changes; if persisting fails, the in-memory
+    /// attributes go back to what they were.
+    async fn edit_xattrs(
+        &self,
+        ino: u64,
+        edit: impl FnOnce(&mut Inode) -> Result<()>,
+    ) -> Result<()> {
         self.getattr(ino).await?;
         let old = {
             let mut t = self.table.lock().unwrap();
@@ -109,18 +119,10 @@ impl SealFs {
                 .get_mut(ino)
                 .ok_or_else(|| enoent(&format!("inode {ino}")))?;
             let old = i.attr.clone();
-            if i.attr.xattrs.remove(name).is_none() {
-                return Err(Error::posix(ENODATA, format!("{name}: no such attribute")));
-            }
+            edit(i)?;
             i.attr.ctime = std::time::SystemTime::now();
             old
         };
-        self.persist_xattrs(ino, old).await
-    }
-
-    /// Persists the attributes (with staged files, at the next upload); on
-    /// failure the in-memory attributes go back to `old`.
-    async fn persist_xattrs(&self, ino: u64, old: super::Attr) -> Result<()> {
         let r = self.persist_meta(ino).await;
         if r.is_err() {
             if let Some(i) = self.table.lock().unwrap().get_mut(ino) {
