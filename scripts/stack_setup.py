@@ -23,10 +23,24 @@ iam, s3, kms = client("iam"), client("s3"), client("kms")
 ADMIN_POLICY = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
 
 
+# What `sealfs policy grantee` prints, with the resources moto can match:
+# it sees every non-S3 resource as "*", so a statement naming an IAM ARN
+# would never apply here.
+GRANTEE_POLICY = {
+    "Version": "2012-10-17",
+    "Statement": [
+        {"Sid": "SealfsFindMyGrants", "Effect": "Allow", "Action": "iam:ListAttachedUserPolicies", "Resource": "*"},
+        {"Sid": "SealfsReadMyGrants", "Effect": "Allow", "Action": ["iam:GetPolicy", "iam:GetPolicyVersion"], "Resource": "*"},
+    ],
+}
+
+
 def user(name, admin=False):
     iam.create_user(UserName=name)
     if admin:
         iam.put_user_policy(UserName=name, PolicyName="admin", PolicyDocument=json.dumps(ADMIN_POLICY))
+    else:
+        iam.put_user_policy(UserName=name, PolicyName="sealfs-grantee", PolicyDocument=json.dumps(GRANTEE_POLICY))
     key = iam.create_access_key(UserName=name)["AccessKey"]
     return key["AccessKeyId"], key["SecretAccessKey"]
 

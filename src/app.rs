@@ -1,6 +1,7 @@
 //! The one place where concrete types meet: AWS configuration, clients, and
 //! the key-service stack. Everything else takes traits.
 
+use crate::grants::{GrantService, IamGrantService};
 use crate::keys::{CachingKeyService, KeyService, KmsCalls, KmsKeyService, RetryPolicy, Retrying};
 use crate::store::{ObjectStore, S3Store};
 use aws_config::retry::RetryConfig;
@@ -38,6 +39,8 @@ impl Default for KeySettings {
 pub struct Aws {
     sdk: SdkConfig,
     path_style: bool,
+    /// An endpoint other than AWS's (an emulator or S3-compatible server).
+    custom_endpoint: bool,
 }
 
 fn env_set(name: &str) -> bool {
@@ -78,7 +81,11 @@ impl Aws {
             Ok("0") | Ok("false") => false,
             _ => custom,
         };
-        Aws { sdk, path_style }
+        Aws {
+            sdk,
+            path_style,
+            custom_endpoint: custom,
+        }
     }
 
     pub fn s3_client(&self) -> aws_sdk_s3::Client {
@@ -91,6 +98,21 @@ impl Aws {
 
     pub fn store(&self, bucket: &str) -> Arc<S3Store> {
         Arc::new(S3Store::new(self.s3_client(), bucket))
+    }
+
+    /// IAM (for grants) and STS (for the caller's identity), with SDK retries.
+    pub fn grant_service(&self) -> Arc<dyn GrantService> {
+        let mut iam = aws_sdk_iam::config::Builder::from(&self.sdk)
+            .retry_config(RetryConfig::standard().with_max_attempts(5));
+        if self.custom_endpoint {
+            iam = iam.interceptor(crate::grants::iam::PlusForSpace);
+        }
+        let iam = iam.build();
+        let sts = aws_sdk_sts::config::Builder::from(&self.sdk).build();
+        Arc::new(IamGrantService::new(
+            aws_sdk_iam::Client::from_conf(iam),
+            aws_sdk_sts::Client::from_conf(sts),
+        ))
     }
 
     /// The KMS client with SDK retries off: [`Retrying`] owns the policy.
@@ -129,11 +151,12 @@ impl KeyStack {
     }
 }
 
-/// Store and keys for one bucket.
+/// Store, keys and grants for one bucket.
 pub struct Wiring {
     pub s3: Arc<S3Store>,
     pub store: Arc<dyn ObjectStore>,
     pub keys: KeyStack,
+    pub grant_service: Arc<dyn GrantService>,
 }
 
 impl Wiring {
@@ -144,6 +167,7 @@ impl Wiring {
             store: s3.clone(),
             s3,
             keys: KeyStack::new(aws.kms(), &KeySettings::default()),
+            grant_service: aws.grant_service(),
         }
     }
 }

@@ -31,9 +31,23 @@ pub fn classify<E>(err: &SdkError<E, HttpResponse>) -> Failure
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {
-    let code = err.code().map(str::to_string);
+    let body = err
+        .raw_response()
+        .and_then(|r| r.body().bytes())
+        .map(|b| String::from_utf8_lossy(b).into_owned())
+        .unwrap_or_default();
+    // Emulators answer some errors in an XML shape the SDK does not model;
+    // the code and message are still in the body.
+    let code = err
+        .code()
+        .map(str::to_string)
+        .or_else(|| xml_field(&body, "Code"));
     let status = err.raw_response().map(|r| r.status().as_u16());
-    let message = DisplayErrorContext(err).to_string();
+    let message = err
+        .message()
+        .map(str::to_string)
+        .or_else(|| xml_field(&body, "Message"))
+        .unwrap_or_else(|| DisplayErrorContext(err).to_string());
     let class = match err {
         SdkError::TimeoutError(_) => Class::Unreachable,
         SdkError::DispatchFailure(d) if d.is_io() || d.is_timeout() => Class::Unreachable,
@@ -51,6 +65,13 @@ where
         status,
         message,
     }
+}
+
+/// The text of the first `<name>` element of an XML error body.
+fn xml_field(body: &str, name: &str) -> Option<String> {
+    let start = body.find(&format!("<{name}>"))? + name.len() + 2;
+    let len = body[start..].find(&format!("</{name}>"))?;
+    Some(body[start..start + len].to_string()).filter(|s| !s.is_empty())
 }
 
 fn classify_code(code: Option<&str>, status: Option<u16>) -> Class {
@@ -93,6 +114,14 @@ fn classify_code(code: Option<&str>, status: Option<u16>) -> Class {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn xml_fields() {
+        let body = "<ErrorResponse><Errors><Error><Code>NoSuchEntity</Code><Message>no user</Message></Error></Errors></ErrorResponse>";
+        assert_eq!(xml_field(body, "Code").as_deref(), Some("NoSuchEntity"));
+        assert_eq!(xml_field(body, "Message").as_deref(), Some("no user"));
+        assert_eq!(xml_field(body, "Other"), None);
+    }
 
     #[test]
     fn codes_win_over_status() {

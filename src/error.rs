@@ -5,6 +5,7 @@
 //! single place where a failure becomes a syscall error.
 
 use crate::crypto::IntegrityError;
+use crate::grants::GrantError;
 use crate::keys::KeyError;
 use crate::store::StoreError;
 
@@ -14,6 +15,8 @@ pub enum Error {
     Store(#[from] StoreError),
     #[error(transparent)]
     Key(#[from] KeyError),
+    #[error(transparent)]
+    Grant(#[from] GrantError),
     #[error("s3://{bucket}/{key} failed verification: {check}")]
     Integrity {
         bucket: String,
@@ -83,6 +86,13 @@ impl Error {
                     EIO
                 }
             },
+            Error::Grant(e) => match e {
+                GrantError::AccessDenied { .. } => EACCES,
+                GrantError::NoSuchEntity { .. } | GrantError::Invalid { .. } => EINVAL,
+                GrantError::LimitExceeded { .. } => ENOSPC,
+                GrantError::AlreadyExists { .. } => EEXIST,
+                GrantError::Unavailable { .. } => EIO,
+            },
             Error::Integrity { .. } | Error::NotSealfs { .. } => EIO,
             Error::NoVolume { .. } | Error::VolumeConfig { .. } => EIO,
             Error::InvalidArgument(_) => EINVAL,
@@ -117,6 +127,15 @@ mod tests {
         });
         assert_eq!(kms_denied.errno(), libc::EACCES);
         assert_eq!(Error::InvalidArgument("x".into()).errno(), libc::EINVAL);
+        let iam_denied = Error::Grant(GrantError::AccessDenied {
+            action: "iam:CreatePolicy",
+            message: "x".into(),
+        });
+        assert_eq!(iam_denied.errno(), libc::EACCES);
+        let full = Error::Grant(GrantError::LimitExceeded {
+            message: "PoliciesPerUser".into(),
+        });
+        assert_eq!(full.errno(), libc::ENOSPC);
         let missing = Error::Store(StoreError::NotFound {
             bucket: "b".into(),
             key: "k".into(),

@@ -129,10 +129,10 @@ fn file_type(k: Kind) -> FileType {
 /// from a lookup, EEXIST, ENODATA...) that tools provoke all the time.
 fn errno(op: &str, e: &Error) -> Errno {
     let code = e.errno();
-    let ordinary = matches!(e, Error::Posix { .. }) && code != libc::EIO;
+    let ordinary = matches!(e, Error::Posix { .. }) && code != libc::EIO && code != libc::ENOSPC;
     if ordinary {
         tracing::debug!(op, errno = code, "{e}");
-    } else if code == libc::EACCES {
+    } else if code == libc::EACCES || code == libc::ENOSPC {
         tracing::warn!(op, "{e}");
     } else {
         tracing::error!(op, "{e}");

@@ -6,6 +6,7 @@
 //! - [`store`]: the object store (S3, in-memory) and multipart uploads;
 //! - [`sealed`]: sealed objects in a store (write a stream, verified reads);
 //! - [`volume`]: the authenticated volume config;
+//! - [`grants`]: per-file sharing through IAM policies;
 //! - [`app`] and [`cli`]: where concrete types are wired together.
 
 pub mod app;
@@ -15,6 +16,7 @@ pub mod crypto;
 pub mod error;
 pub mod fs;
 pub mod fuse;
+pub mod grants;
 pub mod keys;
 pub mod sealed;
 pub mod store;

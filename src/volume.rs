@@ -71,6 +71,13 @@ struct Signed<'a> {
 }
 
 impl VolumeConfig {
+    /// The I/O settings that write this volume's format (its segment size).
+    pub fn io_settings(&self) -> crate::sealed::IoSettings {
+        crate::sealed::IoSettings {
+            segment_size: self.segment_size,
+            ..crate::sealed::IoSettings::default()
+        }
+    }
     fn signed_bytes(&self) -> Vec<u8> {
         serde_json::to_vec(&Signed {
             format: self.format,

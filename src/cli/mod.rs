@@ -2,6 +2,9 @@
 
 mod init;
 mod mount;
+mod policy;
+mod share;
+mod target;
 mod transfer;
 
 use crate::app::{AwsOptions, Wiring};
@@ -71,6 +74,48 @@ enum Command {
         #[arg(long)]
         no_verify: bool,
     },
+    /// Share a file with IAM users (read access to exactly that file).
+    Share {
+        /// The file: s3://BUCKET/PATH, or its path on a sealfs mount.
+        file: String,
+        /// IAM user names or user ARNs.
+        #[arg(required = true)]
+        users: Vec<String>,
+        /// Managed policies IAM lets a user have attached (10, or up to 20 if raised).
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..=20))]
+        iam_policy_limit: u16,
+    },
+    /// Revoke a file's grants: from the users named, or from everyone with --all.
+    Unshare {
+        /// The file: s3://BUCKET/PATH, or its path on a sealfs mount.
+        file: String,
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        users: Vec<String>,
+        #[arg(long)]
+        all: bool,
+    },
+    /// List the users a file is shared with (read from IAM).
+    Shares {
+        /// The file: s3://BUCKET/PATH, or its path on a sealfs mount.
+        file: String,
+    },
+    /// List the files shared with you (with your own credentials).
+    Shared,
+    /// Print the least-privilege IAM policy for a volume's owner or a grantee.
+    Policy {
+        #[arg(value_enum)]
+        role: policy::Role,
+        /// s3://BUCKET/PREFIX of the volume
+        url: String,
+        /// The volume's KMS key ARN (default: read from the volume config).
+        #[arg(long)]
+        kms_key: Option<String>,
+    },
+    /// Re-encrypt a file under a fresh data key (after revoking a grant).
+    Rekey {
+        /// The file: s3://BUCKET/PATH, or its path on a sealfs mount.
+        file: String,
+    },
     /// Mount a volume as a directory; returns once the mount is ready.
     Mount(mount::MountArgs),
     /// Unmount a sealfs mount (its daemon flushes every file first).
@@ -131,15 +176,40 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         region: cli.region.clone(),
         profile: cli.profile.clone(),
     };
+    match &cli.command {
+        Command::Share {
+            file,
+            users,
+            iam_policy_limit,
+        } => {
+            let t = target::Target::parse(file)?;
+            let r = share::change(&opts, &t, users, share::Change::Share, *iam_policy_limit).await;
+            return r;
+        }
+        Command::Unshare { file, users, all } => {
+            let t = target::Target::parse(file)?;
+            let change = if *all {
+                share::Change::UnshareAll
+            } else {
+                share::Change::Unshare
+            };
+            return share::change(&opts, &t, users, change, 10).await;
+        }
+        Command::Shares { file } => return share::list(&opts, &target::Target::parse(file)?).await,
+        Command::Shared => return share::shared_with_me(&opts).await,
+        Command::Rekey { file } => {
+            return share::rekey(&opts, target::Target::parse(file)?.url()).await
+        }
+        _ => {}
+    }
     let url = match &cli.command {
         Command::Init { url, .. }
         | Command::Put { url, .. }
         | Command::Get { url, .. }
         | Command::Cat { url }
-        | Command::Inspect { url, .. } => crate::url::S3Url::parse(url)?,
-        Command::Mount(_) | Command::Unmount { .. } => {
-            unreachable!("handled before the runtime starts")
-        }
+        | Command::Inspect { url, .. }
+        | Command::Policy { url, .. } => crate::url::S3Url::parse(url)?,
+        _ => unreachable!("handled above"),
     };
     let w = Wiring::new(&opts, &url.bucket).await;
     let result = match cli.command {
@@ -164,9 +234,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Get { local, .. } => transfer::get(&w, &url, local.as_deref()).await,
         Command::Cat { .. } => transfer::get(&w, &url, Some(std::path::Path::new("-"))).await,
         Command::Inspect { no_verify, .. } => transfer::inspect(&w, &url, !no_verify).await,
-        Command::Mount(_) | Command::Unmount { .. } => {
-            unreachable!("handled before the runtime starts")
-        }
+        Command::Policy { role, kms_key, .. } => policy::run(&w, &url, role, kms_key).await,
+        _ => unreachable!("handled above"),
     };
     if cli.stats {
         let k = w.keys.calls();

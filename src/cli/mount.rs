@@ -7,8 +7,9 @@
 use crate::app::{AwsOptions, Wiring};
 use crate::fs::{Defaults, FsSettings, SealFs};
 use crate::fuse::FuseAdapter;
+use crate::grants::{GrantSettings, Grants};
 use crate::keys::KeyPool;
-use crate::sealed::{IoSettings, SealedStore};
+use crate::sealed::SealedStore;
 use crate::url::S3Url;
 use crate::volume::{self, Pins};
 use anyhow::{bail, Context};
@@ -44,6 +45,10 @@ pub struct MountArgs {
     /// Log file of the daemon (default: <cache dir>/sealfs.log).
     #[arg(long)]
     pub log_file: Option<PathBuf>,
+    /// Managed policies IAM lets a grantee have attached (10 unless the
+    /// account's quota was raised, up to 20); sharing past it fails with ENOSPC.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..=20))]
+    pub iam_policy_limit: u16,
     /// Mount options, comma-separated: ro, rw, allow_other, nodev, nosuid, noexec, exec.
     #[arg(short = 'o', value_delimiter = ',')]
     pub options: Vec<String>,
@@ -294,14 +299,7 @@ async fn prepare(
     if let Some(pins) = Pins::default_location() {
         pins.check(&format!("s3://{}/{prefix}", url.bucket), &cfg)?;
     }
-    let sealed = SealedStore::new(
-        w.store.clone(),
-        keys.clone(),
-        IoSettings {
-            segment_size: cfg.segment_size,
-            ..IoSettings::default()
-        },
-    );
+    let sealed = SealedStore::new(w.store.clone(), keys.clone(), cfg.io_settings());
     let pool = KeyPool::new(keys, cfg.kms_key_arn.clone(), 32);
     let warm = pool.clone();
     tokio::spawn(async move {
@@ -321,7 +319,16 @@ async fn prepare(
         },
         read_only: args.read_only || args.options.iter().any(|o| o == "ro"),
     };
-    Ok(Arc::new(SealFs::new(sealed, pool, &prefix, settings)?))
+    let grants = Arc::new(Grants::new(
+        w.grant_service.clone(),
+        GrantSettings {
+            attached_policy_limit: args.iam_policy_limit.into(),
+            ..GrantSettings::default()
+        },
+    ));
+    Ok(Arc::new(
+        SealFs::new(sealed, pool, &prefix, settings)?.with_grants(grants),
+    ))
 }
 
 pub fn unmount(mountpoint: &Path) -> anyhow::Result<()> {

@@ -7,10 +7,19 @@ use crate::keys::KeyPool;
 use crate::sealed::{IoSettings, SealMeta, SealedStore};
 use crate::store::Metadata;
 use crate::url::S3Url;
-use crate::volume::{self, Pins};
+use crate::volume::{self, Pins, VolumeConfig};
 use anyhow::{bail, Context};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+
+/// The config of the volume holding `key`, checked against the local pin.
+pub(super) async fn volume_of(w: &Wiring, bucket: &str, key: &str) -> anyhow::Result<VolumeConfig> {
+    let (prefix, cfg) = volume::find(w.store.as_ref(), w.keys.service.as_ref(), key).await?;
+    if let Some(pins) = Pins::default_location() {
+        pins.check(&format!("s3://{bucket}/{prefix}"), &cfg)?;
+    }
+    Ok(cfg)
+}
 
 pub async fn put(w: &Wiring, local: &Path, url: &S3Url) -> anyhow::Result<()> {
     let meta =
@@ -34,15 +43,8 @@ pub async fn put(w: &Wiring, local: &Path, url: &S3Url) -> anyhow::Result<()> {
         );
     }
     let keys = w.keys.service.clone();
-    let (prefix, cfg) = volume::find(w.store.as_ref(), keys.as_ref(), &key).await?;
-    if let Some(pins) = Pins::default_location() {
-        pins.check(&format!("s3://{}/{prefix}", url.bucket), &cfg)?;
-    }
-    let settings = IoSettings {
-        segment_size: cfg.segment_size,
-        ..IoSettings::default()
-    };
-    let sealed = SealedStore::new(w.store.clone(), keys.clone(), settings);
+    let cfg = volume_of(w, &url.bucket, &key).await?;
+    let sealed = SealedStore::new(w.store.clone(), keys.clone(), cfg.io_settings());
     let pool = KeyPool::new(keys, cfg.kms_key_arn.clone(), 0);
     let wk = sealed.key_for_write(&key, &pool).await?;
     let mut file = tokio::fs::File::open(local)

@@ -7,14 +7,17 @@
 pub mod attr;
 mod file;
 mod inode;
+mod share;
 mod xattr;
 
 pub use attr::{Attr, Defaults, Kind};
 pub use file::SetAttr;
 pub use inode::ROOT;
+pub use share::{SHARE, UNSHARE};
 
 use crate::crypto::Layout;
 use crate::error::{Error, Result};
+use crate::grants::Grants;
 use crate::keys::KeyPool;
 use crate::sealed::{SealMeta, SealedStore};
 use crate::store::{ObjectInfo, ObjectStore, PutCondition, StoreError};
@@ -26,7 +29,7 @@ use inode::{Seen, Table};
 use libc::{EEXIST, EINVAL, EISDIR, ENAMETOOLONG, ENOENT, ENOTDIR, ENOTEMPTY, EPERM, EROFS};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -85,6 +88,10 @@ pub struct SealFs {
     listed: Mutex<HashMap<u64, Instant>>,
     handles: Mutex<HashMap<u64, Arc<Handle>>>,
     next_fh: AtomicU64,
+    /// Per-file sharing; `None` where IAM is not wired (core tests).
+    grants: Option<Arc<Grants>>,
+    /// Set once a grant upkeep was denied, so the warning is logged once.
+    grants_denied: AtomicBool,
 }
 
 fn enoent(what: &str) -> Error {
@@ -121,8 +128,16 @@ impl SealFs {
             listed: Mutex::new(HashMap::new()),
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
+            grants: None,
+            grants_denied: AtomicBool::new(false),
             settings,
         })
+    }
+
+    /// Enables sharing (the `user.share` attributes and grant upkeep).
+    pub fn with_grants(mut self, grants: Arc<Grants>) -> Self {
+        self.grants = Some(grants);
+        self
     }
 
     #[cfg(test)]
@@ -567,15 +582,17 @@ impl SealFs {
             return Err(Error::posix(EISDIR, format!("{name}: is a directory")));
         }
         let path = self.child_path(parent, name)?;
-        let (remote, staged) = {
+        let (remote, staged, file_id) = {
             let t = self.table.lock().unwrap();
             let i = t.get(e.ino).expect("looked-up inode");
-            (i.remote, i.staged.clone())
+            let fid = i.key_ref.as_ref().map(|k| k.file_id.to_hex());
+            (i.remote, i.staged.clone(), fid)
         };
         if remote {
             let key = self.key_of(&path);
             self.pin_readers(e.ino, &key).await;
             self.store.delete(&key).await?;
+            self.grants_removed(&[(key, file_id)]).await;
         }
         if let Some(s) = staged {
             s.mark_unlinked().await;
@@ -724,7 +741,17 @@ impl SealFs {
                         }
                         self.rmdir(new_parent, new_name).await?;
                     }
-                    (false, false) => {}
+                    (false, false) => {
+                        // The replaced file is gone: so are its grants
+                        // (before the copy, so the moved grants survive).
+                        let fid = self
+                            .table
+                            .lock()
+                            .unwrap()
+                            .get(dst.ino)
+                            .and_then(|i| i.key_ref.as_ref().map(|k| k.file_id.to_hex()));
+                        self.grants_removed(&[(self.key_of(&new_path), fid)]).await;
+                    }
                 }
             }
             Err(e) if e.errno() == ENOENT => {}
@@ -763,6 +790,7 @@ impl SealFs {
         };
         let etag = self.copy_object(&from, &to, Some(ctime)).await?;
         self.store.delete(&from).await?;
+        self.grants_moved(&[(from.clone(), to.clone())]).await;
         if let Some(g) = guard.as_mut() {
             g.base_etag = Some(etag.clone());
         }
@@ -818,7 +846,7 @@ impl SealFs {
             .iter()
             .map(|k| (k.clone(), format!("{to_prefix}{}", &k[from_prefix.len()..])))
             .collect();
-        futures::stream::iter(moves)
+        futures::stream::iter(moves.clone())
             .map(|(from, to)| async move { self.copy_object(&from, &to, None).await })
             .buffer_unordered(8)
             .try_collect::<Vec<_>>()
@@ -828,6 +856,7 @@ impl SealFs {
             .buffer_unordered(8)
             .try_collect::<Vec<_>>()
             .await?;
+        self.grants_moved(&moves).await;
         Ok(())
     }
 
@@ -874,4 +903,4 @@ fn valid_name(name: &str) -> bool {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

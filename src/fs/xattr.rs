@@ -1,4 +1,5 @@
-//! `user.*` extended attributes, persisted in object metadata.
+//! `user.*` extended attributes, persisted in object metadata (except the
+//! virtual sharing attributes, which [`super::share`] answers from IAM).
 //!
 //! Other namespaces are not supported: reads answer ENODATA (so tools that
 //! probe `security.capability` on every write stay quiet) and writes ENOTSUP.
@@ -7,7 +8,7 @@
 
 use super::attr::{metadata_size, METADATA_LIMIT};
 use super::inode::Inode;
-use super::{enoent, SealFs};
+use super::{enoent, share, SealFs};
 use crate::error::{Error, Result};
 use crate::store::Metadata;
 use libc::{EEXIST, ENODATA, ENOSPC, ENOTSUP};
@@ -34,6 +35,15 @@ fn user_name(name: &str) -> Option<&str> {
 
 impl SealFs {
     pub async fn getxattr(&self, ino: u64, name: &str) -> Result<Vec<u8>> {
+        if name == share::SHARE {
+            return self.get_share(ino).await;
+        }
+        if name == share::UNSHARE {
+            return Err(Error::posix(
+                ENODATA,
+                format!("{name}: write-only attribute"),
+            ));
+        }
         let entry = self.getattr(ino).await?;
         let Some(name) = user_name(name) else {
             return Err(Error::posix(ENODATA, format!("{name}: no such attribute")));
@@ -58,6 +68,9 @@ impl SealFs {
     }
 
     pub async fn setxattr(&self, ino: u64, name: &str, value: &[u8], flags: i32) -> Result<()> {
+        if share::is_virtual(name) {
+            return self.set_share(ino, name, value).await;
+        }
         self.check_writable()?;
         let Some(name) = user_name(name) else {
             return Err(Error::posix(
@@ -92,6 +105,9 @@ impl SealFs {
     }
 
     pub async fn removexattr(&self, ino: u64, name: &str) -> Result<()> {
+        if name == share::SHARE {
+            return self.remove_share(ino).await;
+        }
         self.check_writable()?;
         let Some(name) = user_name(name) else {
             return Err(Error::posix(ENODATA, format!("{name}: no such attribute")));

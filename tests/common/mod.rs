@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod mounted;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -52,7 +54,61 @@ impl Stack {
     }
 
     pub fn user_env(&self, user: &str) -> HashMap<String, String> {
+        let made = self.dir.join("test-users").join(format!("{user}.env"));
+        if made.exists() {
+            return parse_env(&made);
+        }
         parse_env(&self.dir.join(format!("{user}.env")))
+    }
+
+    pub fn iam(&self, user: &str) -> aws_sdk_iam::Client {
+        let conf = aws_sdk_iam::Config::builder()
+            .behavior_version_latest()
+            .credentials_provider(self.creds(user))
+            .region(aws_sdk_iam::config::Region::new("us-east-1"))
+            .endpoint_url(self.endpoint())
+            .build();
+        aws_sdk_iam::Client::from_conf(conf)
+    }
+
+    /// A new IAM user named `<prefix>-<random>` with its own access key (and
+    /// env file, so [`Stack::sealfs`] can run as it) and, if given, an
+    /// inline policy. Tests make their own users so they never share state.
+    pub async fn new_user(&self, prefix: &str, policy: Option<&serde_json::Value>) -> String {
+        use rand::Rng;
+        let name = format!("{prefix}-{:08x}", rand::thread_rng().gen::<u32>());
+        let iam = self.iam("admin");
+        iam.create_user().user_name(&name).send().await.unwrap();
+        if let Some(p) = policy {
+            iam.put_user_policy()
+                .user_name(&name)
+                .policy_name("test-policy")
+                .policy_document(p.to_string())
+                .send()
+                .await
+                .unwrap();
+        }
+        let key = iam
+            .create_access_key()
+            .user_name(&name)
+            .send()
+            .await
+            .unwrap();
+        let key = key.access_key().unwrap();
+        let mut env = self.user_env("admin");
+        env.insert("AWS_ACCESS_KEY_ID".into(), key.access_key_id().into());
+        env.insert(
+            "AWS_SECRET_ACCESS_KEY".into(),
+            key.secret_access_key().into(),
+        );
+        let text: String = env
+            .iter()
+            .map(|(k, v)| format!("export {k}={v}\n"))
+            .collect();
+        let dir = self.dir.join("test-users");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(format!("{name}.env")), text).unwrap();
+        name
     }
 
     /// The sealfs binary as `user`, with no AWS setting inherited from the

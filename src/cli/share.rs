@@ -1,0 +1,307 @@
+//! `sealfs share`, `unshare`, `shares`, `shared` and `rekey`.
+//!
+//! A file is named by an s3:// URL or by its path on a sealfs mount. On a
+//! mount, sharing goes through the mount's `user.share` attributes (so the
+//! mount's view stays current); with a URL, it talks to S3 and IAM directly.
+
+use super::target::Target;
+use crate::app::{Aws, AwsOptions, Wiring};
+use crate::crypto::{Header, Layout, HEADER_LEN};
+use crate::error::Error;
+use crate::fs::{SHARE, UNSHARE};
+use crate::grants::{GrantSettings, Grants, SharedFile};
+use crate::keys::KeyPool;
+use crate::sealed::{meta, SealMeta, SealedStore};
+use crate::store::{ObjectStore, PutCondition};
+use crate::url::S3Url;
+use anyhow::{bail, Context};
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::Arc;
+
+/// What to do with a file's grants.
+pub enum Change {
+    Share,
+    Unshare,
+    UnshareAll,
+}
+
+fn grants(w: &Wiring, policy_limit: u16) -> Grants {
+    Grants::new(
+        w.grant_service.clone(),
+        GrantSettings {
+            attached_policy_limit: policy_limit.into(),
+            ..GrantSettings::default()
+        },
+    )
+}
+
+/// The object and file id at `url` (a sealfs object).
+async fn shared_file(store: &dyn ObjectStore, url: &S3Url) -> anyhow::Result<SharedFile> {
+    let info = store.head(&url.key).await.map_err(Error::from)?;
+    let sm = SealMeta::read_from(&info.metadata).map_err(|reason| Error::NotSealfs {
+        bucket: url.bucket.clone(),
+        key: url.key.clone(),
+        reason,
+    })?;
+    Ok(SharedFile {
+        bucket: url.bucket.clone(),
+        key: url.key.clone(),
+        file_id: sm.key.file_id.to_hex(),
+    })
+}
+
+pub async fn change(
+    opts: &AwsOptions,
+    target: &Target,
+    who: &[String],
+    change: Change,
+    policy_limit: u16,
+) -> anyhow::Result<()> {
+    let url = match target {
+        Target::Mounted { path, .. } => {
+            return match change {
+                Change::Share => set_attr(path, SHARE, &who.join(",")),
+                Change::Unshare => set_attr(path, UNSHARE, &who.join(",")),
+                Change::UnshareAll => remove_attr(path, SHARE),
+            }
+        }
+        Target::S3(url) => url,
+    };
+    let w = Wiring::new(opts, &url.bucket).await;
+    let g = grants(&w, policy_limit);
+    let file = shared_file(w.store.as_ref(), url).await?;
+    match change {
+        Change::Share => {
+            for name in who {
+                g.share(name, &file).await?;
+            }
+        }
+        Change::Unshare => {
+            for name in who {
+                g.unshare(name, &file).await?;
+            }
+        }
+        Change::UnshareAll => {
+            let gone = g.unshare_all(&file).await?;
+            if gone.is_empty() {
+                eprintln!("{url} was not shared");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Prints the users a file is shared with, one per line.
+pub async fn list(opts: &AwsOptions, target: &Target) -> anyhow::Result<()> {
+    let who = match target {
+        Target::Mounted { path, .. } => match get_attr(path, SHARE)? {
+            Some(v) => v.split(',').map(str::to_string).collect(),
+            None => Vec::new(),
+        },
+        Target::S3(url) => {
+            let w = Wiring::new(opts, &url.bucket).await;
+            let file = shared_file(w.store.as_ref(), url).await?;
+            grants(&w, 10).grantees(&file).await?
+        }
+    };
+    for name in who {
+        println!("{name}");
+    }
+    Ok(())
+}
+
+/// `sealfs shared`: what has been shared with the caller, with sizes.
+pub async fn shared_with_me(opts: &AwsOptions) -> anyhow::Result<()> {
+    let aws = Aws::load(opts).await;
+    let g = Grants::new(aws.grant_service(), GrantSettings::default());
+    let files = g.shared_with_me().await?;
+    if files.is_empty() {
+        eprintln!("nothing has been shared with you");
+        return Ok(());
+    }
+    println!("{:>12}  {:<16}  FILE", "SIZE", "SHARED BY");
+    let mut stores: std::collections::HashMap<String, Arc<dyn ObjectStore>> = Default::default();
+    for (bucket, key, sharer) in files {
+        let store = stores
+            .entry(bucket.clone())
+            .or_insert_with(|| aws.store(&bucket))
+            .clone();
+        let size = match plain_size(store.as_ref(), &key).await {
+            Ok(n) => n.to_string(),
+            Err(e) => {
+                tracing::warn!("s3://{bucket}/{key}: {e}");
+                "unavailable".into()
+            }
+        };
+        println!("{size:>12}  {sharer:<16}  s3://{bucket}/{key}");
+    }
+    Ok(())
+}
+
+/// The plaintext size of a sealed object, from its header and length.
+async fn plain_size(store: &dyn ObjectStore, key: &str) -> crate::Result<u64> {
+    let got = store.get(key, Some(0..HEADER_LEN as u64), None).await?;
+    let integrity = |check| Error::Integrity {
+        bucket: store.bucket().to_string(),
+        key: key.to_string(),
+        check,
+    };
+    let header = Header::parse(&got.body).map_err(integrity)?;
+    Layout::new(header.segment_size())
+        .plain_len(got.info.size)
+        .map_err(integrity)
+}
+
+/// `sealfs rekey`: re-encrypts a file under a fresh data key and file id,
+/// so that a data key a former grantee kept opens no later version, and
+/// moves the file's grants to the new file id.
+pub async fn rekey(opts: &AwsOptions, url: &S3Url) -> anyhow::Result<()> {
+    let w = Wiring::new(opts, &url.bucket).await;
+    let keys = w.keys.service.clone();
+    let cfg = super::transfer::volume_of(&w, &url.bucket, &url.key).await?;
+    let sealed = SealedStore::new(w.store.clone(), keys.clone(), cfg.io_settings());
+    let obj = sealed.open(&url.key).await?;
+    let old = SharedFile {
+        bucket: url.bucket.clone(),
+        key: url.key.clone(),
+        file_id: obj.seal().key.file_id.to_hex(),
+    };
+    let pool = KeyPool::new(keys, cfg.kms_key_arn.clone(), 0);
+    let mut wk = sealed.new_key(&pool).await?;
+    // Replace exactly the version read, never a newer one.
+    wk.condition = PutCondition::IfMatch(obj.info().etag.clone());
+    let mut extra = obj.info().metadata.clone();
+    for k in [
+        meta::VERSION,
+        meta::KEY_ID,
+        meta::WRAPPED_KEY,
+        meta::FILE_ID,
+        meta::BINDING,
+    ] {
+        extra.remove(k);
+    }
+    let settings = sealed.settings().clone();
+    let (mut tx, mut rx) = tokio::io::duplex(1 << 20);
+    let store = w.store.clone();
+    let read = async {
+        obj.copy_to(
+            store.as_ref(),
+            &mut tx,
+            settings.read_run,
+            settings.read_concurrency,
+            &|_| {},
+        )
+        .await?;
+        drop(tx);
+        Ok::<_, Error>(())
+    };
+    let write = sealed.write(&url.key, &mut rx, obj.plain_len(), &extra, &wk, &|_| {});
+    match tokio::try_join!(read, write) {
+        Ok(_) => {}
+        Err(Error::Store(crate::store::StoreError::PreconditionFailed { .. })) => {
+            bail!("{url} changed while it was being re-keyed; nothing was replaced, try again")
+        }
+        Err(e) => return Err(e.into()),
+    }
+    let new_id = wk.key_ref.file_id.to_hex();
+    let moved = grants(&w, 10)
+        .rekeyed(&old, &new_id)
+        .await
+        .with_context(|| {
+            format!(
+                "{url} was re-keyed, but its grants still name the old file id {}; share it again",
+                old.file_id
+            )
+        })?;
+    eprintln!(
+        "{url}: new data key, file id {} -> {new_id}{}",
+        old.file_id,
+        if moved.is_empty() {
+            String::new()
+        } else {
+            format!("; grants kept for {}", moved.join(", "))
+        }
+    );
+    Ok(())
+}
+
+fn c_path(path: &Path) -> anyhow::Result<CString> {
+    CString::new(path.as_os_str().as_bytes()).context("path contains a NUL byte")
+}
+
+/// What a failed xattr call on a mount means, with the hint a user needs.
+fn attr_error(path: &Path, what: &str) -> anyhow::Error {
+    let err = std::io::Error::last_os_error();
+    let hint = match err.raw_os_error() {
+        Some(libc::EINVAL) => "no such IAM user, or not a valid name",
+        Some(libc::EACCES) => {
+            "the mount's AWS credentials lack the IAM rights to share (see `sealfs policy owner`)"
+        }
+        Some(libc::ENOSPC) => "the grantee has no room for more grants in IAM",
+        Some(libc::EISDIR) => "sharing works on regular files",
+        Some(libc::ENOTSUP) => "sharing is not available on this mount",
+        Some(libc::ENODATA) => "not shared",
+        _ => "see the mount's log",
+    };
+    anyhow::anyhow!(
+        "{what} {}: {err} ({hint}; the mount's log names the cause)",
+        path.display()
+    )
+}
+
+fn set_attr(path: &Path, name: &str, value: &str) -> anyhow::Result<()> {
+    let (p, n) = (c_path(path)?, CString::new(name)?);
+    let r = unsafe {
+        libc::setxattr(
+            p.as_ptr(),
+            n.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    if r != 0 {
+        return Err(attr_error(
+            path,
+            if name == SHARE {
+                "cannot share"
+            } else {
+                "cannot unshare"
+            },
+        ));
+    }
+    Ok(())
+}
+
+fn remove_attr(path: &Path, name: &str) -> anyhow::Result<()> {
+    let (p, n) = (c_path(path)?, CString::new(name)?);
+    if unsafe { libc::removexattr(p.as_ptr(), n.as_ptr()) } != 0 {
+        if std::io::Error::last_os_error().raw_os_error() == Some(libc::ENODATA) {
+            eprintln!("{} was not shared", path.display());
+            return Ok(());
+        }
+        return Err(attr_error(path, "cannot unshare"));
+    }
+    Ok(())
+}
+
+/// The attribute's value, `None` when it is absent.
+fn get_attr(path: &Path, name: &str) -> anyhow::Result<Option<String>> {
+    let (p, n) = (c_path(path)?, CString::new(name)?);
+    let mut buf = vec![0u8; 4096];
+    loop {
+        let r =
+            unsafe { libc::getxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+        if r >= 0 {
+            buf.truncate(r as usize);
+            return Ok(Some(String::from_utf8_lossy(&buf).into_owned()));
+        }
+        match std::io::Error::last_os_error().raw_os_error() {
+            Some(libc::ENODATA) => return Ok(None),
+            Some(libc::ERANGE) => buf.resize(buf.len() * 4, 0),
+            _ => return Err(attr_error(path, "cannot list the grantees of")),
+        }
+    }
+}

@@ -1,0 +1,475 @@
+//! The grant logic over a [`GrantService`]: which policy a new grant goes
+//! into, when a new policy is needed, IAM's limits, and keeping grants in
+//! step with renames, deletes and re-keys.
+//!
+//! IAM has no compare-and-swap, so every change re-reads the grantee's
+//! policies just before writing them, and changes made by this process are
+//! serialised. Two processes granting to one grantee in the same instant can
+//! still lose one update (docs/SHARING.md says so, and `sealfs shares` shows
+//! the truth).
+
+use super::policy::{object_arn, GrantDoc, SharedFile, POLICY_SIZE_LIMIT};
+use super::{GrantError, GrantService, ManagedPolicy, User, POLICY_PATH};
+use crate::error::{Error, Result};
+use futures::{StreamExt, TryStreamExt};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+#[derive(Clone, Debug)]
+pub struct GrantSettings {
+    /// Managed policies IAM lets one user have attached: 10 by default, up
+    /// to 20 when the account's quota has been raised.
+    pub attached_policy_limit: usize,
+    pub policy_size_limit: usize,
+    /// Versions IAM keeps per managed policy.
+    pub version_limit: usize,
+    /// How long rename and delete trust their index of every grant.
+    pub index_ttl: Duration,
+}
+
+impl Default for GrantSettings {
+    fn default() -> Self {
+        GrantSettings {
+            attached_policy_limit: 10,
+            policy_size_limit: POLICY_SIZE_LIMIT,
+            version_limit: 5,
+            index_ttl: Duration::from_secs(10),
+        }
+    }
+}
+
+/// One sealfs grant policy and what it grants.
+#[derive(Clone, Debug)]
+struct GrantPolicy {
+    policy: ManagedPolicy,
+    grantee: String,
+    doc: GrantDoc,
+}
+
+type Index = Arc<Vec<GrantPolicy>>;
+
+pub struct Grants {
+    iam: Arc<dyn GrantService>,
+    settings: GrantSettings,
+    sharer: tokio::sync::OnceCell<String>,
+    write_lock: tokio::sync::Mutex<()>,
+    index: Mutex<Option<(Instant, Index)>>,
+}
+
+fn grantee_path(user: &str) -> String {
+    format!("{POLICY_PATH}{user}/")
+}
+
+/// IAM user names: 1..64 of letters, digits and `+=,.@_-`.
+fn valid_user_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "+=,.@_-".contains(c))
+}
+
+impl Grants {
+    pub fn new(iam: Arc<dyn GrantService>, settings: GrantSettings) -> Self {
+        Grants {
+            iam,
+            settings,
+            sharer: tokio::sync::OnceCell::new(),
+            write_lock: tokio::sync::Mutex::new(()),
+            index: Mutex::new(None),
+        }
+    }
+
+    pub fn service(&self) -> &Arc<dyn GrantService> {
+        &self.iam
+    }
+
+    /// The IAM user named by `who`: a user name, or an IAM user ARN.
+    pub async fn resolve(&self, who: &str) -> Result<User> {
+        let who = who.trim();
+        let name = match who.strip_prefix("arn:") {
+            Some(_) => who
+                .split_once(":user/")
+                .map(|(_, p)| p.rsplit('/').next().unwrap_or(p))
+                .ok_or_else(|| {
+                    Error::InvalidArgument(format!("{who:?} is not the ARN of an IAM user"))
+                })?,
+            None => who,
+        };
+        if !valid_user_name(name) {
+            return Err(Error::InvalidArgument(format!(
+                "{who:?} is not an IAM user name"
+            )));
+        }
+        let user = match self.iam.get_user(name).await {
+            Err(GrantError::NoSuchEntity { .. }) => {
+                return Err(Error::InvalidArgument(format!(
+                    "cannot share with {who:?}: no such IAM user"
+                )))
+            }
+            other => other?,
+        };
+        if who.starts_with("arn:") && user.arn != who {
+            return Err(Error::InvalidArgument(format!(
+                "{who:?} does not match IAM user {} ({})",
+                user.name, user.arn
+            )));
+        }
+        Ok(user)
+    }
+
+    async fn sharer(&self) -> Result<String> {
+        let name = self
+            .sharer
+            .get_or_try_init(|| async { self.iam.caller().await.map(|c| c.display_name()) })
+            .await?;
+        Ok(name.clone())
+    }
+
+    /// Reads one policy's default document; `None` when it is not a sealfs grant policy.
+    async fn read(&self, policy: ManagedPolicy) -> Result<Option<GrantPolicy>> {
+        let grantee = match policy
+            .path
+            .strip_prefix(POLICY_PATH)
+            .map(|g| g.trim_end_matches('/'))
+        {
+            Some(g) if valid_user_name(g) => g.to_string(),
+            _ => return Ok(None),
+        };
+        let text = self
+            .iam
+            .policy_document(&policy.arn, &policy.default_version)
+            .await?;
+        match GrantDoc::parse(&text) {
+            Ok(doc) => Ok(Some(GrantPolicy {
+                policy,
+                grantee,
+                doc,
+            })),
+            Err(reason) => {
+                tracing::debug!(policy = %policy.arn, "not a sealfs grant policy, left alone: {reason}");
+                Ok(None)
+            }
+        }
+    }
+
+    async fn read_all(&self, policies: Vec<ManagedPolicy>) -> Result<Vec<GrantPolicy>> {
+        let read: Vec<Option<GrantPolicy>> = futures::stream::iter(policies)
+            .map(|p| self.read(p))
+            .buffered(8)
+            .try_collect()
+            .await?;
+        Ok(read.into_iter().flatten().collect())
+    }
+
+    /// The grantee's policies, read now.
+    async fn policies_of(&self, user: &str) -> Result<Vec<GrantPolicy>> {
+        let listed = self.iam.list_policies(&grantee_path(user)).await?;
+        self.read_all(listed).await
+    }
+
+    /// Every sealfs grant in the account, at most `max_age` old.
+    async fn index(&self, max_age: Duration) -> Result<Index> {
+        if let Some((at, idx)) = self.index.lock().unwrap().as_ref() {
+            if at.elapsed() < max_age {
+                return Ok(idx.clone());
+            }
+        }
+        let listed = self.iam.list_policies(POLICY_PATH).await?;
+        let idx = Arc::new(self.read_all(listed).await?);
+        *self.index.lock().unwrap() = Some((Instant::now(), idx.clone()));
+        Ok(idx)
+    }
+
+    fn invalidate(&self) {
+        *self.index.lock().unwrap() = None;
+    }
+
+    /// Writes `doc` as the policy's new default version, pruning the oldest
+    /// version when IAM's limit is reached; an empty document deletes the policy.
+    async fn write(&self, p: &GrantPolicy, doc: &GrantDoc) -> Result<()> {
+        let arn = &p.policy.arn;
+        let versions = self.iam.list_versions(arn).await?;
+        if doc.is_empty() {
+            match self.iam.detach(&p.grantee, arn).await {
+                Ok(()) | Err(GrantError::NoSuchEntity { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+            for v in versions.iter().filter(|v| !v.is_default) {
+                self.iam.delete_version(arn, &v.id).await?;
+            }
+            self.iam.delete_policy(arn).await?;
+            tracing::info!(policy = %arn, grantee = %p.grantee, "grant policy emptied and deleted");
+            return Ok(());
+        }
+        if versions.len() >= self.settings.version_limit {
+            if let Some(oldest) = versions
+                .iter()
+                .filter(|v| !v.is_default)
+                .min_by_key(|v| (v.created, v.id.clone()))
+            {
+                self.iam.delete_version(arn, &oldest.id).await?;
+            }
+        }
+        self.iam.create_version(arn, &doc.render()).await?;
+        Ok(())
+    }
+
+    /// Grants `who` read access to `file`. Idempotent.
+    pub async fn share(&self, who: &str, file: &SharedFile) -> Result<User> {
+        let user = self.resolve(who).await?;
+        let sharer = self.sharer().await?;
+        let _w = self.write_lock.lock().await;
+        self.invalidate();
+        let policies = self.policies_of(&user.name).await?;
+        let attached: Vec<String> = self
+            .iam
+            .list_attached(&user.name)
+            .await?
+            .into_iter()
+            .map(|(_, arn)| arn)
+            .collect();
+        if let Some(p) = policies.iter().find(|p| p.doc.grants(file)) {
+            if !attached.contains(&p.policy.arn) {
+                self.iam.attach(&user.name, &p.policy.arn).await?;
+            }
+            return Ok(user);
+        }
+        for p in &policies {
+            let mut doc = p.doc.clone();
+            doc.add(&sharer, file);
+            if doc.size() <= self.settings.policy_size_limit {
+                self.write(p, &doc).await?;
+                if !attached.contains(&p.policy.arn) {
+                    self.iam.attach(&user.name, &p.policy.arn).await?;
+                }
+                return Ok(user);
+            }
+        }
+        if attached.len() >= self.settings.attached_policy_limit {
+            return Err(Error::posix(
+                libc::ENOSPC,
+                format!(
+                    "cannot share {} with {}: IAM limit reached: {} has {} of the {} managed \
+                     policies IAM allows per user attached, and its {} sealfs grant \
+                     {} full ({} characters each); unshare files, or raise the account's quota \
+                     and pass --iam-policy-limit",
+                    file.arn(),
+                    user.name,
+                    user.name,
+                    attached.len(),
+                    self.settings.attached_policy_limit,
+                    policies.len(),
+                    if policies.len() == 1 {
+                        "policy is"
+                    } else {
+                        "policies are"
+                    },
+                    self.settings.policy_size_limit,
+                ),
+            ));
+        }
+        let mut doc = GrantDoc::default();
+        doc.add(&sharer, file);
+        let created = self.create_policy(&user.name, &policies, &doc).await?;
+        if let Err(e) = self.iam.attach(&user.name, &created.arn).await {
+            // Leave nothing half-made behind.
+            if let Err(d) = self.iam.delete_policy(&created.arn).await {
+                tracing::warn!(policy = %created.arn, "could not delete an unattached grant policy: {d}");
+            }
+            return Err(e.into());
+        }
+        tracing::info!(policy = %created.arn, grantee = %user.name, "new grant policy");
+        Ok(user)
+    }
+
+    /// Creates the grantee's next policy, named `sealfs-<grantee>-<n>` with the
+    /// smallest free n (names are unique in the whole account, so a taken
+    /// one is skipped).
+    async fn create_policy(
+        &self,
+        grantee: &str,
+        existing: &[GrantPolicy],
+        doc: &GrantDoc,
+    ) -> Result<ManagedPolicy> {
+        let taken: Vec<&str> = existing.iter().map(|p| p.policy.name.as_str()).collect();
+        let mut names = (1..)
+            .map(|n| format!("sealfs-{grantee}-{n}"))
+            .filter(|n| !taken.contains(&n.as_str()));
+        let mut attempts = 0;
+        loop {
+            let name = names.next().expect("endless names");
+            match self
+                .iam
+                .create_policy(
+                    &name,
+                    &grantee_path(grantee),
+                    &doc.render(),
+                    &format!("Files shared with {grantee} through sealfs, managed by sealfs"),
+                )
+                .await
+            {
+                Err(GrantError::AlreadyExists { .. }) if attempts < 32 => attempts += 1,
+                other => return Ok(other?),
+            }
+        }
+    }
+
+    /// Revokes `who`'s access to `file` (by object and by file id). Idempotent.
+    pub async fn unshare(&self, who: &str, file: &SharedFile) -> Result<User> {
+        let user = self.resolve(who).await?;
+        let _w = self.write_lock.lock().await;
+        self.invalidate();
+        self.edit_grantee(&user.name, |d| d.remove(&file.arn(), Some(&file.file_id)))
+            .await?;
+        Ok(user)
+    }
+
+    /// Revokes every grant of `file`; returns who lost access.
+    pub async fn unshare_all(&self, file: &SharedFile) -> Result<Vec<String>> {
+        let who = self.grantees(file).await?;
+        let _w = self.write_lock.lock().await;
+        for g in &who {
+            self.edit_grantee(g, |d| d.remove(&file.arn(), Some(&file.file_id)))
+                .await?;
+        }
+        self.invalidate();
+        Ok(who)
+    }
+
+    /// Applies `edit` to each of the grantee's policies (read fresh) and
+    /// writes those it changed. Callers hold the write lock.
+    async fn edit_grantee(
+        &self,
+        grantee: &str,
+        edit: impl Fn(&mut GrantDoc) -> bool,
+    ) -> Result<()> {
+        for p in self.policies_of(grantee).await? {
+            let mut doc = p.doc.clone();
+            if edit(&mut doc) {
+                self.write(&p, &doc).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The users `file` is shared with, read from IAM now.
+    pub async fn grantees(&self, file: &SharedFile) -> Result<Vec<String>> {
+        let idx = self.index(Duration::ZERO).await?;
+        let mut who: Vec<String> = idx
+            .iter()
+            .filter(|p| p.doc.grants(file))
+            .map(|p| p.grantee.clone())
+            .collect();
+        who.sort();
+        who.dedup();
+        Ok(who)
+    }
+
+    /// Applies `edit` to the policies of every grantee whose policies mention
+    /// any of `arns` (found in the cached index, then re-read before writing).
+    async fn edit_mentioning(
+        &self,
+        arns: &[String],
+        what: &str,
+        edit: impl Fn(&mut GrantDoc) -> bool,
+    ) -> Result<()> {
+        let idx = self.index(self.settings.index_ttl).await?;
+        let mut who: Vec<String> = idx
+            .iter()
+            .filter(|p| arns.iter().any(|a| p.doc.mentions_object(a)))
+            .map(|p| p.grantee.clone())
+            .collect();
+        if who.is_empty() {
+            return Ok(());
+        }
+        who.sort();
+        who.dedup();
+        let _w = self.write_lock.lock().await;
+        for g in &who {
+            self.edit_grantee(g, &edit).await?;
+            tracing::info!(grantee = %g, "grants updated: {what}");
+        }
+        self.invalidate();
+        Ok(())
+    }
+
+    /// Moves the grants of objects renamed from `.0` to `.1` (keys in `bucket`).
+    pub async fn moved(&self, bucket: &str, moves: &[(String, String)]) -> Result<()> {
+        let arns: Vec<(String, String)> = moves
+            .iter()
+            .map(|(f, t)| (object_arn(bucket, f), object_arn(bucket, t)))
+            .collect();
+        let from: Vec<String> = arns.iter().map(|(f, _)| f.clone()).collect();
+        let what = format!("{} object(s) renamed", moves.len());
+        self.edit_mentioning(&from, &what, |d| {
+            arns.iter()
+                .fold(false, |c, (f, t)| d.rename_object(f, t) | c)
+        })
+        .await
+    }
+
+    /// Removes the grants of deleted objects (with their file ids when known).
+    pub async fn removed(&self, bucket: &str, gone: &[(String, Option<String>)]) -> Result<()> {
+        let arns: Vec<(String, Option<String>)> = gone
+            .iter()
+            .map(|(k, f)| (object_arn(bucket, k), f.clone()))
+            .collect();
+        let keys: Vec<String> = arns.iter().map(|(a, _)| a.clone()).collect();
+        let what = format!("{} object(s) deleted", gone.len());
+        self.edit_mentioning(&keys, &what, |d| {
+            arns.iter()
+                .fold(false, |c, (a, f)| d.remove(a, f.as_deref()) | c)
+        })
+        .await
+    }
+
+    /// After a re-key, the file's grants follow its new file id.
+    pub async fn rekeyed(&self, file: &SharedFile, new_file_id: &str) -> Result<Vec<String>> {
+        let who = self.grantees(file).await?;
+        let _w = self.write_lock.lock().await;
+        for g in &who {
+            self.edit_grantee(g, |d| d.replace_file_id(&file.file_id, new_file_id))
+                .await?;
+        }
+        self.invalidate();
+        Ok(who)
+    }
+
+    /// What has been shared with the caller: (bucket, key, sharer), read
+    /// with the caller's own credentials.
+    pub async fn shared_with_me(&self) -> Result<Vec<(String, String, String)>> {
+        let caller = self.iam.caller().await?;
+        let me = caller.user_name().ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "grants are made to IAM users, and {} is not one",
+                caller.arn
+            ))
+        })?;
+        let mine = format!(":policy{}", grantee_path(&me));
+        let mut policies = Vec::new();
+        for (_, arn) in self.iam.list_attached(&me).await? {
+            if arn.contains(&mine) {
+                policies.push(self.iam.get_policy(&arn).await?);
+            }
+        }
+        let mut out: Vec<(String, String, String)> = self
+            .read_all(policies)
+            .await?
+            .iter()
+            .flat_map(|p| p.doc.objects())
+            .collect();
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+
+    /// The documents of the grantee's grant policies (for tests and `sealfs shares -v`).
+    pub async fn documents_of(&self, grantee: &str) -> Result<Vec<(String, GrantDoc)>> {
+        Ok(self
+            .policies_of(grantee)
+            .await?
+            .into_iter()
+            .map(|p| (p.policy.name, p.doc))
+            .collect())
+    }
+}

@@ -1,0 +1,133 @@
+//! Per-file sharing through IAM (DESIGN §7).
+//!
+//! A grant lets one IAM user read one file: `s3:GetObject` on its object ARN
+//! and `kms:Decrypt` only under its file id's encryption context. Grants live
+//! in sealfs-managed IAM policies, one set per grantee, at path
+//! `/sealfs/<grantee>/`, named `sealfs-<grantee>-<n>`, attached to the grantee.
+//!
+//! - [`policy`]: the policy document (pure);
+//! - [`GrantService`]: the IAM operations sealfs needs, with the AWS
+//!   implementation in [`iam`] and an in-memory one with IAM's limits in [`fake`];
+//! - [`book`]: the grant logic (spill, versions, capacity, rename, delete).
+
+pub mod book;
+pub mod fake;
+pub mod iam;
+pub mod policy;
+
+pub use book::{GrantSettings, Grants};
+pub use fake::FakeIam;
+pub use iam::IamGrantService;
+pub use policy::{GrantDoc, SharedFile};
+
+use async_trait::async_trait;
+
+/// Path under which every sealfs grant policy lives.
+pub const POLICY_PATH: &str = "/sealfs/";
+
+/// An IAM user that can receive grants.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct User {
+    pub name: String,
+    pub arn: String,
+}
+
+/// Who is calling (from STS): the ARN and the account.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Caller {
+    pub arn: String,
+    pub account: String,
+}
+
+impl Caller {
+    /// The name a grant records as its sharer: a user's name, or a role
+    /// session's `role/session`.
+    pub fn display_name(&self) -> String {
+        let resource = self.arn.split(':').nth(5).unwrap_or(&self.arn);
+        match resource.split_once('/') {
+            Some(("user", rest)) => rest.rsplit('/').next().unwrap_or(rest).to_string(),
+            Some((_, rest)) => rest.to_string(),
+            None => resource.to_string(),
+        }
+    }
+
+    /// The IAM user name, when the caller is an IAM user.
+    pub fn user_name(&self) -> Option<String> {
+        let resource = self.arn.split(':').nth(5)?;
+        let rest = resource.strip_prefix("user/")?;
+        Some(rest.rsplit('/').next().unwrap_or(rest).to_string())
+    }
+}
+
+/// A customer-managed policy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ManagedPolicy {
+    pub name: String,
+    pub arn: String,
+    pub path: String,
+    pub default_version: String,
+}
+
+/// One version of a managed policy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PolicyVersion {
+    pub id: String,
+    pub is_default: bool,
+    /// Seconds since the epoch (orders versions for pruning).
+    pub created: i64,
+}
+
+/// What can go wrong talking to IAM, in the few kinds the grant logic acts on.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum GrantError {
+    #[error("IAM denied {action}: {message}")]
+    AccessDenied {
+        action: &'static str,
+        message: String,
+    },
+    #[error("{what} does not exist in IAM")]
+    NoSuchEntity { what: String },
+    #[error("IAM limit reached: {message}")]
+    LimitExceeded { message: String },
+    #[error("IAM entity exists: {message}")]
+    AlreadyExists { message: String },
+    #[error("IAM refused the request: {message}")]
+    Invalid { message: String },
+    #[error("IAM unavailable for {action}: {message}")]
+    Unavailable {
+        action: &'static str,
+        message: String,
+    },
+}
+
+pub type GrantResult<T> = std::result::Result<T, GrantError>;
+
+/// The IAM (and STS) operations sealfs's grants are made of.
+#[async_trait]
+pub trait GrantService: Send + Sync {
+    async fn caller(&self) -> GrantResult<Caller>;
+    async fn get_user(&self, name: &str) -> GrantResult<User>;
+    /// Every managed policy attached to the user (any path).
+    async fn list_attached(&self, user: &str) -> GrantResult<Vec<(String, String)>>;
+    /// Customer-managed policies whose path starts with `path_prefix`.
+    async fn list_policies(&self, path_prefix: &str) -> GrantResult<Vec<ManagedPolicy>>;
+    async fn get_policy(&self, arn: &str) -> GrantResult<ManagedPolicy>;
+    async fn policy_document(&self, arn: &str, version: &str) -> GrantResult<String>;
+    async fn list_versions(&self, arn: &str) -> GrantResult<Vec<PolicyVersion>>;
+    async fn create_policy(
+        &self,
+        name: &str,
+        path: &str,
+        document: &str,
+        description: &str,
+    ) -> GrantResult<ManagedPolicy>;
+    /// Creates a version and makes it the default; returns its id.
+    async fn create_version(&self, arn: &str, document: &str) -> GrantResult<String>;
+    async fn delete_version(&self, arn: &str, version: &str) -> GrantResult<()>;
+    async fn delete_policy(&self, arn: &str) -> GrantResult<()>;
+    async fn attach(&self, user: &str, arn: &str) -> GrantResult<()>;
+    async fn detach(&self, user: &str, arn: &str) -> GrantResult<()>;
+}
+
+#[cfg(test)]
+mod tests;

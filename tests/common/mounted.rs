@@ -1,0 +1,205 @@
+//! A volume mounted through FUSE for a test: unmounted on drop (lazy
+//! unmount as the fallback) so a failing test cannot wedge the machine.
+
+use super::*;
+use std::path::PathBuf;
+use std::process::Command;
+
+pub struct Mounted {
+    pub stack: Stack,
+    pub prefix: String,
+    pub tmp: tempfile::TempDir,
+    pub mounted: bool,
+    /// The IAM user whose credentials init and mount use.
+    pub owner: String,
+    /// Extra arguments of `sealfs mount`.
+    pub mount_args: Vec<String>,
+}
+
+impl Mounted {
+    pub fn new(name: &str) -> Mounted {
+        Self::new_as(name, "admin")
+    }
+
+    /// A fresh volume initialised (and later mounted) with `owner`'s credentials.
+    pub fn new_as(name: &str, owner: &str) -> Mounted {
+        let stack = Stack::get();
+        let prefix = unique(name);
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir(tmp.path().join("mnt")).unwrap();
+        let m = Mounted {
+            stack,
+            prefix,
+            tmp,
+            mounted: false,
+            owner: owner.to_string(),
+            mount_args: Vec::new(),
+        };
+        ok(m.sealfs()
+            .args(["init", &m.url(), "--kms-key", "alias/sealfs-test"]));
+        m
+    }
+
+    pub fn url(&self) -> String {
+        format!("s3://{}/{}", self.stack.bucket(), self.prefix)
+    }
+
+    pub fn sealfs(&self) -> Command {
+        self.stack
+            .sealfs(&self.owner, &self.tmp.path().join("config"))
+    }
+
+    pub fn mnt(&self) -> PathBuf {
+        self.tmp.path().join("mnt")
+    }
+
+    pub fn cache(&self) -> PathBuf {
+        self.tmp.path().join("cache")
+    }
+
+    pub fn local(&self, name: &str) -> PathBuf {
+        self.tmp.path().join(name)
+    }
+
+    pub fn mount(mut self) -> Self {
+        self.remount();
+        self
+    }
+
+    pub fn remount(&mut self) {
+        if self.mounted {
+            self.unmount();
+        }
+        ok(self
+            .sealfs()
+            .env("SEALFS_LOG", "info")
+            .args(["mount", &self.url()])
+            .arg(self.mnt())
+            .arg("--cache-dir")
+            .arg(self.cache())
+            .arg("--log-file")
+            .arg(self.local("sealfs.log"))
+            .args(&self.mount_args));
+        self.mounted = true;
+    }
+
+    pub fn unmount(&mut self) {
+        if !self.mounted {
+            return;
+        }
+        self.mounted = false;
+        let out = run(Command::new("fusermount3").arg("-u").arg(self.mnt()));
+        if !out.status.success() {
+            let _ = Command::new("umount").arg("-l").arg(self.mnt()).status();
+            panic!("unmount failed: {}", stderr(&out));
+        }
+        // The daemon exits once the kernel has released the mount.
+        for _ in 0..100 {
+            let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+            if !mounts.contains(self.mnt().to_str().unwrap()) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    /// For a daemon that may already be gone: detach the mount whatever state it is in.
+    pub fn unmount_lazily(&mut self) {
+        self.mounted = false;
+        let quiet = |c: &mut Command| {
+            let _ = c.stderr(std::process::Stdio::null()).status();
+        };
+        quiet(Command::new("fusermount3").arg("-uz").arg(self.mnt()));
+        quiet(Command::new("umount").arg("-l").arg(self.mnt()));
+    }
+
+    pub fn sh(&self, script: &str) -> String {
+        let out = run(Command::new("bash")
+            .arg("-euo")
+            .arg("pipefail")
+            .arg("-c")
+            .arg(script)
+            .current_dir(self.tmp.path())
+            .env("M", self.mnt()));
+        assert!(
+            out.status.success(),
+            "script failed: {script}\nstdout: {}\nstderr: {}\nlog: {}",
+            String::from_utf8_lossy(&out.stdout),
+            stderr(&out),
+            std::fs::read_to_string(self.local("sealfs.log"))
+                .unwrap_or_default()
+                .lines()
+                .rev()
+                .take(20)
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+
+    /// Every raw object under the volume, by key.
+    pub async fn objects(&self) -> Vec<(String, Vec<u8>)> {
+        let s3 = self.stack.s3("admin");
+        let mut out = Vec::new();
+        let mut token = None;
+        loop {
+            let page = s3
+                .list_objects_v2()
+                .bucket(self.stack.bucket())
+                .prefix(format!("{}/", self.prefix))
+                .set_continuation_token(token)
+                .send()
+                .await
+                .unwrap();
+            for o in page.contents() {
+                let key = o.key().unwrap().to_string();
+                let body = s3
+                    .get_object()
+                    .bucket(self.stack.bucket())
+                    .key(&key)
+                    .send()
+                    .await
+                    .unwrap();
+                out.push((key, body.body.collect().await.unwrap().to_vec()));
+            }
+            token = page.next_continuation_token().map(str::to_string);
+            if token.is_none() {
+                return out;
+            }
+        }
+    }
+
+    /// The checks every test ends with: no plaintext marker in any object, and
+    /// an empty staging area once unmounted.
+    pub async fn finish(mut self) {
+        self.unmount();
+        for (key, body) in self.objects().await {
+            assert!(
+                !body.windows(MARKER.len()).any(|w| w == MARKER),
+                "plaintext marker in {key}"
+            );
+        }
+        let staged: Vec<_> = std::fs::read_dir(self.cache())
+            .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        assert!(
+            staged.iter().all(|n| n.to_string_lossy().ends_with(".log")),
+            "staging area not empty: {staged:?}"
+        );
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        if self.mounted {
+            let ok = Command::new("fusermount3")
+                .arg("-u")
+                .arg(self.mnt())
+                .status()
+                .is_ok_and(|s| s.success());
+            if !ok {
+                let _ = Command::new("umount").arg("-l").arg(self.mnt()).status();
+            }
+        }
+    }
+}
