@@ -25,6 +25,8 @@ pub struct GrantSettings {
     pub version_limit: usize,
     /// How long rename and delete trust their index of every grant.
     pub index_ttl: Duration,
+    /// How long `getfattr -n user.share` and revoke-all trust it.
+    pub query_ttl: Duration,
 }
 
 impl Default for GrantSettings {
@@ -34,6 +36,7 @@ impl Default for GrantSettings {
             policy_size_limit: POLICY_SIZE_LIMIT,
             version_limit: 5,
             index_ttl: Duration::from_secs(10),
+            query_ttl: Duration::from_secs(1),
         }
     }
 }
@@ -180,8 +183,26 @@ impl Grants {
         Ok(idx)
     }
 
-    fn invalidate(&self) {
-        *self.index.lock().unwrap() = None;
+    /// Records a policy this process just wrote (`None`: deleted) in the
+    /// cached index, so that its own changes never cost a full re-read.
+    fn note(&self, grantee: &str, policy: &ManagedPolicy, doc: Option<&GrantDoc>) {
+        let mut slot = self.index.lock().unwrap();
+        let Some((at, idx)) = slot.as_ref() else {
+            return;
+        };
+        let mut v: Vec<GrantPolicy> = idx
+            .iter()
+            .filter(|p| p.policy.arn != policy.arn)
+            .cloned()
+            .collect();
+        if let Some(doc) = doc {
+            v.push(GrantPolicy {
+                policy: policy.clone(),
+                grantee: grantee.to_string(),
+                doc: doc.clone(),
+            });
+        }
+        *slot = Some((*at, Arc::new(v)));
     }
 
     /// Writes `doc` as the policy's new default version, pruning the oldest
@@ -198,6 +219,7 @@ impl Grants {
                 self.iam.delete_version(arn, &v.id).await?;
             }
             self.iam.delete_policy(arn).await?;
+            self.note(&p.grantee, &p.policy, None);
             tracing::info!(policy = %arn, grantee = %p.grantee, "grant policy emptied and deleted");
             return Ok(());
         }
@@ -211,6 +233,7 @@ impl Grants {
             }
         }
         self.iam.create_version(arn, &doc.render()).await?;
+        self.note(&p.grantee, &p.policy, Some(doc));
         Ok(())
     }
 
@@ -219,7 +242,6 @@ impl Grants {
         let user = self.resolve(who).await?;
         let sharer = self.sharer().await?;
         let _w = self.write_lock.lock().await;
-        self.invalidate();
         let policies = self.policies_of(&user.name).await?;
         let attached: Vec<String> = self
             .iam
@@ -278,6 +300,7 @@ impl Grants {
             }
             return Err(e.into());
         }
+        self.note(&user.name, &created, Some(&doc));
         tracing::info!(policy = %created.arn, grantee = %user.name, "new grant policy");
         Ok(user)
     }
@@ -318,7 +341,6 @@ impl Grants {
     pub async fn unshare(&self, who: &str, file: &SharedFile) -> Result<User> {
         let user = self.resolve(who).await?;
         let _w = self.write_lock.lock().await;
-        self.invalidate();
         self.edit_grantee(&user.name, |d| d.remove(&file.arn(), Some(&file.file_id)))
             .await?;
         Ok(user)
@@ -332,7 +354,6 @@ impl Grants {
             self.edit_grantee(g, |d| d.remove(&file.arn(), Some(&file.file_id)))
                 .await?;
         }
-        self.invalidate();
         Ok(who)
     }
 
@@ -352,9 +373,10 @@ impl Grants {
         Ok(())
     }
 
-    /// The users `file` is shared with, read from IAM now.
+    /// The users `file` is shared with, read from IAM (at most
+    /// `query_ttl` ago, so a getfattr's size probe and read cost one look).
     pub async fn grantees(&self, file: &SharedFile) -> Result<Vec<String>> {
-        let idx = self.index(Duration::ZERO).await?;
+        let idx = self.index(self.settings.query_ttl).await?;
         let mut who: Vec<String> = idx
             .iter()
             .filter(|p| p.doc.grants(file))
@@ -389,7 +411,6 @@ impl Grants {
             self.edit_grantee(g, &edit).await?;
             tracing::info!(grantee = %g, "grants updated: {what}");
         }
-        self.invalidate();
         Ok(())
     }
 
@@ -431,7 +452,6 @@ impl Grants {
             self.edit_grantee(g, |d| d.replace_file_id(&file.file_id, new_file_id))
                 .await?;
         }
-        self.invalidate();
         Ok(who)
     }
 
