@@ -6,6 +6,7 @@ mod policy;
 mod share;
 mod target;
 mod transfer;
+mod verify;
 
 use crate::app::{AwsOptions, Wiring};
 use clap::{Parser, Subcommand};
@@ -116,6 +117,11 @@ enum Command {
         /// The file: s3://BUCKET/PATH, or its path on a sealfs mount.
         file: String,
     },
+    /// Check every object of a volume (keys, header, binding, every segment); non-zero exit on any failure.
+    Verify {
+        /// s3://BUCKET/PREFIX of the volume
+        url: String,
+    },
     /// Mount a volume as a directory; returns once the mount is ready.
     Mount(mount::MountArgs),
     /// Unmount a sealfs mount (its daemon flushes every file first).
@@ -208,7 +214,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         | Command::Get { url, .. }
         | Command::Cat { url }
         | Command::Inspect { url, .. }
-        | Command::Policy { url, .. } => crate::url::S3Url::parse(url)?,
+        | Command::Policy { url, .. }
+        | Command::Verify { url } => crate::url::S3Url::parse(url)?,
         _ => unreachable!("handled above"),
     };
     let w = Wiring::new(&opts, &url.bucket).await;
@@ -235,6 +242,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Cat { .. } => transfer::get(&w, &url, Some(std::path::Path::new("-"))).await,
         Command::Inspect { no_verify, .. } => transfer::inspect(&w, &url, !no_verify).await,
         Command::Policy { role, kms_key, .. } => policy::run(&w, &url, role, kms_key).await,
+        Command::Verify { .. } => verify::run(&w, &url).await,
         _ => unreachable!("handled above"),
     };
     if cli.stats {

@@ -114,4 +114,6 @@ pub enum IntegrityError {
     PathBinding,
     #[error("segment {0} failed authentication (tampered, reordered, truncated or transplanted)")]
     Segment(u64),
+    #[error("KMS rejected the wrapped data key (key or file id in the metadata tampered, or taken from another file)")]
+    WrappedKey,
 }

@@ -173,6 +173,22 @@ impl SealedStore {
         }
     }
 
+    /// Unwraps an object's data key. KMS refusing the ciphertext under the
+    /// file's context means the metadata was tampered with: an integrity
+    /// failure of that object, reported as such.
+    async fn unwrap_key(&self, key: &str, kr: &KeyRef) -> Result<DataKey> {
+        match self
+            .keys
+            .decrypt(&kr.key_id, &kr.wrapped, &kr.context())
+            .await
+        {
+            Err(crate::keys::KeyError::InvalidCiphertext) => {
+                Err(self.integrity(key, IntegrityError::WrappedKey))
+            }
+            other => Ok(other?),
+        }
+    }
+
     /// The key for writing a new version of `key`: the existing file's data key
     /// (one DK per file, reused across versions) with `If-Match` on its ETag, or
     /// a fresh key from the pool with `If-None-Match: *`.
@@ -238,10 +254,7 @@ impl SealedStore {
                 .await?;
             let mut metadata = got.info.metadata.clone();
             let sm = SealMeta::read_from(&metadata).map_err(|r| self.not_sealfs(from, r))?;
-            let dk = self
-                .keys
-                .decrypt(&sm.key.key_id, &sm.key.wrapped, &sm.key.context())
-                .await?;
+            let dk = self.unwrap_key(from, &sm.key).await?;
             let opener = Opener::new(&dk, &got.body, &sm.key.file_id)
                 .map_err(|e| self.integrity(from, e))?;
             opener
@@ -385,10 +398,7 @@ impl SealedStore {
         let plain_len = layout
             .plain_len(got.info.size)
             .map_err(|e| self.integrity(key, e))?;
-        let dk = self
-            .keys
-            .decrypt(&sm.key.key_id, &sm.key.wrapped, &sm.key.context())
-            .await?;
+        let dk = self.unwrap_key(key, &sm.key).await?;
         let opener = Opener::new(&dk, &got.body[..HEADER_LEN], &sm.key.file_id)
             .map_err(|e| self.integrity(key, e))?;
         opener

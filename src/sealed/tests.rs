@@ -192,7 +192,10 @@ async fn tampered_body_and_metadata_are_rejected() {
     r.mem.tamper("vol/t", Some(raw.clone()), Some(m));
     assert!(matches!(
         r.get("vol/t").await.unwrap_err(),
-        Error::Key(crate::keys::KeyError::InvalidCiphertext)
+        Error::Integrity {
+            check: IntegrityError::WrappedKey,
+            ..
+        }
     ));
     // Missing sealing metadata: not a sealfs object.
     r.mem.tamper("vol/t", Some(raw), Some(Metadata::new()));

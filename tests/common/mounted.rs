@@ -23,6 +23,15 @@ impl Mounted {
 
     /// A fresh volume initialised (and later mounted) with `owner`'s credentials.
     pub fn new_as(name: &str, owner: &str) -> Mounted {
+        Self::create(name, owner, &[])
+    }
+
+    /// A fresh volume initialised with extra `sealfs init` arguments.
+    pub fn new_with_init(name: &str, init_args: &[&str]) -> Mounted {
+        Self::create(name, "admin", init_args)
+    }
+
+    fn create(name: &str, owner: &str, init_args: &[&str]) -> Mounted {
         let stack = Stack::get();
         let prefix = unique(name);
         let tmp = tempfile::tempdir().unwrap();
@@ -36,7 +45,8 @@ impl Mounted {
             mount_args: Vec::new(),
         };
         ok(m.sealfs()
-            .args(["init", &m.url(), "--kms-key", "alias/sealfs-test"]));
+            .args(["init", &m.url(), "--kms-key", "alias/sealfs-test"])
+            .args(init_args));
         m
     }
 
