@@ -109,6 +109,14 @@ fn encode_copy_source(bucket: &str, key: &str) -> String {
     out
 }
 
+/// A key from a listing made with `encoding-type=url`: form-style
+/// encoding, where `+` is a space and a literal `+` arrives as `%2B`.
+fn url_decode(s: &str) -> String {
+    percent_encoding::percent_decode_str(&s.replace('+', " "))
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
 #[async_trait]
 impl ObjectStore for S3Store {
     fn bucket(&self) -> &str {
@@ -230,6 +238,9 @@ impl ObjectStore for S3Store {
             .prefix(prefix)
             .set_delimiter(delimiter.map(str::to_string))
             .set_continuation_token(token.map(str::to_string))
+            // Keys may hold characters XML 1.0 cannot carry (U+0001...):
+            // ask for them URL-encoded, and decode below.
+            .encoding_type(aws_sdk_s3::types::EncodingType::Url)
             .send()
             .await
             .map_err(|e| self.err("s3:ListBucket", prefix, e))?;
@@ -238,7 +249,7 @@ impl ObjectStore for S3Store {
                 .contents()
                 .iter()
                 .map(|o| ListEntry {
-                    key: o.key().unwrap_or_default().to_string(),
+                    key: url_decode(o.key().unwrap_or_default()),
                     size: o.size().unwrap_or(0).max(0) as u64,
                     etag: o.e_tag().unwrap_or_default().to_string(),
                 })
@@ -246,7 +257,7 @@ impl ObjectStore for S3Store {
             prefixes: out
                 .common_prefixes()
                 .iter()
-                .filter_map(|p| p.prefix().map(str::to_string))
+                .filter_map(|p| p.prefix().map(url_decode))
                 .collect(),
             next: if out.is_truncated().unwrap_or(false) {
                 out.next_continuation_token().map(str::to_string)
@@ -406,5 +417,13 @@ mod tests {
     fn content_range_total() {
         assert_eq!(total_from_content_range("bytes 0-9/1234"), Some(1234));
         assert_eq!(total_from_content_range("bytes 0-9/*"), None);
+    }
+}
+
+#[cfg(test)]
+mod url_tests {
+    #[test]
+    fn listing_keys_decode() {
+        assert_eq!(super::url_decode("a+b%2Bc%01%20d/%C3%A9"), "a b+c\u{1} d/é");
     }
 }

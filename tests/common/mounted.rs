@@ -158,11 +158,15 @@ impl Mounted {
                 .bucket(self.stack.bucket())
                 .prefix(format!("{}/", self.prefix))
                 .set_continuation_token(token)
+                .encoding_type(aws_sdk_s3::types::EncodingType::Url)
                 .send()
                 .await
                 .unwrap();
             for o in page.contents() {
-                let key = o.key().unwrap().to_string();
+                // URL-encoded in the listing (keys may hold non-XML characters).
+                let key = percent_encoding::percent_decode_str(&o.key().unwrap().replace('+', " "))
+                    .decode_utf8_lossy()
+                    .into_owned();
                 let body = s3
                     .get_object()
                     .bucket(self.stack.bucket())
