@@ -20,6 +20,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// How often staged changes whose upload failed after close are retried.
+const STAGED_RETRY: Duration = Duration::from_secs(20);
+
 /// Set in the daemon's environment: its stdout is the readiness pipe.
 const DAEMON_ENV: &str = "SEALFS_DAEMON";
 
@@ -209,6 +212,18 @@ fn serve(
         }
     };
     let read_only = args.read_only || args.options.iter().any(|o| o == "ro");
+    if !read_only {
+        // Changes a crashed mount left staged go up before anyone looks, and
+        // those that cannot go up now are retried while this mount runs.
+        rt.block_on(fs.recover_staged());
+        let retry = fs.clone();
+        rt.spawn(async move {
+            loop {
+                tokio::time::sleep(STAGED_RETRY).await;
+                retry.recover_staged().await;
+            }
+        });
+    }
     let mut options = vec![
         MountOption::FSName(format!("sealfs:{}", url)),
         MountOption::Subtype("sealfs".into()),

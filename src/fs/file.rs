@@ -55,25 +55,75 @@ pub(super) struct StagedInner {
     pub(super) base_etag: Option<String>,
     key_ref: Option<KeyRef>,
     unlinked: bool,
+    /// The object key the content belongs to (follows renames), for the journal.
+    key: String,
+    /// Whether a recovery journal exists for this content (while dirty).
+    journal: bool,
+    /// Staging files in use by this mount (recovery leaves them alone).
+    live: super::recover::Live,
+}
+
+impl StagedInner {
+    /// Marks the content changed; the first change writes the recovery
+    /// journal, so that a crash from here on leaves data the next mount finds.
+    pub(super) fn make_dirty(&mut self) {
+        self.dirty = true;
+        if !self.journal {
+            self.write_journal();
+        }
+    }
+
+    fn write_journal(&mut self) {
+        match super::recover::write_journal(&self.path, &self.key, self.base_etag.as_deref()) {
+            Ok(()) => self.journal = true,
+            Err(e) => {
+                tracing::warn!(path = %self.path.display(), "cannot write recovery journal: {e}")
+            }
+        }
+    }
+
+    /// The content is in S3 (or kept as a conflict copy): nothing to recover.
+    pub(super) fn mark_clean(&mut self) {
+        self.dirty = false;
+        if self.journal {
+            super::recover::remove_journal(&self.path);
+            self.journal = false;
+        }
+    }
+
+    /// After a rename: the content now belongs to `key`, on top of `base_etag`.
+    pub(super) fn moved(&mut self, key: String, base_etag: String) {
+        self.key = key;
+        self.base_etag = Some(base_etag);
+        if self.journal {
+            self.write_journal();
+        }
+    }
 }
 
 impl Drop for StagedInner {
     fn drop(&mut self) {
+        self.live.lock().unwrap().remove(&self.path);
         if self.dirty && !self.unlinked {
-            tracing::error!(path = %self.path.display(), "staged changes could not be uploaded; the data is kept in this file");
+            tracing::error!(path = %self.path.display(), key = %self.key, "staged changes could not be uploaded; the data is kept in this file and uploaded by a later retry or the next mount");
         } else {
             let _ = std::fs::remove_file(&self.path);
+            if self.journal {
+                super::recover::remove_journal(&self.path);
+            }
         }
     }
 }
 
 impl Staged {
     fn create(
-        dir: &std::path::Path,
+        fs: &SealFs,
+        key: String,
         size: u64,
         base_etag: Option<String>,
         key_ref: Option<KeyRef>,
     ) -> Result<Staged> {
+        let dir = &fs.settings.cache_dir;
         let path = dir.join(format!(
             "staged-{}-{:016x}",
             std::process::id(),
@@ -86,6 +136,7 @@ impl Staged {
             .mode(0o600)
             .open(&path)
             .map_err(|e| Error::io(format!("creating staging file {}", path.display()), e))?;
+        fs.live_staged.lock().unwrap().insert(path.clone());
         Ok(Staged {
             inner: tokio::sync::Mutex::new(StagedInner {
                 file,
@@ -95,6 +146,9 @@ impl Staged {
                 base_etag,
                 key_ref,
                 unlinked: false,
+                key,
+                journal: false,
+                live: fs.live_staged.clone(),
             }),
         })
     }
@@ -109,12 +163,12 @@ impl Staged {
             .set_len(size)
             .map_err(|e| Error::io("truncating staged file", e))?;
         s.size = size;
-        s.dirty = true;
+        s.make_dirty();
         Ok(())
     }
 
     pub(super) async fn mark_dirty(&self) {
-        self.inner.lock().await.dirty = true;
+        self.inner.lock().await.make_dirty();
     }
 }
 
@@ -178,15 +232,16 @@ impl SealFs {
         }
         let key = self.key_of(&path);
         let staged = if !remote {
-            Staged::create(&self.settings.cache_dir, 0, None, None)?
+            Staged::create(self, key.clone(), 0, None, None)?
         } else if truncate {
             let info = self.store.head(&key).await?;
             let seen = self.seen_object(&info);
-            Staged::create(&self.settings.cache_dir, 0, seen.etag, seen.key_ref)?
+            Staged::create(self, key.clone(), 0, seen.etag, seen.key_ref)?
         } else {
             let obj = self.sealed.open(&key).await?;
             let staged = Staged::create(
-                &self.settings.cache_dir,
+                self,
+                key.clone(),
                 obj.plain_len(),
                 Some(obj.info().etag.clone()),
                 Some(obj.seal().key.clone()),
@@ -209,7 +264,7 @@ impl SealFs {
             staged
         };
         if truncate {
-            staged.inner.lock().await.dirty = true;
+            staged.inner.lock().await.make_dirty();
         }
         let staged = Arc::new(staged);
         let mut t = self.table.lock().unwrap();
@@ -249,9 +304,9 @@ impl SealFs {
         uid: u32,
         gid: u32,
     ) -> Result<(Entry, u64)> {
-        self.new_entry_path(parent, name).await?;
-        let staged = Staged::create(&self.settings.cache_dir, 0, None, None)?;
-        staged.inner.lock().await.dirty = true;
+        let path = self.new_entry_path(parent, name).await?;
+        let staged = Staged::create(self, self.key_of(&path), 0, None, None)?;
+        staged.inner.lock().await.make_dirty();
         let ino = {
             let mut t = self.table.lock().unwrap();
             let ino = t.upsert(
@@ -353,7 +408,7 @@ impl SealFs {
                 .write_all_at(data, offset)
                 .map_err(|e| Error::io("writing staged file", e))?;
             s.size = s.size.max(offset + data.len() as u64);
-            s.dirty = true;
+            s.make_dirty();
             s.size
         };
         if let Some(i) = self.table.lock().unwrap().get_mut(h.ino) {
@@ -445,7 +500,7 @@ impl SealFs {
             .await
         {
             Ok(etag) => {
-                s.dirty = false;
+                s.mark_clean();
                 s.base_etag = Some(etag.clone());
                 s.key_ref = Some(wk.key_ref.clone());
                 let mut t = self.table.lock().unwrap();
@@ -462,7 +517,11 @@ impl SealFs {
                 let kept = self
                     .keep_conflict_copy(ino, &path, &mut f, s.size, &meta_attr)
                     .await;
-                s.dirty = false;
+                // If even the copy failed, the content stays staged (and
+                // journaled) for a retry or the next mount.
+                if kept.is_ok() {
+                    s.mark_clean();
+                }
                 let what = match kept {
                     Ok(copy) => format!("write conflict on {path}: it changed in S3 since it was opened here; this version was kept as {copy}"),
                     Err(e) => format!("write conflict on {path}, and keeping a conflict copy failed too: {e}"),

@@ -7,6 +7,7 @@
 pub mod attr;
 mod file;
 mod inode;
+mod recover;
 mod share;
 mod xattr;
 
@@ -92,6 +93,8 @@ pub struct SealFs {
     grants: Option<Arc<Grants>>,
     /// Set once a grant upkeep was denied, so the warning is logged once.
     grants_denied: AtomicBool,
+    /// Staging files of this mount's open files (recovery skips them).
+    live_staged: recover::Live,
 }
 
 fn enoent(what: &str) -> Error {
@@ -130,6 +133,7 @@ impl SealFs {
             next_fh: AtomicU64::new(1),
             grants: None,
             grants_denied: AtomicBool::new(false),
+            live_staged: Default::default(),
             settings,
         })
     }
@@ -792,7 +796,7 @@ impl SealFs {
         self.store.delete(&from).await?;
         self.grants_moved(&[(from.clone(), to.clone())]).await;
         if let Some(g) = guard.as_mut() {
-            g.base_etag = Some(etag.clone());
+            g.moved(to.clone(), etag.clone());
         }
         drop(guard);
         if let Some(i) = self.table.lock().unwrap().get_mut(ino) {

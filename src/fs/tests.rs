@@ -107,7 +107,13 @@ async fn create_write_read_and_remount() {
     assert_eq!(r2.read_file(e.ino).await, data);
 }
 
-fn rig_same_store(r: &Rig) -> SealFs {
+/// A second mount of the same volume, with its own staging area.
+pub(crate) fn rig_same_store(r: &Rig) -> SealFs {
+    rig_with_cache(r, r.fs.settings.cache_dir.join("second"))
+}
+
+/// Another mount of the same volume using `cache_dir` (the same one: a remount).
+pub(crate) fn rig_with_cache(r: &Rig, cache_dir: std::path::PathBuf) -> SealFs {
     SealFs::new(
         SealedStore::new(
             r.fs.store.clone(),
@@ -117,7 +123,7 @@ fn rig_same_store(r: &Rig) -> SealFs {
         r.fs.pool.clone(),
         "vol",
         FsSettings {
-            cache_dir: r.fs.settings.cache_dir.join("second"),
+            cache_dir,
             ..r.fs.settings.clone()
         },
     )

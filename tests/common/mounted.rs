@@ -217,3 +217,45 @@ impl Drop for Mounted {
         }
     }
 }
+
+impl Mounted {
+    /// The pid of this mount's daemon (its command line names the mountpoint).
+    pub fn daemon_pid(&self) -> u32 {
+        self.find_daemon()
+            .unwrap_or_else(|| panic!("no daemon for {}", self.mnt().display()))
+    }
+
+    fn find_daemon(&self) -> Option<u32> {
+        let mnt = self.mnt();
+        let mnt = mnt.to_str().unwrap();
+        for e in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            // A zombie (killed, not reaped) has an empty command line.
+            let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+            let args: Vec<String> = cmd
+                .split(|b| *b == 0)
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            if args.iter().any(|a| a == "mount") && args.iter().any(|a| a == mnt) {
+                return Some(pid);
+            }
+        }
+        None
+    }
+
+    /// kill -9 of the daemon (if it still runs), then a lazy unmount of what it left.
+    pub fn crash(&mut self) {
+        if let Some(pid) = self.find_daemon() {
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        }
+        for _ in 0..100 {
+            if self.find_daemon().is_none() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        self.unmount_lazily();
+    }
+}
