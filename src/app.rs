@@ -49,10 +49,18 @@ fn env_set(name: &str) -> bool {
 
 impl Aws {
     pub async fn load(opts: &AwsOptions) -> Aws {
+        // SEALFS_READ_TIMEOUT (seconds): how long a response may stall before
+        // the attempt is abandoned and retried (default 30).
+        let read_timeout = std::env::var("SEALFS_READ_TIMEOUT")
+            .ok()
+            .and_then(|v| v.parse::<f64>().ok())
+            .filter(|v| *v > 0.0)
+            .map(Duration::from_secs_f64)
+            .unwrap_or(Duration::from_secs(30));
         let mut loader = aws_config::defaults(BehaviorVersion::latest()).timeout_config(
             TimeoutConfig::builder()
                 .connect_timeout(Duration::from_secs(5))
-                .read_timeout(Duration::from_secs(30))
+                .read_timeout(read_timeout)
                 .build(),
         );
         if let Some(url) = &opts.endpoint_url {

@@ -56,7 +56,7 @@ os.kill(int(sys.argv[2]), 9)
     assert_eq!(m.sh("stat -c %a $M/synced"), "640\n");
     let l = log(&m);
     assert_eq!(
-        l.matches("recovered staged changes from an earlier mount: uploaded")
+        l.matches("recovered staged changes (left by a crash or a failed upload): uploaded")
             .count(),
         2,
         "each recovery is logged"

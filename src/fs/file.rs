@@ -288,9 +288,18 @@ impl SealFs {
         // O_TRUNC without write access is ignored (POSIX leaves it unspecified).
         if writable {
             self.check_writable()?;
-            self.stage(ino, truncate).await?;
+            // Count the writer before staging: a release of an earlier handle
+            // that arrives meanwhile (FUSE sends release after close returns)
+            // must not see itself as the last writer and upload, then drop,
+            // the staged state this open is about to use.
             if let Some(i) = self.table.lock().unwrap().get_mut(ino) {
                 i.writers += 1;
+            }
+            if let Err(e) = self.stage(ino, truncate).await {
+                if let Some(i) = self.table.lock().unwrap().get_mut(ino) {
+                    i.writers = i.writers.saturating_sub(1);
+                }
+                return Err(e);
             }
         }
         Ok(self.new_handle(ino, writable))

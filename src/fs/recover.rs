@@ -123,11 +123,11 @@ impl SealFs {
                 Ok(r) => {
                     match &r {
                         Recovered::Uploaded { key } => tracing::warn!(
-                            key = %key, "recovered staged changes from an earlier mount: uploaded"
+                            key = %key, "recovered staged changes (left by a crash or a failed upload): uploaded"
                         ),
                         Recovered::ConflictCopy { key, copy } => tracing::warn!(
                             key = %key, copy = %copy,
-                            "recovered staged changes from an earlier mount: the file changed since, so they were kept as a conflict copy"
+                            "recovered staged changes (left by a crash or a failed upload): the file changed since, so they were kept as a conflict copy"
                         ),
                     }
                     let _ = std::fs::remove_file(&staged);

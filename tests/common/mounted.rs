@@ -14,6 +14,8 @@ pub struct Mounted {
     pub owner: String,
     /// Extra arguments of `sealfs mount`.
     pub mount_args: Vec<String>,
+    /// Extra environment of `sealfs mount`.
+    pub mount_env: Vec<(String, String)>,
 }
 
 impl Mounted {
@@ -43,11 +45,28 @@ impl Mounted {
             mounted: false,
             owner: owner.to_string(),
             mount_args: Vec::new(),
+            mount_env: Vec::new(),
         };
         ok(m.sealfs()
             .args(["init", &m.url(), "--kms-key", "alias/sealfs-test"])
             .args(init_args));
         m
+    }
+
+    /// A second mount of the same volume (own mountpoint, staging area and
+    /// config dir, as on another machine), not yet mounted.
+    pub fn another(&self) -> Mounted {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir(tmp.path().join("mnt")).unwrap();
+        Mounted {
+            stack: Stack::get(),
+            prefix: self.prefix.clone(),
+            tmp,
+            mounted: false,
+            owner: self.owner.clone(),
+            mount_args: self.mount_args.clone(),
+            mount_env: self.mount_env.clone(),
+        }
     }
 
     pub fn url(&self) -> String {
@@ -89,7 +108,8 @@ impl Mounted {
             .arg(self.cache())
             .arg("--log-file")
             .arg(self.local("sealfs.log"))
-            .args(&self.mount_args));
+            .args(&self.mount_args)
+            .envs(self.mount_env.iter().map(|(k, v)| (k, v))));
         self.mounted = true;
     }
 
