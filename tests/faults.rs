@@ -23,7 +23,7 @@ impl Proxy {
     fn start(stack: &Stack) -> Proxy {
         let dir = tempfile::tempdir().unwrap();
         let port_file = dir.path().join("port");
-        let child = Command::new("python3")
+        let mut child = Command::new("python3")
             .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/faultproxy.py"))
             .arg(stack.endpoint())
             .arg(&port_file)
@@ -41,6 +41,8 @@ impl Proxy {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+        let _ = child.kill();
+        let _ = child.wait();
         panic!("fault proxy did not start");
     }
 
