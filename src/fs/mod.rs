@@ -746,6 +746,9 @@ impl SealFs {
                         self.rmdir(new_parent, new_name).await?;
                     }
                     (false, false) => {
+                        // Readers of the file being replaced keep reading
+                        // the version they opened, never the one moved in.
+                        self.pin_readers(dst.ino, &self.key_of(&new_path)).await;
                         // The replaced file is gone: so are its grants
                         // (before the copy, so the moved grants survive).
                         let fid = self

@@ -535,3 +535,20 @@ async fn utimens_and_rename_between_flush_and_release() {
     assert_eq!(r2.read_file(e.ino).await, b"payload");
     assert_eq!(r.mem.keys(), vec!["vol/f".to_string()]);
 }
+
+/// A reader of a file that a rename replaces keeps its version (it once got
+/// the new object cut to the old size: a mix of two versions).
+#[tokio::test]
+async fn rename_over_a_file_being_read_keeps_the_readers_version() {
+    let r = rig();
+    let old = r.write_file(ROOT, "target", b"old version").await;
+    r.write_file(ROOT, "tmp", b"the new version, longer").await;
+    let fh = r.fs.open(old, libc::O_RDONLY).await.unwrap();
+    r.fs.rename(ROOT, "tmp", ROOT, "target", false)
+        .await
+        .unwrap();
+    assert_eq!(r.fs.read(fh, 0, 100).await.unwrap(), b"old version");
+    r.fs.release(fh).await.unwrap();
+    let new = r.fs.lookup(ROOT, "target").await.unwrap();
+    assert_eq!(r.read_file(new.ino).await, b"the new version, longer");
+}
