@@ -29,6 +29,9 @@ const READ_WINDOW_MAX: u64 = 8 << 20;
 pub struct Handle {
     pub ino: u64,
     pub writable: bool,
+    /// The version (ETag) of the object when the file was opened: reads are
+    /// of that version only, whose size the kernel was told.
+    etag: Option<String>,
     read: tokio::sync::Mutex<ReadState>,
 }
 
@@ -195,9 +198,16 @@ impl SealFs {
 
     fn new_handle(&self, ino: u64, writable: bool) -> u64 {
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        let etag = self
+            .table
+            .lock()
+            .unwrap()
+            .get(ino)
+            .and_then(|i| i.etag.clone());
         let h = Arc::new(Handle {
             ino,
             writable,
+            etag,
             read: tokio::sync::Mutex::new(ReadState::default()),
         });
         self.handles.lock().unwrap().insert(fh, h);
@@ -354,8 +364,18 @@ impl SealFs {
         }
         let mut st = h.read.lock().await;
         if st.obj.is_none() {
-            let key = self.key_of(&self.path_of(h.ino)?);
-            st.obj = Some(Arc::new(self.sealed.open(&key).await?));
+            let path = self.path_of(h.ino)?;
+            let key = self.key_of(&path);
+            let obj = match self.sealed.open_version(&key, h.etag.as_deref()).await {
+                Err(Error::Store(StoreError::PreconditionFailed { .. })) => {
+                    return Err(Error::posix(
+                        EIO,
+                        format!("{path} was replaced since it was opened; open it again to read the new version"),
+                    ))
+                }
+                other => other?,
+            };
+            st.obj = Some(Arc::new(obj));
         }
         let obj = st.obj.clone().expect("opened above");
         let plain_len = obj.plain_len();
@@ -396,7 +416,7 @@ impl SealFs {
         for h in readers {
             let mut st = h.read.lock().await;
             if st.obj.is_none() {
-                if let Ok(obj) = self.sealed.open(key).await {
+                if let Ok(obj) = self.sealed.open_version(key, h.etag.as_deref()).await {
                     st.obj = Some(Arc::new(obj));
                 }
             }

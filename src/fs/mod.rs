@@ -910,4 +910,6 @@ fn valid_name(name: &str) -> bool {
 }
 
 #[cfg(test)]
+mod fault_tests;
+#[cfg(test)]
 pub(crate) mod tests;

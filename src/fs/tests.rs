@@ -12,6 +12,14 @@ pub(crate) struct Rig {
 }
 
 pub(crate) fn rig_with(ttl: Duration) -> Rig {
+    rig_over(ttl, |mem| Arc::new(mem.clone()))
+}
+
+/// A rig whose store is `wrap(memory store)` (e.g. a fault injector).
+pub(crate) fn rig_over(
+    ttl: Duration,
+    wrap: impl FnOnce(&MemoryStore) -> Arc<dyn crate::store::ObjectStore>,
+) -> Rig {
     let mem = MemoryStore::new("bucket");
     let kms = FakeKms::new();
     let arn = kms.add_key();
@@ -24,7 +32,7 @@ pub(crate) fn rig_with(ttl: Duration) -> Rig {
         read_run: 8 * 4096,
         read_concurrency: 2,
     };
-    let sealed = SealedStore::new(Arc::new(mem.clone()), keys.clone(), io);
+    let sealed = SealedStore::new(wrap(&mem), keys.clone(), io);
     let pool = KeyPool::new(keys, arn, 0);
     let cache = tempfile::tempdir().unwrap();
     let settings = FsSettings {

@@ -387,8 +387,14 @@ impl SealedStore {
     /// metadata and the first run of segments together. The data key is
     /// unwrapped, the header and path binding verified, and the ETag pinned.
     pub async fn open(&self, key: &str) -> Result<SealedObject> {
+        self.open_version(key, None).await
+    }
+
+    /// [`SealedStore::open`] of exactly the version `etag` (when given):
+    /// PreconditionFailed if the object is another version now.
+    pub async fn open_version(&self, key: &str, etag: Option<&str>) -> Result<SealedObject> {
         let first_run = HEADER_LEN as u64 + self.settings.read_run + self.settings.read_run / 64;
-        let got = self.store.get(key, Some(0..first_run), None).await?;
+        let got = self.store.get(key, Some(0..first_run), etag).await?;
         let sm = SealMeta::read_from(&got.info.metadata).map_err(|r| self.not_sealfs(key, r))?;
         let header = Header::parse(&got.body).map_err(|e| match e {
             IntegrityError::BadMagic => self.not_sealfs(key, "no sealfs header"),

@@ -4,10 +4,12 @@
 //! The trait is deliberately close to S3's own operations so that request
 //! counts seen through the in-memory store predict those against S3.
 
+mod faulty;
 mod memory;
 mod multipart;
 mod s3;
 
+pub use faulty::FaultyStore;
 pub use memory::MemoryStore;
 pub use multipart::MultipartUpload;
 pub use s3::S3Store;
