@@ -114,7 +114,7 @@ import os, sys, threading, time
 src = open(sys.argv[1] + "/../v2", "rb").read()
 f = os.open(sys.argv[1] + "/big", os.O_WRONLY | os.O_TRUNC)
 os.write(f, src)
-t = threading.Thread(target=lambda: (os.close(f) if True else None), daemon=True)
+t = threading.Thread(target=os.close, args=(f,), daemon=True)
 t.start()
 time.sleep(0.15)
 os.kill(int(sys.argv[2]), 9)

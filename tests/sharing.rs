@@ -61,23 +61,9 @@ fn get_as(m: &Mounted, user: &str, key: &str) -> Output {
         ]))
 }
 
-/// The object's user metadata (`x-amz-meta-*`), read as admin.
-async fn metadata(m: &Mounted, key: &str) -> std::collections::HashMap<String, String> {
-    let head = m
-        .stack
-        .s3("admin")
-        .head_object()
-        .bucket(m.stack.bucket())
-        .key(format!("{}/{key}", m.prefix))
-        .send()
-        .await
-        .unwrap();
-    head.metadata().unwrap().clone()
-}
-
 /// The object's file id, from its metadata.
 async fn file_id(m: &Mounted, key: &str) -> String {
-    metadata(m, key).await["sealfs-fid"].clone()
+    m.object(key).await.1["sealfs-fid"].clone()
 }
 
 /// The grantee's sealfs grant policies, as IAM holds them now.
@@ -371,7 +357,7 @@ async fn owner_without_iam_rights_gets_eacces() {
 /// The unwrapped data key of an object, as someone allowed kms:Decrypt gets it.
 async fn data_key(m: &Mounted, key: &str) -> sealfs::crypto::DataKey {
     use base64::Engine;
-    let meta = metadata(m, key).await;
+    let (_, meta) = m.object(key).await;
     let wrapped = base64::engine::general_purpose::STANDARD
         .decode(&meta["sealfs-dk"])
         .unwrap();
@@ -398,19 +384,6 @@ fn open_with(dk: &sealfs::crypto::DataKey, fid: &str, object: &[u8]) -> Result<V
         .map_err(|e| e.to_string())
 }
 
-async fn raw(m: &Mounted, key: &str) -> Vec<u8> {
-    let body = m
-        .stack
-        .s3("admin")
-        .get_object()
-        .bucket(m.stack.bucket())
-        .key(format!("{}/{key}", m.prefix))
-        .send()
-        .await
-        .unwrap();
-    body.body.collect().await.unwrap().to_vec()
-}
-
 #[tokio::test]
 async fn one_files_key_opens_no_other_file_and_rekey_retires_it() {
     let m = Mounted::new("share-keys").mount();
@@ -419,7 +392,7 @@ async fn one_files_key_opens_no_other_file_and_rekey_retires_it() {
     m.sh(&format!("setfattr -n user.share -v {alice} $M/a"));
     let dk_a = data_key(&m, "a").await;
     let (fid_a, fid_b) = (file_id(&m, "a").await, file_id(&m, "b").await);
-    let (obj_a, obj_b) = (raw(&m, "a").await, raw(&m, "b").await);
+    let (obj_a, obj_b) = (m.object("a").await.0, m.object("b").await.0);
     assert_eq!(open_with(&dk_a, &fid_a, &obj_a).unwrap(), b"file A\n");
     // A's key, with either file id, opens nothing of B.
     assert!(open_with(&dk_a, &fid_b, &obj_b).is_err());
@@ -431,7 +404,7 @@ async fn one_files_key_opens_no_other_file_and_rekey_retires_it() {
     assert!(text(&out.stderr).contains(&alice), "{}", text(&out.stderr));
     let new_fid = file_id(&m, "a").await;
     assert_ne!(new_fid, fid_a);
-    let new_obj = raw(&m, "a").await;
+    let new_obj = m.object("a").await.0;
     let err = open_with(&dk_a, &new_fid, &new_obj).unwrap_err();
     assert!(err.contains("commitment"), "{err}");
     assert!(open_with(&dk_a, &fid_a, &new_obj).is_err());

@@ -19,20 +19,8 @@ struct Raw {
 }
 
 async fn fetch(m: &Mounted, name: &str) -> Raw {
-    let o = m
-        .stack
-        .s3("admin")
-        .get_object()
-        .bucket(m.stack.bucket())
-        .key(format!("{}/{name}", m.prefix))
-        .send()
-        .await
-        .unwrap();
-    let meta = o.metadata().cloned().unwrap_or_default();
-    Raw {
-        body: o.body.collect().await.unwrap().to_vec(),
-        meta,
-    }
+    let (body, meta) = m.object(name).await;
+    Raw { body, meta }
 }
 
 async fn store(m: &Mounted, name: &str, raw: Raw) {

@@ -11,7 +11,7 @@ use crate::error::Error;
 use crate::fs::{SHARE, UNSHARE};
 use crate::grants::{GrantSettings, Grants, SharedFile};
 use crate::keys::KeyPool;
-use crate::sealed::{meta, SealMeta, SealedStore};
+use crate::sealed::{meta, SealedStore};
 use crate::store::{ObjectStore, PutCondition};
 use crate::url::S3Url;
 use anyhow::{bail, Context};
@@ -37,21 +37,6 @@ fn grants(w: &Wiring, policy_limit: u16) -> Grants {
     )
 }
 
-/// The object and file id at `url` (a sealfs object).
-async fn shared_file(store: &dyn ObjectStore, url: &S3Url) -> anyhow::Result<SharedFile> {
-    let info = store.head(&url.key).await.map_err(Error::from)?;
-    let sm = SealMeta::read_from(&info.metadata).map_err(|reason| Error::NotSealfs {
-        bucket: url.bucket.clone(),
-        key: url.key.clone(),
-        reason,
-    })?;
-    Ok(SharedFile {
-        bucket: url.bucket.clone(),
-        key: url.key.clone(),
-        file_id: sm.key.file_id.to_hex(),
-    })
-}
-
 pub async fn change(
     opts: &AwsOptions,
     target: &Target,
@@ -71,7 +56,7 @@ pub async fn change(
     };
     let w = Wiring::new(opts, &url.bucket).await;
     let g = grants(&w, policy_limit);
-    let file = shared_file(w.store.as_ref(), url).await?;
+    let file = SharedFile::at(w.store.as_ref(), &url.key).await?;
     match change {
         Change::Share => {
             for name in who {
@@ -102,7 +87,7 @@ pub async fn list(opts: &AwsOptions, target: &Target) -> anyhow::Result<()> {
         },
         Target::S3(url) => {
             let w = Wiring::new(opts, &url.bucket).await;
-            let file = shared_file(w.store.as_ref(), url).await?;
+            let file = SharedFile::at(w.store.as_ref(), &url.key).await?;
             grants(&w, 10).grantees(&file).await?
         }
     };

@@ -26,6 +26,19 @@ use tokio::io::AsyncSeekExt;
 const READ_WINDOW_MIN: u64 = 256 << 10;
 const READ_WINDOW_MAX: u64 = 8 << 20;
 
+/// A new name beside `path` for a version that lost a conflict:
+/// `NAME.sealfs-conflict-<unix secs>-<4 hex>`.
+pub(super) fn conflict_name(path: &str) -> String {
+    let stamp = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    format!(
+        "{path}.sealfs-conflict-{stamp}-{:04x}",
+        rand::random::<u16>()
+    )
+}
+
 pub struct Handle {
     pub ino: u64,
     pub writable: bool,
@@ -565,7 +578,8 @@ impl SealFs {
         }
     }
 
-    /// Uploads the staged content beside `path` under a new conflict name.
+    /// Uploads the staged content beside `path` under a new conflict name
+    /// ([`conflict_name`]).
     async fn keep_conflict_copy(
         &self,
         ino: u64,
@@ -574,14 +588,7 @@ impl SealFs {
         size: u64,
         attr: &Attr,
     ) -> Result<String> {
-        let stamp = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        let copy = format!(
-            "{path}.sealfs-conflict-{stamp}-{:04x}",
-            rand::random::<u16>()
-        );
+        let copy = conflict_name(path);
         let wk = self.sealed.new_key(&self.pool).await?;
         f.seek(std::io::SeekFrom::Start(0))
             .await

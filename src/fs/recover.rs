@@ -216,15 +216,7 @@ impl SealFs {
                 Err(e) => return Err(e),
             }
         }
-        let stamp = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        let copy = format!(
-            "{}.sealfs-conflict-{stamp}-{:04x}",
-            j.key,
-            rand::random::<u16>()
-        );
+        let copy = super::file::conflict_name(&j.key);
         let wk = self.sealed.new_key(&self.pool).await?;
         self.upload_file(staged, &copy, size, &fresh_attr(), &wk)
             .await?;

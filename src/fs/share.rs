@@ -9,7 +9,6 @@ use super::attr::Kind;
 use super::SealFs;
 use crate::error::{Error, Result};
 use crate::grants::{Grants, SharedFile};
-use crate::sealed::SealMeta;
 use libc::{EACCES, EISDIR, ENODATA, ENOTSUP};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -67,17 +66,7 @@ impl SealFs {
             self.upload(ino, &s).await?;
         }
         let key = self.key_of(&self.path_of(ino)?);
-        let info = self.store.head(&key).await?;
-        let sm = SealMeta::read_from(&info.metadata).map_err(|reason| Error::NotSealfs {
-            bucket: self.store.bucket().to_string(),
-            key: key.clone(),
-            reason,
-        })?;
-        Ok(SharedFile {
-            bucket: self.store.bucket().to_string(),
-            key,
-            file_id: sm.key.file_id.to_hex(),
-        })
+        SharedFile::at(self.store.as_ref(), &key).await
     }
 
     /// The grantees of a file, comma-separated, read from IAM.

@@ -29,6 +29,23 @@ pub struct SharedFile {
 }
 
 impl SharedFile {
+    /// The sealed object at `key` in `store`, with the file id from its metadata.
+    pub async fn at(store: &dyn crate::store::ObjectStore, key: &str) -> crate::Result<Self> {
+        let info = store.head(key).await?;
+        let sm = crate::sealed::SealMeta::read_from(&info.metadata).map_err(|reason| {
+            crate::Error::NotSealfs {
+                bucket: store.bucket().to_string(),
+                key: key.to_string(),
+                reason,
+            }
+        })?;
+        Ok(SharedFile {
+            bucket: store.bucket().to_string(),
+            key: key.to_string(),
+            file_id: sm.key.file_id.to_hex(),
+        })
+    }
+
     pub fn arn(&self) -> String {
         object_arn(&self.bucket, &self.key)
     }

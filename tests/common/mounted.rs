@@ -167,6 +167,25 @@ impl Mounted {
         String::from_utf8_lossy(&out.stdout).to_string()
     }
 
+    /// The raw object at `rel` under the volume (body, user metadata), read as admin.
+    pub async fn object(&self, rel: &str) -> (Vec<u8>, std::collections::HashMap<String, String>) {
+        self.object_at(&format!("{}/{rel}", self.prefix)).await
+    }
+
+    async fn object_at(&self, key: &str) -> (Vec<u8>, std::collections::HashMap<String, String>) {
+        let o = self
+            .stack
+            .s3("admin")
+            .get_object()
+            .bucket(self.stack.bucket())
+            .key(key)
+            .send()
+            .await
+            .unwrap();
+        let meta = o.metadata().cloned().unwrap_or_default();
+        (o.body.collect().await.unwrap().to_vec(), meta)
+    }
+
     /// Every raw object under the volume, by key.
     pub async fn objects(&self) -> Vec<(String, Vec<u8>)> {
         let s3 = self.stack.s3("admin");
@@ -187,14 +206,8 @@ impl Mounted {
                 let key = percent_encoding::percent_decode_str(&o.key().unwrap().replace('+', " "))
                     .decode_utf8_lossy()
                     .into_owned();
-                let body = s3
-                    .get_object()
-                    .bucket(self.stack.bucket())
-                    .key(&key)
-                    .send()
-                    .await
-                    .unwrap();
-                out.push((key, body.body.collect().await.unwrap().to_vec()));
+                let (body, _) = self.object_at(&key).await;
+                out.push((key, body));
             }
             token = page.next_continuation_token().map(str::to_string);
             if token.is_none() {
