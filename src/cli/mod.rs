@@ -3,6 +3,7 @@
 mod init;
 mod mount;
 mod policy;
+mod raw;
 mod share;
 mod target;
 mod transfer;
@@ -126,6 +127,14 @@ enum Command {
     Mount(mount::MountArgs),
     /// Unmount a sealfs mount (its daemon flushes every file first).
     Unmount { mountpoint: std::path::PathBuf },
+    /// The raw-backend reference for scripts/bench: plain PUT/GET, no encryption.
+    #[command(hide = true)]
+    Raw {
+        /// The bucket (keys and prefixes are given to the operation).
+        bucket: String,
+        #[command(subcommand)]
+        op: raw::RawOp,
+    },
 }
 
 /// Entry point of the binary; returns the process exit code.
@@ -205,6 +214,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Shared => return share::shared_with_me(&opts).await,
         Command::Rekey { file } => {
             return share::rekey(&opts, target::Target::parse(file)?.url()).await
+        }
+        Command::Raw { bucket, .. } => {
+            let w = Wiring::new(&opts, bucket).await;
+            let Command::Raw { op, .. } = cli.command else {
+                unreachable!()
+            };
+            return raw::run(&w, op).await;
         }
         _ => {}
     }

@@ -52,6 +52,17 @@ pub struct MountArgs {
     /// account's quota was raised, up to 20); sharing past it fails with ENOSPC.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..=20))]
     pub iam_policy_limit: u16,
+    /// Close returns once the file is sealed (ciphertext only) into a local
+    /// spool; uploads run in the background. fsync still waits for S3, and
+    /// unmount waits until the spool is empty. Also `-o write_back`.
+    #[arg(long)]
+    pub write_back: bool,
+    /// Uploads of the write-back spool in flight at once.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub write_back_uploads: u16,
+    /// Plaintext kept in memory for random reads (MiB).
+    #[arg(long, default_value_t = 64)]
+    pub read_cache_mib: usize,
     /// Mount options, comma-separated: ro, rw, allow_other, nodev, nosuid, noexec, exec.
     #[arg(short = 'o', value_delimiter = ',')]
     pub options: Vec<String>,
@@ -216,11 +227,13 @@ fn serve(
         // Changes a crashed mount left staged go up before anyone looks, and
         // those that cannot go up now are retried while this mount runs.
         rt.block_on(fs.recover_staged());
+        rt.block_on(fs.recover_spool());
         let retry = fs.clone();
         rt.spawn(async move {
             loop {
                 tokio::time::sleep(STAGED_RETRY).await;
                 retry.recover_staged().await;
+                retry.recover_spool().await;
             }
         });
     }
@@ -333,6 +346,12 @@ async fn prepare(
             dir_mode: 0o755,
         },
         read_only: args.read_only || args.options.iter().any(|o| o == "ro"),
+        read: crate::sealed::reader::ReadSettings {
+            cache_bytes: args.read_cache_mib << 20,
+            ..Default::default()
+        },
+        write_back: args.write_back || args.options.iter().any(|o| o == "write_back"),
+        write_back_uploads: args.write_back_uploads.into(),
     };
     let grants = Arc::new(Grants::new(
         w.grant_service.clone(),
@@ -341,8 +360,24 @@ async fn prepare(
             ..GrantSettings::default()
         },
     ));
+    let (s3, kms) = (w.s3.clone(), w.keys.kms.clone());
+    let stats = move || {
+        let k = kms.calls();
+        let s3: serde_json::Map<String, serde_json::Value> = s3
+            .counts()
+            .nonzero()
+            .into_iter()
+            .map(|(n, c)| (n.to_string(), c.into()))
+            .collect();
+        serde_json::json!({
+            "s3": s3,
+            "kms": {"GenerateDataKey": k.generate_data_key, "Decrypt": k.decrypt},
+        })
+    };
     Ok(Arc::new(
-        SealFs::new(sealed, pool, &prefix, settings)?.with_grants(grants),
+        SealFs::new(sealed, pool, &prefix, settings)?
+            .with_grants(grants)
+            .with_stats(Arc::new(stats)),
     ))
 }
 

@@ -13,8 +13,8 @@
 //! The salt is drawn fresh for every version, so no (key, nonce) pair is ever
 //! used twice even though the DK is reused across versions of one file.
 
-use super::{DataKey, FileId};
-use aes_gcm::{Aes256Gcm, KeyInit};
+use super::{DataKey, FileId, TAG_LEN};
+use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 use hkdf::Hkdf;
 use hmac::{Hmac, Mac};
 use sha2::{Sha256, Sha512};
@@ -25,10 +25,60 @@ const LABEL_SEGMENT: &[u8] = b"sealfs/v1/segment";
 const LABEL_HEADER_MAC: &[u8] = b"sealfs/v1/header-mac";
 const LABEL_BINDING: &[u8] = b"sealfs/v1/path-binding";
 
+/// AES-256-GCM with the segment key. AWS-LC's assembly (AES-NI with
+/// stitched GHASH) seals and opens about four times as fast as RustCrypto's
+/// `aes-gcm` on the benchmark machine (`scripts/bench-format`), which is what
+/// sequential reads and writes spend most of their CPU on. AWS-LC cleanses the
+/// key schedule when the key is dropped.
+pub(crate) struct SegmentCipher(LessSafeKey);
+
+impl SegmentCipher {
+    fn new(key: &[u8; 32]) -> Self {
+        SegmentCipher(LessSafeKey::new(
+            UnboundKey::new(&AES_256_GCM, key).expect("32-byte AES-256 key"),
+        ))
+    }
+
+    /// Encrypts `buf` in place; returns the tag.
+    pub(crate) fn seal_in_place(
+        &self,
+        nonce: [u8; 12],
+        aad: &[u8],
+        buf: &mut [u8],
+    ) -> [u8; TAG_LEN] {
+        let tag = self
+            .0
+            .seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad), buf)
+            .expect("segment within AES-GCM limits");
+        tag.as_ref().try_into().expect("16-byte GCM tag")
+    }
+
+    /// Verifies `ciphertext`/`tag` and decrypts into `out` (same length).
+    /// Nothing in `out` may be used on failure.
+    pub(crate) fn open_into(
+        &self,
+        nonce: [u8; 12],
+        aad: &[u8],
+        ciphertext: &[u8],
+        tag: &[u8],
+        out: &mut [u8],
+    ) -> Result<(), ()> {
+        self.0
+            .open_separate_gather(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(aad),
+                ciphertext,
+                tag,
+                out,
+            )
+            .map_err(|_| ())
+    }
+}
+
 /// The subkeys of one version of one file.
 pub struct VersionKeys {
     pub(crate) commitment: [u8; 32],
-    pub(crate) segment: Aes256Gcm,
+    pub(crate) segment: SegmentCipher,
     pub(crate) header_mac: Zeroizing<[u8; 32]>,
     pub(crate) binding: Zeroizing<[u8; 32]>,
 }
@@ -48,7 +98,7 @@ impl VersionKeys {
         let segment_key = expand(LABEL_SEGMENT);
         VersionKeys {
             commitment: *expand(LABEL_COMMITMENT),
-            segment: Aes256Gcm::new_from_slice(segment_key.as_ref()).expect("32-byte key"),
+            segment: SegmentCipher::new(&segment_key),
             header_mac: expand(LABEL_HEADER_MAC),
             binding: expand(LABEL_BINDING),
         }

@@ -11,15 +11,13 @@ use super::{
     binding_mac, DataKey, FileId, Header, IntegrityError, Layout, VersionKeys, HEADER_LEN,
     SALT_LEN, TAG_LEN,
 };
-use aes_gcm::aead::AeadInPlace;
-use aes_gcm::{Nonce, Tag};
 use subtle::ConstantTimeEq;
 
-fn nonce(index: u64, last: bool) -> Nonce<aes_gcm::aead::consts::U12> {
+fn nonce(index: u64, last: bool) -> [u8; 12] {
     let mut n = [0u8; 12];
     n[3..11].copy_from_slice(&index.to_be_bytes());
     n[11] = last as u8;
-    n.into()
+    n
 }
 
 /// Seals one new version of a file.
@@ -87,9 +85,27 @@ impl Sealer {
         let tag = self
             .keys
             .segment
-            .encrypt_in_place_detached(&nonce(index, last), &self.aad, &mut out[start..])
-            .expect("segment within AES-GCM limits");
+            .seal_in_place(nonce(index, last), &self.aad, &mut out[start..]);
         out.extend_from_slice(&tag);
+    }
+
+    /// Seals `plain`, the plaintext of segments `first..`, as one run of an
+    /// object (with the header in front when `first` is 0). `ends` says
+    /// whether the run's last segment is the object's last one.
+    pub fn seal_run(&self, first: u64, plain: &[u8], ends: bool) -> Vec<u8> {
+        let seg = self.layout.segment_size() as usize;
+        let count = plain.len().div_ceil(seg).max(1);
+        let mut out = Vec::with_capacity(plain.len() + count * TAG_LEN + HEADER_LEN);
+        if first == 0 {
+            out.extend_from_slice(&self.header_bytes);
+        }
+        for i in 0..count {
+            let a = (i * seg).min(plain.len());
+            let b = (a + seg).min(plain.len());
+            let index = first + i as u64;
+            self.seal_segment_into(index, &plain[a..b], ends && i + 1 == count, &mut out);
+        }
+        out
     }
 
     /// Seals a whole plaintext into a complete object (header + segments).
@@ -187,13 +203,11 @@ impl Opener {
         }
         let (ct, tag) = sealed.split_at(sealed.len() - TAG_LEN);
         let start = out.len();
-        out.extend_from_slice(ct);
-        let res = self.keys.segment.decrypt_in_place_detached(
-            &nonce(index, last),
-            &self.aad,
-            &mut out[start..],
-            Tag::from_slice(tag),
-        );
+        out.resize(start + ct.len(), 0);
+        let res =
+            self.keys
+                .segment
+                .open_into(nonce(index, last), &self.aad, ct, tag, &mut out[start..]);
         if res.is_err() {
             out.truncate(start);
             return Err(IntegrityError::Segment(index));

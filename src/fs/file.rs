@@ -12,6 +12,8 @@ use super::attr::{Attr, Kind};
 use super::inode::Seen;
 use super::{enoent, Entry, SealFs};
 use crate::error::{Error, Result};
+use crate::sealed::reader::Reader;
+use crate::sealed::stream::StreamingWrite;
 use crate::sealed::{KeyRef, SealedObject};
 use crate::store::{PutCondition, StoreError};
 use libc::{EBADF, EINVAL, EIO, EISDIR};
@@ -20,24 +22,6 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
-use tokio::io::AsyncSeekExt;
-
-/// First read-ahead window, doubled on each sequential read up to the maximum.
-const READ_WINDOW_MIN: u64 = 256 << 10;
-const READ_WINDOW_MAX: u64 = 8 << 20;
-
-/// A new name beside `path` for a version that lost a conflict:
-/// `NAME.sealfs-conflict-<unix secs>-<4 hex>`.
-pub(super) fn conflict_name(path: &str) -> String {
-    let stamp = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    format!(
-        "{path}.sealfs-conflict-{stamp}-{:04x}",
-        rand::random::<u16>()
-    )
-}
 
 pub struct Handle {
     pub ino: u64,
@@ -45,16 +29,8 @@ pub struct Handle {
     /// The version (ETag) of the object when the file was opened: reads are
     /// of that version only, whose size the kernel was told.
     etag: Option<String>,
-    read: tokio::sync::Mutex<ReadState>,
-}
-
-#[derive(Default)]
-struct ReadState {
-    obj: Option<Arc<SealedObject>>,
-    buf_start: u64,
-    buf: Vec<u8>,
-    window: u64,
-    expected: u64,
+    /// The pinned object and its read-ahead, from the first read on.
+    read: tokio::sync::Mutex<Option<Reader>>,
 }
 
 /// Content of a file open for writing, shared by all its writable handles.
@@ -63,20 +39,29 @@ pub struct Staged {
 }
 
 pub(super) struct StagedInner {
-    file: std::fs::File,
+    pub(super) file: std::fs::File,
     path: PathBuf,
-    size: u64,
+    pub(super) size: u64,
     pub(super) dirty: bool,
     /// ETag the upload is conditional on; `None` for a file not yet in S3.
     pub(super) base_etag: Option<String>,
-    key_ref: Option<KeyRef>,
-    unlinked: bool,
+    pub(super) key_ref: Option<KeyRef>,
+    pub(super) unlinked: bool,
     /// The object key the content belongs to (follows renames), for the journal.
-    key: String,
+    pub(super) key: String,
     /// Whether a recovery journal exists for this content (while dirty).
     journal: bool,
     /// Staging files in use by this mount (recovery leaves them alone).
     live: super::recover::Live,
+    /// The multipart upload fed while a sequential writer writes.
+    pub(super) stream: Option<StreamingWrite>,
+    /// Whether the content so far was written from offset 0 onwards, so a
+    /// stream may (still) carry it.
+    pub(super) streamable: bool,
+    /// Attributes changed after the stream fixed the object's metadata.
+    pub(super) meta_changed: bool,
+    /// The attributes the stream's object carries.
+    pub(super) stream_attr: Option<Attr>,
 }
 
 impl StagedInner {
@@ -109,11 +94,22 @@ impl StagedInner {
 
     /// After a rename: the content now belongs to `key`, on top of `base_etag`.
     pub(super) fn moved(&mut self, key: String, base_etag: String) {
+        // The stream's object is bound to the old name: it cannot be used.
+        self.drop_stream();
         self.key = key;
         self.base_etag = Some(base_etag);
         if self.journal {
             self.write_journal();
         }
+    }
+}
+
+impl StagedInner {
+    /// Gives up the stream (its upload is aborted); the next upload sends
+    /// the whole staged file.
+    pub(super) fn drop_stream(&mut self) {
+        self.stream = None;
+        self.streamable = false;
     }
 }
 
@@ -165,12 +161,18 @@ impl Staged {
                 key,
                 journal: false,
                 live: fs.live_staged.clone(),
+                stream: None,
+                streamable: size == 0,
+                meta_changed: false,
+                stream_attr: None,
             }),
         })
     }
 
     pub async fn mark_unlinked(&self) {
-        self.inner.lock().await.unlinked = true;
+        let mut s = self.inner.lock().await;
+        s.unlinked = true;
+        s.drop_stream();
     }
 
     async fn set_len(&self, size: u64) -> Result<()> {
@@ -179,6 +181,8 @@ impl Staged {
             .set_len(size)
             .map_err(|e| Error::io("truncating staged file", e))?;
         s.size = size;
+        s.stream = None;
+        s.streamable = size == 0;
         s.make_dirty();
         Ok(())
     }
@@ -221,7 +225,7 @@ impl SealFs {
             ino,
             writable,
             etag,
-            read: tokio::sync::Mutex::new(ReadState::default()),
+            read: tokio::sync::Mutex::new(None),
         });
         self.handles.lock().unwrap().insert(fh, h);
         fh
@@ -306,6 +310,9 @@ impl SealFs {
     }
 
     pub async fn open(&self, ino: u64, flags: i32) -> Result<u64> {
+        // A file whose upload is pending in the write-back spool is read
+        // (and rewritten) from S3 once it is there.
+        self.settle(ino).await?;
         let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
         let truncate = flags & libc::O_TRUNC != 0;
         // O_TRUNC without write access is ignored (POSIX leaves it unspecified).
@@ -361,22 +368,24 @@ impl SealFs {
         Ok((self.entry(ino)?, fh))
     }
 
-    pub async fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
+    /// Reads up to `size` bytes at `offset`. The bytes are often a slice of
+    /// a read-ahead chunk (no copy on the way to the kernel).
+    pub async fn read(&self, fh: u64, offset: u64, size: u32) -> Result<bytes::Bytes> {
         let h = self.handle(fh)?;
         if let Some(staged) = self.staged(h.ino) {
             let s = staged.inner.lock().await;
             let end = (offset + size as u64).min(s.size);
             if offset >= end {
-                return Ok(Vec::new());
+                return Ok(bytes::Bytes::new());
             }
             let mut buf = vec![0u8; (end - offset) as usize];
             s.file
                 .read_exact_at(&mut buf, offset)
                 .map_err(|e| Error::io("reading staged file", e))?;
-            return Ok(buf);
+            return Ok(buf.into());
         }
         let mut st = h.read.lock().await;
-        if st.obj.is_none() {
+        if st.is_none() {
             let path = self.path_of(h.ino)?;
             let key = self.key_of(&path);
             let obj = match self.sealed.open_version(&key, h.etag.as_deref()).await {
@@ -388,31 +397,16 @@ impl SealFs {
                 }
                 other => other?,
             };
-            st.obj = Some(Arc::new(obj));
+            *st = Some(self.reader(obj));
         }
-        let obj = st.obj.clone().expect("opened above");
-        let plain_len = obj.plain_len();
-        let end = (offset + size as u64).min(plain_len);
-        if offset >= end {
-            return Ok(Vec::new());
-        }
-        let buffered = st.buf_start..st.buf_start + st.buf.len() as u64;
-        if !(buffered.contains(&offset) && end <= buffered.end) {
-            st.window = if offset == st.expected && st.window > 0 {
-                (st.window * 2).min(READ_WINDOW_MAX)
-            } else {
-                READ_WINDOW_MIN
-            };
-            let seg = obj.layout().segment_size();
-            let start = offset - offset % seg;
-            let len = st.window.max(end - start);
-            st.buf = obj.read(self.store.as_ref(), start, len).await?;
-            st.buf_start = start;
-        }
-        st.expected = end;
-        let a = (offset - st.buf_start) as usize;
-        let b = (end - st.buf_start) as usize;
-        Ok(st.buf[a..b].to_vec())
+        st.as_mut()
+            .expect("opened above")
+            .read(offset, size as u64)
+            .await
+    }
+
+    fn reader(&self, obj: SealedObject) -> Reader {
+        Reader::new(Arc::new(obj), self.store.clone(), self.read_shared.clone())
     }
 
     /// Opens (pins) the object for every read handle of `ino` that has not
@@ -428,9 +422,9 @@ impl SealFs {
             .collect();
         for h in readers {
             let mut st = h.read.lock().await;
-            if st.obj.is_none() {
+            if st.is_none() {
                 if let Ok(obj) = self.sealed.open_version(key, h.etag.as_deref()).await {
-                    st.obj = Some(Arc::new(obj));
+                    *st = Some(self.reader(obj));
                 }
             }
         }
@@ -449,8 +443,10 @@ impl SealFs {
             s.file
                 .write_all_at(data, offset)
                 .map_err(|e| Error::io("writing staged file", e))?;
+            let old_size = s.size;
             s.size = s.size.max(offset + data.len() as u64);
             s.make_dirty();
+            self.feed_stream(h.ino, &mut s, offset, old_size).await;
             s.size
         };
         if let Some(i) = self.table.lock().unwrap().get_mut(h.ino) {
@@ -461,9 +457,31 @@ impl SealFs {
         Ok(data.len() as u32)
     }
 
-    /// flush(2)/close: uploads staged changes; success means the data is in S3.
+    /// flush(2)/close: uploads staged changes; success means the data is in
+    /// S3. With `--write-back`, seals them into the spool instead and the
+    /// upload runs in the background.
     pub async fn flush(&self, fh: u64) -> Result<()> {
         let h = self.handle(fh)?;
+        if !h.writable {
+            return Ok(());
+        }
+        let Some(staged) = self.staged(h.ino) else {
+            return Ok(());
+        };
+        if self.settings.write_back {
+            let mut s = staged.inner.lock().await;
+            if self.spools(h.ino, &s) {
+                return self.spool_staged(h.ino, &mut s).await;
+            }
+        }
+        self.upload(h.ino, &staged).await
+    }
+
+    /// fsync(2): the file's data is in S3 when it returns, whatever the mode
+    /// and whichever descriptor it is called on.
+    pub async fn fsync(&self, fh: u64) -> Result<()> {
+        let h = self.handle(fh)?;
+        self.settle(h.ino).await?;
         if !h.writable {
             return Ok(());
         }
@@ -471,10 +489,6 @@ impl SealFs {
             Some(s) => self.upload(h.ino, &s).await,
             None => Ok(()),
         }
-    }
-
-    pub async fn fsync(&self, fh: u64) -> Result<()> {
-        self.flush(fh).await
     }
 
     pub async fn release(&self, fh: u64) -> Result<()> {
@@ -505,106 +519,9 @@ impl SealFs {
         result
     }
 
-    /// Seals and uploads staged content if it changed.
-    pub(super) async fn upload(&self, ino: u64, staged: &Staged) -> Result<()> {
-        let mut s = staged.inner.lock().await;
-        if !s.dirty || s.unlinked {
-            return Ok(());
-        }
-        let (path, attr) = {
-            let t = self.table.lock().unwrap();
-            let i = t.get(ino).ok_or_else(|| enoent(&format!("inode {ino}")))?;
-            (t.path(ino).unwrap_or_default(), i.attr.clone())
-        };
-        let key = self.key_of(&path);
-        let condition = match &s.base_etag {
-            Some(etag) => PutCondition::IfMatch(etag.clone()),
-            None => PutCondition::IfNoneMatch,
-        };
-        let wk = match s.key_ref.clone() {
-            Some(kr) => self.sealed.existing_key(kr, condition).await?,
-            None => {
-                let mut wk = self.sealed.new_key(&self.pool).await?;
-                wk.condition = condition;
-                wk
-            }
-        };
-        let mut f =
-            tokio::fs::File::from_std(s.file.try_clone().map_err(|e| Error::io("staging", e))?);
-        f.seek(std::io::SeekFrom::Start(0))
-            .await
-            .map_err(|e| Error::io("staging", e))?;
-        let mut meta_attr = attr.clone();
-        meta_attr.size = s.size;
-        match self
-            .sealed
-            .write(&key, &mut f, s.size, &meta_attr.metadata(), &wk, &|_| {})
-            .await
-        {
-            Ok(etag) => {
-                s.mark_clean();
-                s.base_etag = Some(etag.clone());
-                s.key_ref = Some(wk.key_ref.clone());
-                let mut t = self.table.lock().unwrap();
-                if let Some(i) = t.get_mut(ino) {
-                    i.remote = true;
-                    i.etag = Some(etag);
-                    i.key_ref = Some(wk.key_ref);
-                    i.attr.size = s.size;
-                    i.validated = Instant::now();
-                }
-                Ok(())
-            }
-            Err(Error::Store(StoreError::PreconditionFailed { .. })) => {
-                let kept = self
-                    .keep_conflict_copy(ino, &path, &mut f, s.size, &meta_attr)
-                    .await;
-                // If even the copy failed, the content stays staged (and
-                // journaled) for a retry or the next mount.
-                if kept.is_ok() {
-                    s.mark_clean();
-                }
-                let what = match kept {
-                    Ok(copy) => format!("write conflict on {path}: it changed in S3 since it was opened here; this version was kept as {copy}"),
-                    Err(e) => format!("write conflict on {path}, and keeping a conflict copy failed too: {e}"),
-                };
-                tracing::error!("{what}");
-                Err(Error::posix(EIO, what))
-            }
-            Err(e) => {
-                tracing::error!(path = %path, error = %e, "upload failed; changes stay staged");
-                Err(e)
-            }
-        }
-    }
-
-    /// Uploads the staged content beside `path` under a new conflict name
-    /// ([`conflict_name`]).
-    async fn keep_conflict_copy(
-        &self,
-        ino: u64,
-        path: &str,
-        f: &mut tokio::fs::File,
-        size: u64,
-        attr: &Attr,
-    ) -> Result<String> {
-        let copy = conflict_name(path);
-        let wk = self.sealed.new_key(&self.pool).await?;
-        f.seek(std::io::SeekFrom::Start(0))
-            .await
-            .map_err(|e| Error::io("staging", e))?;
-        self.sealed
-            .write(&self.key_of(&copy), f, size, &attr.metadata(), &wk, &|_| {})
-            .await?;
-        let parent = self.table.lock().unwrap().get(ino).map(|i| i.parent);
-        if let Some(p) = parent {
-            self.listed.lock().unwrap().remove(&p);
-        }
-        Ok(copy)
-    }
-
     pub async fn setattr(&self, ino: u64, set: SetAttr) -> Result<Entry> {
         self.check_writable()?;
+        self.settle(ino).await?;
         let kind = self.entry(ino)?.attr.kind;
         let mut staged = self.staged(ino);
         let mut upload_now = false;
@@ -726,6 +643,11 @@ impl SealFs {
             Some(s) => {
                 let mut g = s.inner.lock().await;
                 if g.dirty {
+                    // Goes with the next upload; a stream's object has its
+                    // metadata fixed already, so note it needs a rewrite.
+                    if g.stream.is_some() {
+                        g.meta_changed = true;
+                    }
                     return Ok(());
                 }
                 if let Some(etag) = self.persist_attr(ino).await? {

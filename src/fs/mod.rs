@@ -7,8 +7,11 @@
 pub mod attr;
 mod file;
 mod inode;
+mod names;
 mod recover;
 mod share;
+mod spool;
+mod upload;
 mod xattr;
 
 pub use attr::{Attr, Defaults, Kind};
@@ -20,6 +23,7 @@ use crate::crypto::Layout;
 use crate::error::{Error, Result};
 use crate::grants::Grants;
 use crate::keys::KeyPool;
+use crate::sealed::reader::{ReadSettings, ReadShared};
 use crate::sealed::{SealMeta, SealedStore};
 use crate::store::{ObjectInfo, ObjectStore, PutCondition, StoreError};
 use crate::volume;
@@ -39,7 +43,7 @@ pub const NAME_MAX: usize = 255;
 /// S3's key length limit (bytes).
 pub const KEY_MAX: usize = 1024;
 /// HEADs in flight while listing a directory.
-const LIST_HEAD_CONCURRENCY: usize = 16;
+const LIST_HEAD_CONCURRENCY: usize = 64;
 
 #[derive(Clone, Debug)]
 pub struct FsSettings {
@@ -49,6 +53,13 @@ pub struct FsSettings {
     pub cache_dir: PathBuf,
     pub defaults: Defaults,
     pub read_only: bool,
+    /// Read-ahead and the plaintext cache.
+    pub read: ReadSettings,
+    /// Close returns once the file is sealed into the local spool; uploads
+    /// run in the background (see [`spool`]).
+    pub write_back: bool,
+    /// Uploads of spooled files in flight at once.
+    pub write_back_uploads: usize,
 }
 
 /// An inode and its attributes, as returned to the kernel.
@@ -78,15 +89,15 @@ pub struct FsStats {
 }
 
 pub struct SealFs {
-    sealed: SealedStore,
+    sealed: Arc<SealedStore>,
     store: Arc<dyn ObjectStore>,
     pool: Arc<KeyPool>,
     prefix: String,
     layout: Layout,
     settings: FsSettings,
-    table: Mutex<Table>,
+    table: Arc<Mutex<Table>>,
     /// Directories whose complete listing is known, and since when.
-    listed: Mutex<HashMap<u64, Instant>>,
+    listed: Arc<Mutex<HashMap<u64, Instant>>>,
     handles: Mutex<HashMap<u64, Arc<Handle>>>,
     next_fh: AtomicU64,
     /// Per-file sharing; `None` where IAM is not wired (core tests).
@@ -95,7 +106,22 @@ pub struct SealFs {
     grants_denied: AtomicBool,
     /// Staging files of this mount's open files (recovery skips them).
     live_staged: recover::Live,
+    /// Read-ahead budget and plaintext cache of all readers.
+    read_shared: Arc<ReadShared>,
+    /// Sealed objects waiting for upload (`--write-back`).
+    spool: Arc<spool::Spool>,
+    /// The names of directories in S3, for absent-name lookups.
+    names: Arc<names::DirNames>,
+    /// Request and KMS call counters, read through [`STATS`] on the root.
+    stats: Option<StatsFn>,
 }
+
+/// Produces the counters behind [`STATS`].
+pub type StatsFn = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
+
+/// A read-only virtual attribute of the mount's root: S3 requests by type
+/// and KMS calls so far, as JSON (for benchmarks and curious users).
+pub const STATS: &str = "user.sealfs.stats";
 
 fn enoent(what: &str) -> Error {
     Error::posix(ENOENT, format!("{what}: no such file or directory"))
@@ -123,19 +149,29 @@ impl SealFs {
         root.ctime = root.mtime;
         Ok(SealFs {
             store: sealed.store().clone(),
-            sealed,
+            spool: spool::Spool::new(&settings)?,
+            sealed: Arc::new(sealed),
             pool,
             prefix: prefix.trim_end_matches('/').to_string(),
             layout,
-            table: Mutex::new(Table::new(root)),
-            listed: Mutex::new(HashMap::new()),
+            table: Arc::new(Mutex::new(Table::new(root))),
+            listed: Arc::new(Mutex::new(HashMap::new())),
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             grants: None,
             grants_denied: AtomicBool::new(false),
             live_staged: Default::default(),
+            read_shared: ReadShared::new(settings.read.clone()),
+            stats: None,
+            names: Default::default(),
             settings,
         })
+    }
+
+    /// Enables the [`STATS`] attribute.
+    pub fn with_stats(mut self, stats: StatsFn) -> Self {
+        self.stats = Some(stats);
+        self
     }
 
     /// Enables sharing (the `user.share` attributes and grant upkeep).
@@ -310,7 +346,7 @@ impl SealFs {
         // A fresh listing of the parent answers without S3: present names
         // from the cache, absent names with ENOENT.
         let parent_listed = self.listed_fresh(parent);
-        {
+        let known_file = {
             let t = self.table.lock().unwrap();
             match t.child(parent, name) {
                 Some(ino) => {
@@ -322,17 +358,29 @@ impl SealFs {
                             linked: true,
                         });
                     }
+                    i.attr.kind != Kind::Dir
                 }
                 None if parent_listed => return Err(enoent(name)),
-                None => {}
+                None => false,
             }
-        }
+        };
         let path = self.child_path(parent, name)?;
         if self.key_of(&path).len() > KEY_MAX {
             return Err(Error::posix(
                 ENAMETOOLONG,
                 "path longer than the S3 key limit",
             ));
+        }
+        if known_file {
+            // A known file is revalidated with one HEAD.
+            if let Some(seen) = self.head_file(&path).await? {
+                let ino = self.table.lock().unwrap().upsert(parent, name, seen);
+                return self.entry(ino);
+            }
+        } else if self.listed_name(parent, &path, name).await? == Some(false) {
+            // An unknown name: the directory's names (one LIST page per
+            // 1,000, cached for the TTL) answer every absent name at once.
+            return Err(enoent(name));
         }
         match self.fetch(&path).await? {
             Some(seen) => {
@@ -509,6 +557,8 @@ impl SealFs {
         }
         drop(t);
         self.mark_listed(ino);
+        self.names
+            .remember(ino, files.keys().chain(dirs.keys()).cloned().collect());
         Ok(out)
     }
 
@@ -582,6 +632,12 @@ impl SealFs {
     pub async fn unlink(&self, parent: u64, name: &str) -> Result<()> {
         self.check_writable()?;
         let e = self.lookup(parent, name).await?;
+        if let Err(err) = self.settle(e.ino).await {
+            // Its upload failed and waits in the spool: it must not come
+            // back after the unlink.
+            tracing::warn!(name, error = %err, "unlinking a file whose background upload failed; the spooled version is dropped");
+            self.drop_spooled(e.ino);
+        }
         if e.attr.kind == Kind::Dir {
             return Err(Error::posix(EISDIR, format!("{name}: is a directory")));
         }
@@ -638,6 +694,7 @@ impl SealFs {
         }
         self.table.lock().unwrap().unlink(parent, name);
         self.listed.lock().unwrap().remove(&e.ino);
+        self.names.forget(e.ino);
         self.touch_dir(parent);
         Ok(())
     }
@@ -713,6 +770,13 @@ impl SealFs {
     ) -> Result<()> {
         self.check_writable()?;
         let src = self.lookup(parent, name).await?;
+        // Both names must be in S3 as they are here before the copy.
+        if src.attr.kind == Kind::Dir {
+            self.drain_spool().await?;
+        } else {
+            self.settle(src.ino).await?;
+            self.settle_child(new_parent, new_name).await?;
+        }
         let new_path = self.check_new_name(new_parent, new_name)?;
         let old_path = self.child_path(parent, name)?;
         if old_path == new_path {
@@ -900,6 +964,10 @@ impl SealFs {
                 first_err.get_or_insert(e);
             }
         }
+        if let Err(e) = self.drain_spool().await {
+            tracing::error!(error = %e, "the write-back spool could not be drained; what is left is uploaded by the next mount");
+            first_err.get_or_insert(e);
+        }
         first_err.map_or(Ok(()), Err)
     }
 }
@@ -910,6 +978,10 @@ fn valid_name(name: &str) -> bool {
 }
 
 #[cfg(test)]
-mod fault_tests;
+pub(crate) mod fault_tests;
+#[cfg(test)]
+mod spool_tests;
+#[cfg(test)]
+mod stream_tests;
 #[cfg(test)]
 pub(crate) mod tests;

@@ -49,7 +49,16 @@ pub(super) fn write_journal(
         base_etag: base_etag.map(str::to_string),
         pid: std::process::id(),
     };
-    let path = journal_path(staged);
+    write_private_json(&journal_path(staged), &j, true)
+}
+
+/// Writes `value` as JSON to `path` atomically (a temporary file renamed
+/// into place), mode 0600, fsynced first when `sync`.
+pub(super) fn write_private_json(
+    path: &Path,
+    value: &impl Serialize,
+    sync: bool,
+) -> std::io::Result<()> {
     let tmp = path.with_extension("json.tmp");
     let mut f = std::fs::OpenOptions::new()
         .write(true)
@@ -57,9 +66,11 @@ pub(super) fn write_journal(
         .truncate(true)
         .mode(0o600)
         .open(&tmp)?;
-    f.write_all(&serde_json::to_vec(&j).expect("journal serialises"))?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, &path)
+    f.write_all(&serde_json::to_vec(value).expect("plain data serialises"))?;
+    if sync {
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)
 }
 
 pub(super) fn remove_journal(staged: &Path) {
@@ -77,7 +88,7 @@ pub enum Recovered {
 
 /// A process id that is running (not a zombie: those have no command
 /// line) and is not us.
-fn other_live_process(pid: u32) -> bool {
+pub(super) fn other_live_process(pid: u32) -> bool {
     pid != std::process::id()
         && std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| !c.is_empty())
 }
@@ -142,6 +153,7 @@ impl SealFs {
         }
         if !done.is_empty() {
             self.listed.lock().unwrap().clear();
+            self.names.clear();
         }
         done
     }
@@ -216,7 +228,7 @@ impl SealFs {
                 Err(e) => return Err(e),
             }
         }
-        let copy = super::file::conflict_name(&j.key);
+        let copy = super::upload::conflict_name(&j.key);
         let wk = self.sealed.new_key(&self.pool).await?;
         self.upload_file(staged, &copy, size, &fresh_attr(), &wk)
             .await?;
@@ -279,7 +291,7 @@ mod tests {
         let o = next.lookup(ROOT, "old").await.unwrap();
         assert_eq!(n.attr.size, 12);
         let fh = next.open(o.ino, libc::O_RDONLY).await.unwrap();
-        assert_eq!(next.read(fh, 0, 10).await.unwrap(), b"v2");
+        assert_eq!(&next.read(fh, 0, 10).await.unwrap()[..], b"v2");
         assert!(next.recover_staged().await.is_empty(), "nothing twice");
         let _ = (e, fh);
     }
@@ -310,6 +322,6 @@ mod tests {
         assert!(names.iter().any(|e| &e.key == copy));
         let f = next.lookup(ROOT, "f").await.unwrap();
         let fh = next.open(f.ino, libc::O_RDONLY).await.unwrap();
-        assert_eq!(next.read(fh, 0, 10).await.unwrap(), b"theirs");
+        assert_eq!(&next.read(fh, 0, 10).await.unwrap()[..], b"theirs");
     }
 }

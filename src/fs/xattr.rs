@@ -35,6 +35,12 @@ fn user_name(name: &str) -> Option<&str> {
 
 impl SealFs {
     pub async fn getxattr(&self, ino: u64, name: &str) -> Result<Vec<u8>> {
+        if name == super::STATS && ino == super::ROOT {
+            if let Some(stats) = &self.stats {
+                return Ok(stats().to_string().into_bytes());
+            }
+        }
+        self.settle(ino).await?;
         if name == share::SHARE {
             return self.get_share(ino).await;
         }
@@ -68,6 +74,13 @@ impl SealFs {
     }
 
     pub async fn setxattr(&self, ino: u64, name: &str, value: &[u8], flags: i32) -> Result<()> {
+        if name == super::STATS {
+            return Err(Error::posix(
+                libc::EACCES,
+                format!("{name}: read-only attribute"),
+            ));
+        }
+        self.settle(ino).await?;
         if share::is_virtual(name) {
             return self.set_share(ino, name, value).await;
         }
@@ -105,6 +118,7 @@ impl SealFs {
     }
 
     pub async fn removexattr(&self, ino: u64, name: &str) -> Result<()> {
+        self.settle(ino).await?;
         if name == share::SHARE {
             return self.remove_share(ino).await;
         }

@@ -11,6 +11,9 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
+/// GenerateDataKey calls in flight while refilling.
+const FILL_CONCURRENCY: usize = 8;
+
 /// A data key for one new file, with the file id it is bound to.
 #[derive(Debug)]
 pub struct NewFileKey {
@@ -53,13 +56,33 @@ impl KeyPool {
         Ok(NewFileKey { file_id, generated })
     }
 
-    /// Fills the pool to its target now, returning the first error.
+    /// Fills the pool to its target now, returning the first error. Up to
+    /// [`FILL_CONCURRENCY`] GenerateDataKey calls run at once: a burst of new
+    /// files (cp -r of thousands) drains the pool faster than one call at a
+    /// time, each a KMS round trip, could refill it.
     pub async fn fill(&self) -> Result<(), KeyError> {
-        while self.ready() < self.target {
-            let k = self.generate().await?;
-            self.ready.lock().unwrap().push_back(k);
+        loop {
+            let missing = self.target.saturating_sub(self.ready());
+            if missing == 0 {
+                return Ok(());
+            }
+            let batch = futures::future::join_all(
+                (0..missing.min(FILL_CONCURRENCY)).map(|_| self.generate()),
+            )
+            .await;
+            let mut first_err = None;
+            for k in batch {
+                match k {
+                    Ok(k) => self.ready.lock().unwrap().push_back(k),
+                    Err(e) => {
+                        first_err.get_or_insert(e);
+                    }
+                }
+            }
+            if let Some(e) = first_err {
+                return Err(e);
+            }
         }
-        Ok(())
     }
 
     /// A key for a new file: from the pool when one is ready, else generated now.

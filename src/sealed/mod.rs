@@ -347,25 +347,10 @@ impl SealedStore {
             next_segment += count;
             done += want as u64;
             let s = sealer.clone();
-            let sealed = tokio::task::spawn_blocking(move || {
-                let mut out = Vec::with_capacity(plain.len() + count as usize * 16 + HEADER_LEN);
-                if first == 0 {
-                    out.extend_from_slice(s.header_bytes());
-                }
-                for i in 0..count {
-                    let a = (i as usize * seg).min(plain.len());
-                    let b = (a + seg).min(plain.len());
-                    s.seal_segment_into(
-                        first + i,
-                        &plain[a..b],
-                        first + i + 1 == segments,
-                        &mut out,
-                    );
-                }
-                out
-            })
-            .await
-            .expect("sealing task panicked");
+            let ends = next_segment == segments;
+            let sealed = tokio::task::spawn_blocking(move || s.seal_run(first, &plain, ends))
+                .await
+                .expect("sealing task panicked");
             match upload.as_mut() {
                 Some(up) => up.push(Bytes::from(sealed)).await?,
                 None => single.extend_from_slice(&sealed),
@@ -393,7 +378,10 @@ impl SealedStore {
     /// [`SealedStore::open`] of exactly the version `etag` (when given):
     /// PreconditionFailed if the object is another version now.
     pub async fn open_version(&self, key: &str, etag: Option<&str>) -> Result<SealedObject> {
-        let first_run = HEADER_LEN as u64 + self.settings.read_run + self.settings.read_run / 64;
+        // One GET brings a small file whole, and the start of a large one;
+        // read-ahead (see [`reader`]) takes over from there.
+        let run = self.settings.read_run.min(1 << 20);
+        let first_run = HEADER_LEN as u64 + run + run / 64;
         let got = self.store.get(key, Some(0..first_run), etag).await?;
         let sm = SealMeta::read_from(&got.info.metadata).map_err(|r| self.not_sealfs(key, r))?;
         let header = Header::parse(&got.body).map_err(|e| match e {
@@ -533,6 +521,10 @@ impl SealedObject {
         Ok(())
     }
 }
+
+pub mod reader;
+pub mod spooled;
+pub mod stream;
 
 #[cfg(test)]
 mod tests;

@@ -261,3 +261,193 @@ async fn no_plaintext_reaches_the_store() {
     assert!(!raw.windows(marker.len()).any(|w| w == marker));
     assert!(!meta.values().any(|v| v.contains("MARKER")));
 }
+
+mod reading {
+    use super::*;
+    use crate::sealed::reader::{ReadSettings, ReadShared, Reader};
+    use proptest::prelude::*;
+    use std::sync::atomic::Ordering::Relaxed;
+
+    fn settings() -> ReadSettings {
+        ReadSettings {
+            chunk: 4 * 4096,
+            max_window: 4,
+            budget_chunks: 6,
+            cache_bytes: 8 * 4096,
+        }
+    }
+
+    async fn reader(r: &Rig, key: &str, shared: &Arc<ReadShared>) -> Reader {
+        let obj = r.sealed.open(key).await.unwrap();
+        Reader::new(Arc::new(obj), r.sealed.store().clone(), shared.clone())
+    }
+
+    fn no_prefix() -> IoSettings {
+        // A tiny open run, so that reads past the first segment go to the store.
+        IoSettings {
+            read_run: 4096,
+            ..small_parts()
+        }
+    }
+
+    #[tokio::test]
+    async fn sequential_reads_run_ahead_in_chunks_with_bounded_memory() {
+        let r = rig(no_prefix());
+        let plain = data(400 * 4096 + 123, 3);
+        r.put("vol/seq", &plain).await.unwrap();
+        let shared = ReadShared::new(settings());
+        let mut rd = reader(&r, "vol/seq", &shared).await;
+        let gets_before = r.mem.counts().get.load(Relaxed);
+        let mut out = Vec::new();
+        let mut most = 0;
+        loop {
+            let got = rd.read(out.len() as u64, 5000).await.unwrap();
+            if got.is_empty() {
+                break;
+            }
+            out.extend_from_slice(&got);
+            most = most.max(rd.chunks_held());
+        }
+        assert_eq!(out, plain);
+        // 401 segments in chunks of 4: about 101 ranged GETs, not one per
+        // read (328 reads of 5000 bytes), and never more than the window
+        // plus the chunk being read and the one just behind it held at once.
+        let gets = r.mem.counts().get.load(Relaxed) - gets_before;
+        assert!((100..=102).contains(&gets), "{gets} GETs");
+        assert!((3..=6).contains(&most), "held {most} chunks");
+        // The read-ahead budget is whole again once the reader is gone.
+        drop(rd);
+        tokio::task::yield_now().await;
+        let mut rd2 = reader(&r, "vol/seq", &shared).await;
+        rd2.read(0, 4096).await.unwrap();
+        rd2.read(4096, 4096).await.unwrap();
+        assert!(rd2.chunks_held() > 1, "budget was not returned");
+    }
+
+    #[tokio::test]
+    async fn random_reads_fetch_only_their_segments_and_hit_the_cache() {
+        let r = rig(no_prefix());
+        let plain = data(200 * 4096, 5);
+        r.put("vol/rand", &plain).await.unwrap();
+        let shared = ReadShared::new(settings());
+        let mut rd = reader(&r, "vol/rand", &shared).await;
+        let gets = || r.mem.counts().get.load(Relaxed);
+        let before = gets();
+        let got = rd.read(150 * 4096 + 100, 10).await.unwrap();
+        assert_eq!(got, plain[150 * 4096 + 100..150 * 4096 + 110]);
+        assert_eq!(gets() - before, 1);
+        assert_eq!(rd.chunks_held(), 0, "a random read starts no read-ahead");
+        // The same segment again, from earlier offsets: the cache.
+        rd.read(150 * 4096 + 30, 10).await.unwrap();
+        let got = rd.read(150 * 4096 + 4, 10).await.unwrap();
+        assert_eq!(got, plain[150 * 4096 + 4..150 * 4096 + 14]);
+        assert_eq!(gets() - before, 1);
+        assert!(shared.cache.bytes() <= 8 * 4096);
+        // Filling past the cache's capacity evicts; it never grows beyond it.
+        for s in (0..100).step_by(7) {
+            rd.read(s * 4096 + 1, 1).await.unwrap();
+        }
+        assert!(shared.cache.bytes() <= 8 * 4096);
+    }
+
+    #[tokio::test]
+    async fn a_tampered_chunk_ahead_fails_the_read_that_reaches_it() {
+        let r = rig(no_prefix());
+        let plain = data(100 * 4096, 8);
+        r.put("vol/t", &plain).await.unwrap();
+        let (mut raw, _) = r.mem.raw("vol/t").unwrap();
+        let at = Layout::new(4096).sealed_range(60..61, 100 * 4096).start as usize + 9;
+        let mut v = raw.to_vec();
+        v[at] ^= 1;
+        raw = Bytes::from(v);
+        r.mem.tamper("vol/t", Some(raw), None);
+        // Same length, so the pinned ETag changes: open after tampering.
+        let shared = ReadShared::new(settings());
+        let mut rd = reader(&r, "vol/t", &shared).await;
+        let mut off = 0u64;
+        let err = loop {
+            match rd.read(off, 8192).await {
+                Ok(b) => {
+                    assert_eq!(b, plain[off as usize..off as usize + b.len()]);
+                    off += b.len() as u64;
+                }
+                Err(e) => break e,
+            }
+        };
+        assert!(matches!(err, Error::Integrity { .. }), "{err}");
+        assert_eq!(
+            off,
+            60 * 4096,
+            "every byte before the bad segment, none after"
+        );
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+        /// Any mix of sequential runs and jumps returns exactly the slices
+        /// of the plaintext.
+        #[test]
+        fn reads_match_the_plaintext(
+            len in 0usize..60_000,
+            ops in prop::collection::vec((0u64..70_000, 1u64..20_000, 1usize..6), 1..12),
+        ) {
+            let rt = tokio::runtime::Runtime::new().unwrap();
+            rt.block_on(async {
+                let r = rig(no_prefix());
+                let plain = data(len, 1);
+                r.put("vol/p", &plain).await.unwrap();
+                let shared = ReadShared::new(settings());
+                let mut rd = reader(&r, "vol/p", &shared).await;
+                for (off, n, repeat) in ops {
+                    let mut at = off;
+                    for _ in 0..repeat {
+                        let got = rd.read(at, n).await.unwrap();
+                        let a = (at as usize).min(len);
+                        let b = ((at + n) as usize).min(len);
+                        prop_assert_eq!(&got[..], &plain[a..b]);
+                        at += n;
+                    }
+                }
+                Ok(())
+            })?;
+        }
+    }
+}
+
+mod reading_order {
+    use super::*;
+    use crate::sealed::reader::{ReadSettings, ReadShared, Reader};
+    use std::sync::atomic::Ordering::Relaxed;
+
+    /// The kernel's read-ahead requests arrive out of order around chunk
+    /// boundaries: the pipeline keeps going instead of restarting.
+    #[tokio::test]
+    async fn slightly_out_of_order_reads_keep_the_pipeline() {
+        let r = rig(IoSettings {
+            read_run: 4096,
+            ..small_parts()
+        });
+        let plain = data(256 * 4096, 4);
+        r.put("vol/o", &plain).await.unwrap();
+        let shared = ReadShared::new(ReadSettings {
+            chunk: 8 * 4096,
+            max_window: 4,
+            budget_chunks: 8,
+            cache_bytes: 16 * 4096,
+        });
+        let obj = r.sealed.open("vol/o").await.unwrap();
+        let mut rd = Reader::new(Arc::new(obj), r.sealed.store().clone(), shared);
+        let before = r.mem.counts().get.load(Relaxed);
+        // Pairs of 8 KiB reads, each pair swapped.
+        let n = 256 * 4096 / 8192;
+        for i in (0..n).step_by(2) {
+            for j in [i + 1, i] {
+                let at = j * 8192;
+                let got = rd.read(at as u64, 8192).await.unwrap();
+                assert_eq!(got, plain[at..at + 8192]);
+            }
+        }
+        let gets = r.mem.counts().get.load(Relaxed) - before;
+        assert!(gets <= 34, "{gets} GETs: the pipeline restarted");
+    }
+}

@@ -44,6 +44,16 @@ impl MultipartUpload {
     /// Queues the next part; waits while `max_in_flight` parts are uploading.
     /// All parts but the last must be at least 5 MiB on S3.
     pub async fn push(&mut self, part: Bytes) -> Result<(), StoreError> {
+        self.push_with(async move { Ok(part) }).await
+    }
+
+    /// Queues the next part, produced by `make` inside the part's own task
+    /// (so that sealing a part overlaps uploading the ones before it).
+    /// Waits while `max_in_flight` parts are in flight.
+    pub async fn push_with<F>(&mut self, make: F) -> Result<(), StoreError>
+    where
+        F: std::future::Future<Output = Result<Bytes, StoreError>> + Send + 'static,
+    {
         while self.in_flight.len() >= self.max_in_flight {
             if let Err(e) = self.reap_one().await {
                 self.abort_now().await;
@@ -58,10 +68,16 @@ impl MultipartUpload {
         );
         self.next_part += 1;
         self.in_flight.spawn(async move {
+            let part = make.await?;
             let etag = store.upload_part(&key, &id, n, part).await?;
             Ok((n, etag))
         });
         Ok(())
+    }
+
+    /// Parts queued so far.
+    pub fn parts(&self) -> i32 {
+        self.next_part - 1
     }
 
     async fn reap_one(&mut self) -> Result<(), StoreError> {

@@ -118,6 +118,7 @@ impl Mounted {
             return;
         }
         self.mounted = false;
+        let daemon = self.find_daemon();
         let out = run(Command::new("fusermount3").arg("-u").arg(self.mnt()));
         if !out.status.success() {
             let _ = Command::new("umount").arg("-l").arg(self.mnt()).status();
@@ -130,6 +131,16 @@ impl Mounted {
                 break;
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        // ... and after it has uploaded what it holds (the write-back spool).
+        if let Some(pid) = daemon {
+            for _ in 0..1200 {
+                let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                if cmd.is_empty() {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
         }
     }
 
@@ -230,8 +241,17 @@ impl Mounted {
             .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name()).collect())
             .unwrap_or_default();
         assert!(
-            staged.iter().all(|n| n.to_string_lossy().ends_with(".log")),
+            staged
+                .iter()
+                .all(|n| n.to_string_lossy().ends_with(".log") || n == "spool"),
             "staging area not empty: {staged:?}"
+        );
+        let spooled: Vec<_> = std::fs::read_dir(self.cache().join("spool"))
+            .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        assert!(
+            spooled.is_empty(),
+            "write-back spool not drained: {spooled:?}"
         );
     }
 }

@@ -1,0 +1,445 @@
+//! `--write-back`: close returns once the file is sealed into its final
+//! object bytes in a local spool, and uploads run in the background, several
+//! at once.
+//!
+//! What stays true: the spool holds ciphertext only (exactly the object that
+//! will be uploaded, with its metadata beside it in `<id>.json`); fsync waits
+//! for S3 (it settles the file's pending upload, then uploads anything still
+//! staged); unmount drains the spool; a crash leaves spool entries that the
+//! next mount uploads, or keeps as a conflict copy when the file changed in
+//! S3 since. Anything that needs the object in S3 (opening the file again,
+//! rename, unlink, attribute changes, sharing) first waits for its pending
+//! upload, so nothing ever sees a half-state.
+//!
+//! What is weaker than the default: a close no longer reports upload errors
+//! (they are logged, and fsync or the next open of the file reports EIO
+//! while the upload cannot be made), and the spool is not fsynced, so it
+//! survives a crash of sealfs but not necessarily a power cut.
+
+use super::file::StagedInner;
+use super::{enoent, FsSettings, SealFs};
+use crate::error::{Error, Result};
+use crate::sealed::SealedStore;
+use crate::store::{Metadata, PutCondition, StoreError};
+use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, HashSet};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{watch, Semaphore};
+
+/// How a background upload ended: `Err` carries the message fsync reports.
+type Outcome = std::result::Result<(), String>;
+
+/// An inode's pending upload: its object key, and the outcome once known.
+type Pending = (String, watch::Receiver<Option<Outcome>>);
+
+pub(super) struct Spool {
+    dir: PathBuf,
+    slots: Arc<Semaphore>,
+    /// Inodes with an upload in the spool: the object key and the outcome
+    /// once known. Failed ones stay until recovery uploads them.
+    pending: Mutex<HashMap<u64, Pending>>,
+    /// Spool entries a task of this process is uploading.
+    live: Mutex<HashSet<PathBuf>>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct EntryMeta {
+    key: String,
+    base_etag: Option<String>,
+    metadata: Metadata,
+    pid: u32,
+}
+
+/// What uploading one entry did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Spooled {
+    Uploaded {
+        key: String,
+        etag: String,
+    },
+    /// The file changed in S3 since it was opened: kept under `copy`.
+    ConflictCopy {
+        key: String,
+        copy: String,
+    },
+}
+
+fn meta_path(obj: &Path) -> PathBuf {
+    obj.with_extension("json")
+}
+
+impl Spool {
+    pub(super) fn new(settings: &FsSettings) -> Result<Arc<Self>> {
+        let dir = settings.cache_dir.join("spool");
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| Error::io(format!("creating spool dir {}", dir.display()), e))?;
+        Ok(Arc::new(Spool {
+            dir,
+            slots: Arc::new(Semaphore::new(settings.write_back_uploads.max(1))),
+            pending: Mutex::new(HashMap::new()),
+            live: Mutex::new(HashSet::new()),
+        }))
+    }
+
+    /// Uploads `obj` (with the metadata beside it); on a lost conflict, the
+    /// same bytes re-bound to a conflict name beside the file.
+    async fn upload_entry(sealed: &SealedStore, obj: &Path, m: &EntryMeta) -> Result<Spooled> {
+        let file = Arc::new(
+            std::fs::File::open(obj).map_err(|e| Error::io("opening a spooled object", e))?,
+        );
+        let cond = match &m.base_etag {
+            Some(e) => PutCondition::IfMatch(e.clone()),
+            None => PutCondition::IfNoneMatch,
+        };
+        match sealed
+            .upload_sealed_file(&m.key, file.clone(), &m.metadata, &cond)
+            .await
+        {
+            Ok(etag) => Ok(Spooled::Uploaded {
+                key: m.key.clone(),
+                etag,
+            }),
+            Err(Error::Store(StoreError::PreconditionFailed { .. })) => {
+                let copy = super::upload::conflict_name(&m.key);
+                let mut header = vec![0u8; crate::crypto::HEADER_LEN];
+                file.read_exact_at(&mut header, 0)
+                    .map_err(|e| Error::io("reading a spooled object", e))?;
+                let meta = sealed.rebind_metadata(&header, &m.metadata, &copy).await?;
+                sealed
+                    .upload_sealed_file(&copy, file, &meta, &PutCondition::IfNoneMatch)
+                    .await?;
+                Ok(Spooled::ConflictCopy {
+                    key: m.key.clone(),
+                    copy,
+                })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn remove(obj: &Path) {
+        let _ = std::fs::remove_file(meta_path(obj));
+        let _ = std::fs::remove_file(obj);
+    }
+}
+
+impl SealFs {
+    /// Whether `flush` should spool this file rather than upload it: the
+    /// mount writes back, this is the file's only writer, and no streamed
+    /// upload already carries most of it.
+    pub(super) fn spools(&self, ino: u64, s: &StagedInner) -> bool {
+        self.settings.write_back
+            && s.dirty
+            && !s.unlinked
+            && s.stream.is_none()
+            && self
+                .table
+                .lock()
+                .unwrap()
+                .get(ino)
+                .is_some_and(|i| i.writers <= 1)
+    }
+
+    /// Seals the staged content into the spool and starts its upload.
+    pub(super) async fn spool_staged(&self, ino: u64, s: &mut StagedInner) -> Result<()> {
+        let (path, mut attr) = {
+            let t = self.table.lock().unwrap();
+            let i = t.get(ino).ok_or_else(|| enoent(&format!("inode {ino}")))?;
+            (t.path(ino).unwrap_or_default(), i.attr.clone())
+        };
+        attr.size = s.size;
+        let key = self.key_of(&path);
+        let wk = match s.key_ref.clone() {
+            Some(kr) => self.sealed.existing_key(kr, PutCondition::None).await?,
+            None => self.sealed.new_key(&self.pool).await?,
+        };
+        let obj = self.spool.dir.join(format!(
+            "{}-{:016x}.obj",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        // Claimed before it exists, so the periodic recovery never takes an
+        // entry this task is about to upload.
+        self.spool.live.lock().unwrap().insert(obj.clone());
+        let unclaim = |obj: &Path| {
+            let _ = std::fs::remove_file(obj);
+            self.spool.live.lock().unwrap().remove(obj);
+        };
+        let dst = match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&obj)
+        {
+            Ok(f) => f,
+            Err(e) => {
+                unclaim(&obj);
+                return Err(Error::io("creating a spool file", e));
+            }
+        };
+        let src = match s.file.try_clone() {
+            Ok(f) => f,
+            Err(e) => {
+                unclaim(&obj);
+                return Err(Error::io("staging", e));
+            }
+        };
+        let sealed = self
+            .sealed
+            .seal_to_file(&key, src, s.size, dst, &attr.metadata(), &wk)
+            .await;
+        let metadata = match sealed {
+            Ok(m) => m,
+            Err(e) => {
+                unclaim(&obj);
+                return Err(e);
+            }
+        };
+        let m = EntryMeta {
+            key: key.clone(),
+            base_etag: s.base_etag.clone(),
+            metadata,
+            pid: std::process::id(),
+        };
+        if let Err(e) = write_entry_meta(&obj, &m) {
+            unclaim(&obj);
+            return Err(Error::io("writing a spool entry", e));
+        }
+        // The content is in the spool now: the staged copy is not needed
+        // for recovery any more.
+        s.mark_clean();
+        s.key_ref = Some(wk.key_ref.clone());
+        if let Some(i) = self.table.lock().unwrap().get_mut(ino) {
+            i.key_ref = Some(wk.key_ref.clone());
+            i.attr.size = s.size;
+        }
+        let (tx, rx) = watch::channel(None);
+        self.spool
+            .pending
+            .lock()
+            .unwrap()
+            .insert(ino, (key.clone(), rx));
+        let (spool, sealed, table, listed, names) = (
+            self.spool.clone(),
+            self.sealed.clone(),
+            self.table.clone(),
+            self.listed.clone(),
+            self.names.clone(),
+        );
+        tokio::spawn(async move {
+            let _slot = spool.slots.clone().acquire_owned().await;
+            let outcome = upload_with_retries(&sealed, &obj, &m).await;
+            spool.live.lock().unwrap().remove(&obj);
+            let staged = {
+                let mut t = table.lock().unwrap();
+                match &outcome {
+                    Ok(Spooled::Uploaded { etag, .. }) => t.get_mut(ino).and_then(|i| {
+                        i.remote = true;
+                        i.etag = Some(etag.clone());
+                        i.validated = Instant::now();
+                        i.staged.clone()
+                    }),
+                    Ok(Spooled::ConflictCopy { .. }) => t.get_mut(ino).and_then(|i| {
+                        // S3 holds someone else's version: look again.
+                        i.remote = true;
+                        i.etag = None;
+                        i.validated = Instant::now() - Duration::from_secs(3600);
+                        listed.lock().unwrap().remove(&i.parent);
+                        names.forget(i.parent);
+                        None
+                    }),
+                    Err(_) => None,
+                }
+            };
+            // A writer that reopened the file builds on the uploaded version.
+            if let (Some(st), Ok(Spooled::Uploaded { etag, .. })) = (staged, &outcome) {
+                st.inner.lock().await.base_etag = Some(etag.clone());
+            }
+            let result = match outcome {
+                Ok(Spooled::Uploaded { .. }) => {
+                    Spool::remove(&obj);
+                    spool.pending.lock().unwrap().remove(&ino);
+                    Ok(())
+                }
+                Ok(Spooled::ConflictCopy { key, copy }) => {
+                    Spool::remove(&obj);
+                    spool.pending.lock().unwrap().remove(&ino);
+                    let what = format!("write conflict on {key}: it changed in S3 since it was opened here; this version was kept as {copy}");
+                    tracing::error!("{what}");
+                    Err(what)
+                }
+                Err(e) => {
+                    let what = format!("background upload of {} failed; it stays in the spool ({}) and is retried: {e}", m.key, obj.display());
+                    tracing::error!("{what}");
+                    Err(what)
+                }
+            };
+            let _ = tx.send(Some(result));
+        });
+        Ok(())
+    }
+
+    /// Waits for `ino`'s pending background upload, if any. EIO when it
+    /// failed (the data stays in the spool for the retry).
+    pub(super) async fn settle(&self, ino: u64) -> Result<()> {
+        let rx = self
+            .spool
+            .pending
+            .lock()
+            .unwrap()
+            .get(&ino)
+            .map(|(_, rx)| rx.clone());
+        let Some(mut rx) = rx else { return Ok(()) };
+        let outcome = match rx.wait_for(|o| o.is_some()).await {
+            Ok(o) => o.clone().expect("waited for it"),
+            Err(_) => return Ok(()),
+        };
+        outcome.map_err(|what| Error::posix(libc::EIO, what))
+    }
+
+    /// Settles the entry `name` of `parent`, if it is known.
+    pub(super) async fn settle_child(&self, parent: u64, name: &str) -> Result<()> {
+        let ino = self.table.lock().unwrap().child(parent, name);
+        match ino {
+            Some(ino) => self.settle(ino).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Forgets `ino`'s failed spooled upload (its file was unlinked).
+    pub(super) fn drop_spooled(&self, ino: u64) {
+        let Some((key, _)) = self.spool.pending.lock().unwrap().remove(&ino) else {
+            return;
+        };
+        let Ok(dir) = std::fs::read_dir(&self.spool.dir) else {
+            return;
+        };
+        for obj in dir.filter_map(|e| e.ok().map(|e| e.path())) {
+            if obj.extension().is_some_and(|x| x == "obj")
+                && !self.spool.live.lock().unwrap().contains(&obj)
+                && std::fs::read(meta_path(&obj))
+                    .ok()
+                    .and_then(|b| serde_json::from_slice::<EntryMeta>(&b).ok())
+                    .is_some_and(|m| m.key == key)
+            {
+                Spool::remove(&obj);
+            }
+        }
+    }
+
+    /// Waits for every upload in flight (unmount). Failed ones stay in the
+    /// spool; the first failure is returned.
+    pub(super) async fn drain_spool(&self) -> Result<()> {
+        let inos: Vec<u64> = self.spool.pending.lock().unwrap().keys().copied().collect();
+        let mut first = Ok(());
+        for ino in inos {
+            if let Err(e) = self.settle(ino).await {
+                if first.is_ok() {
+                    first = Err(e);
+                }
+            }
+        }
+        first
+    }
+
+    /// Spooled objects no task of a running sealfs is uploading (left by a
+    /// crash, or whose upload failed): uploads them now.
+    pub async fn recover_spool(&self) -> Vec<Spooled> {
+        let mut done = Vec::new();
+        let Ok(dir) = std::fs::read_dir(&self.spool.dir) else {
+            return done;
+        };
+        let objs: Vec<PathBuf> = dir
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "obj"))
+            .collect();
+        for obj in objs {
+            if self.spool.live.lock().unwrap().contains(&obj) {
+                continue;
+            }
+            let m: EntryMeta = match std::fs::read(meta_path(&obj))
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+            {
+                Some(m) => m,
+                None => {
+                    // Sealing was cut short before the entry was complete:
+                    // the staged copy (with its journal) is what recovers.
+                    if !super::recover::other_live_process(pid_of(&obj)) {
+                        Spool::remove(&obj);
+                    }
+                    continue;
+                }
+            };
+            if super::recover::other_live_process(m.pid) {
+                continue;
+            }
+            match Spool::upload_entry(&self.sealed, &obj, &m).await {
+                Ok(r) => {
+                    tracing::warn!(key = %m.key, outcome = ?r, "uploaded a spooled write left by a crash or a failed upload");
+                    Spool::remove(&obj);
+                    // A failed upload of this mount: its inode is in S3 now.
+                    let inos: Vec<u64> = {
+                        let mut pending = self.spool.pending.lock().unwrap();
+                        let inos = pending
+                            .iter()
+                            .filter(|(_, (k, _))| *k == m.key)
+                            .map(|(ino, _)| *ino)
+                            .collect();
+                        pending.retain(|_, (k, _)| *k != m.key);
+                        inos
+                    };
+                    let mut t = self.table.lock().unwrap();
+                    for ino in inos {
+                        if let Some(i) = t.get_mut(ino) {
+                            i.remote = true;
+                            i.validated = Instant::now() - Duration::from_secs(3600);
+                        }
+                    }
+                    done.push(r);
+                }
+                Err(e) => {
+                    tracing::error!(key = %m.key, "spooled write not uploaded yet (kept for the next attempt): {e}")
+                }
+            }
+        }
+        if !done.is_empty() {
+            self.listed.lock().unwrap().clear();
+            self.names.clear();
+        }
+        done
+    }
+}
+
+fn pid_of(obj: &Path) -> u32 {
+    obj.file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.split('-').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0)
+}
+
+fn write_entry_meta(obj: &Path, m: &EntryMeta) -> std::io::Result<()> {
+    super::recover::write_private_json(&meta_path(obj), m, false)
+}
+
+/// Transient failures are retried a few times with backoff before the
+/// entry is left to the periodic recovery.
+async fn upload_with_retries(sealed: &SealedStore, obj: &Path, m: &EntryMeta) -> Result<Spooled> {
+    let mut delay = Duration::from_millis(250);
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match Spool::upload_entry(sealed, obj, m).await {
+            Err(e) if attempt < 4 && e.errno() == libc::EIO => {
+                tracing::warn!(key = %m.key, error = %e, "background upload failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+            other => return other,
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! Sealing a file while it is still being written: a multipart upload fed
+//! part by part from the staging file as a sequential writer gets past each
+//! part, so that close (or fsync) only has the last part and the completion
+//! left to wait for.
+//!
+//! A part is only sent once the writer has written beyond it: the format
+//! marks the object's last segment, and until more data exists nobody knows
+//! which segment is last. Parts are read from the staging file, sealed and
+//! uploaded in their own tasks (several in flight), so the writer's
+//! `write(2)` calls only wait when every upload slot is busy (back-pressure,
+//! which also bounds memory). Nothing is visible in S3 until [`finish`]
+//! completes the upload under the write condition; dropping an unfinished
+//! stream aborts it.
+//!
+//! [`finish`]: StreamingWrite::finish
+
+use super::{KeyRef, SealMeta, SealedStore, WriteKey};
+use crate::crypto::Sealer;
+use crate::error::Result;
+use crate::store::{Metadata, MultipartUpload, PutCondition, StoreError};
+use bytes::Bytes;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+
+/// A multipart upload of one file version in the making.
+pub struct StreamingWrite {
+    sealer: Arc<Sealer>,
+    upload: MultipartUpload,
+    source: Arc<std::fs::File>,
+    part_plain: u64,
+    sent: u64,
+    key: String,
+    key_ref: KeyRef,
+    metadata: Metadata,
+}
+
+impl SealedStore {
+    /// Starts streaming a new version of `key` whose plaintext is being
+    /// written into `source` from offset 0. `metadata` is stored with the
+    /// object as it is now (S3 fixes metadata when the upload starts).
+    pub async fn start_stream(
+        &self,
+        key: &str,
+        source: Arc<std::fs::File>,
+        metadata: &Metadata,
+        wk: &WriteKey,
+    ) -> Result<StreamingWrite> {
+        let sealer = Arc::new(Sealer::new(
+            &wk.key,
+            wk.key_ref.file_id,
+            self.settings.segment_size,
+        ));
+        let mut metadata = metadata.clone();
+        SealMeta {
+            key: wk.key_ref.clone(),
+            binding: sealer.binding(self.store.bucket(), key),
+        }
+        .write_into(&mut metadata);
+        let upload = MultipartUpload::start(
+            self.store.clone(),
+            key,
+            &metadata,
+            self.settings.upload_concurrency,
+        )
+        .await?;
+        Ok(StreamingWrite {
+            sealer,
+            upload,
+            source,
+            part_plain: self.part_plain(),
+            sent: 0,
+            key: key.to_string(),
+            key_ref: wk.key_ref.clone(),
+            metadata,
+        })
+    }
+
+    /// Plaintext bytes per multipart part: the configured part size in
+    /// whole segments.
+    pub fn part_plain(&self) -> u64 {
+        let seg = self.settings.segment_size as u64;
+        ((self.settings.part_size as u64 / seg).max(1)) * seg
+    }
+}
+
+impl StreamingWrite {
+    /// Plaintext bytes already handed to the upload: the writer must not
+    /// change anything below this offset (or the stream must be dropped).
+    pub fn sent(&self) -> u64 {
+        self.sent
+    }
+
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    pub fn key_ref(&self) -> &KeyRef {
+        &self.key_ref
+    }
+
+    /// The metadata the object will carry (fixed at the start).
+    pub fn metadata(&self) -> &Metadata {
+        &self.metadata
+    }
+
+    /// Sends every whole part that the writer has written beyond, given the
+    /// file is now `written` bytes long.
+    pub async fn advance(&mut self, written: u64) -> Result<()> {
+        while written > self.sent + self.part_plain {
+            self.push(self.part_plain, false).await?;
+        }
+        Ok(())
+    }
+
+    async fn push(&mut self, len: u64, ends: bool) -> Result<()> {
+        let (sealer, source, at) = (self.sealer.clone(), self.source.clone(), self.sent);
+        let first = at / sealer.layout().segment_size();
+        self.sent += len;
+        self.upload
+            .push_with(async move {
+                tokio::task::spawn_blocking(move || {
+                    let mut plain = vec![0u8; len as usize];
+                    source
+                        .read_exact_at(&mut plain, at)
+                        .map_err(|e| StoreError::Other {
+                            action: "s3:UploadPart",
+                            message: format!("reading the staged data: {e}"),
+                        })?;
+                    Ok(Bytes::from(sealer.seal_run(first, &plain, ends)))
+                })
+                .await
+                .map_err(|e| StoreError::Other {
+                    action: "s3:UploadPart",
+                    message: format!("sealing task failed: {e}"),
+                })?
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Sends the rest (the file is `len` bytes in the end) and completes the
+    /// upload under `condition`. Returns the new ETag.
+    pub async fn finish(mut self, len: u64, condition: &PutCondition) -> Result<String> {
+        if len <= self.sent {
+            return Err(crate::error::Error::posix(
+                libc::EIO,
+                format!(
+                    "stream of {} ended at {len} bytes, below the {} already sent",
+                    self.key, self.sent
+                ),
+            ));
+        }
+        self.advance(len).await?;
+        self.push(len - self.sent, true).await?;
+        Ok(self.upload.finish(condition).await?)
+    }
+
+    /// Parts sent so far (for tests and stats).
+    pub fn parts(&self) -> i32 {
+        self.upload.parts()
+    }
+}

@@ -1,0 +1,119 @@
+//! The performance paths through real mounts: streamed multipart writes,
+//! read-ahead, the `--write-back` spool, and the stats attribute the
+//! benchmark reads. Speed itself is measured by scripts/bench, not here;
+//! these tests pin down that the fast paths are taken and lose nothing.
+
+mod common;
+
+use common::mounted::Mounted;
+use common::*;
+
+fn stats(m: &Mounted) -> serde_json::Value {
+    let out = m.sh("getfattr --only-values -n user.sealfs.stats $M");
+    serde_json::from_str(&out).expect("stats are JSON")
+}
+
+fn count(v: &serde_json::Value, part: &str, name: &str) -> u64 {
+    v[part][name].as_u64().unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_large_sequential_write_streams_and_reads_back_exactly() {
+    let mut m = Mounted::new("stream").mount();
+    std::fs::write(m.local("big.bin"), content(40 << 20, 9)).unwrap();
+    let before = stats(&m);
+    m.sh("dd if=big.bin of=$M/big.bin bs=1M conv=fsync status=none");
+    let after = stats(&m);
+    // One multipart upload fed while dd wrote (8 MiB parts), no whole-file PUT.
+    assert_eq!(
+        count(&after, "s3", "CreateMultipartUpload")
+            - count(&before, "s3", "CreateMultipartUpload"),
+        1
+    );
+    assert_eq!(
+        count(&after, "s3", "UploadPart") - count(&before, "s3", "UploadPart"),
+        5
+    );
+    // dd dup2()s its output and closes the original descriptor first: that
+    // close is a flush, so the empty file goes up once (close means durable).
+    // No PUT carries data.
+    assert!(
+        count(&after, "s3", "PUT") - count(&before, "s3", "PUT") <= 1,
+        "before {before} after {after}"
+    );
+    m.remount();
+    // A sequential read (read-ahead) and scattered reads (only their segments).
+    m.sh("cmp big.bin $M/big.bin && \
+          for off in 7 4099 33000 39999; do \
+            cmp <(dd if=big.bin bs=1K skip=$off count=3 status=none) \
+                <(dd if=$M/big.bin bs=1K skip=$off count=3 status=none); done");
+    let reads = stats(&m);
+    // 40 MiB in read-ahead chunks of 4 MiB: a few more GETs than 10, never
+    // one per kernel request (hundreds).
+    let gets = count(&reads, "s3", "GET");
+    assert!((10..=40).contains(&gets), "{gets} GETs");
+    m.finish().await;
+}
+
+#[tokio::test]
+async fn write_back_copies_trees_and_unmount_drains_the_spool() {
+    let mut m = Mounted::new("writeback");
+    m.mount_args = vec!["--write-back".into()];
+    let mut m = m.mount();
+    let src = m.local("src");
+    for i in 0..300 {
+        let d = src.join(format!("d{}", i % 7));
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join(format!("f{i}")), content(100 + i * 37, i as u64)).unwrap();
+    }
+    std::fs::write(src.join("large.bin"), content(20 << 20, 77)).unwrap();
+    let before = stats(&m);
+    m.sh("cp -a src $M/cp && rsync -a src/ $M/rs/ && \
+          cd $M && git init -q repo && cd repo && git config user.email t@example.com && \
+          git config user.name T && cp -r ../cp/d1 . && git add -A && git commit -qm one && git fsck --strict");
+    // Read back at once: waits for the background uploads, then reads.
+    m.sh("diff -r src $M/cp && diff -r src $M/rs");
+    let after = stats(&m);
+    let created =
+        count(&after, "kms", "GenerateDataKey") - count(&before, "kms", "GenerateDataKey");
+    assert!(created >= 600, "{created} data keys for 600+ new files");
+    m.unmount();
+    // Without --write-back now: what the first mount wrote is all in S3.
+    m.mount_args.clear();
+    m.remount();
+    m.sh("diff -r src $M/cp && diff -r src $M/rs && \
+          rsync -a --dry-run --itemize-changes src/ $M/rs/ | wc -l | grep -qx 0 && \
+          cd $M/repo && git fsck --strict && git log --oneline | wc -l | grep -qx 1");
+    m.finish().await;
+}
+
+#[tokio::test]
+async fn write_back_fsync_waits_for_s3() {
+    let mut m = Mounted::new("wbsync");
+    m.mount_args = vec!["--write-back".into()];
+    let m = m.mount();
+    // sqlite fsyncs every transaction: with write-back each still reaches S3.
+    m.sh("sqlite3 $M/db 'create table t(v); insert into t values(1),(2),(3);' && \
+          python3 -c \"import os; fd=os.open('$M/synced', os.O_CREAT|os.O_WRONLY); os.write(fd, b'durable'); os.fsync(fd); os.close(fd)\"");
+    let (body, _) = m.object("synced").await;
+    assert!(
+        !body.is_empty(),
+        "fsync returned before the object was in S3"
+    );
+    let out = m.sh("sqlite3 $M/db 'select count(*) from t; pragma integrity_check;'");
+    assert_eq!(out.split_whitespace().collect::<Vec<_>>(), ["3", "ok"]);
+    m.finish().await;
+}
+
+#[tokio::test]
+async fn the_stats_attribute_is_read_only_json_on_the_root() {
+    let m = Mounted::new("stats").mount();
+    m.sh("echo hi > $M/f && cat $M/f >/dev/null");
+    let s = stats(&m);
+    assert!(count(&s, "s3", "PUT") >= 1, "{s}");
+    assert!(count(&s, "kms", "GenerateDataKey") >= 1, "{s}");
+    m.sh("! setfattr -n user.sealfs.stats -v x $M 2>err && grep -q 'Permission denied' err");
+    // Only the root answers; elsewhere it is an ordinary (absent) attribute.
+    m.sh("! getfattr -n user.sealfs.stats $M/f 2>/dev/null");
+    m.finish().await;
+}
