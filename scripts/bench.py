@@ -214,7 +214,7 @@ class Bench:
     def systems(self):
         names = ["raw", "sealfs"] if self.a.quick else ["raw", "sealfs", "rclone", "gocryptfs", "s3fs"]
         if self.a.systems:
-            names = [n for n in names if n in self.a.systems.split(",")]
+            names = [n for n in ["raw", "sealfs", "rclone", "gocryptfs", "s3fs"] if n in self.a.systems.split(",")]
         return names
 
     def mnt(self, name):
@@ -512,6 +512,10 @@ class Bench:
                 run([str(self.sealfs), "init", "s3://sealfs/vol", "--kms-key",
                      self.servers.kms_key], env=self.env())
             self.inputs()
+            # A fresh SeaweedFS allocates volumes on the first writes: warm
+            # every bucket up so that no system pays for that in its numbers.
+            for b in BUCKETS:
+                self.raw(b, "put-many", self.small, "warmup", "--concurrency", "8")
             want = set((self.a.only or "W1,W2,W3,W4,W5,format").split(","))
             for rep in range(self.a.reps):
                 for n in names:
@@ -709,7 +713,7 @@ def main():
     ap.add_argument("--systems", help="comma-separated subset")
     ap.add_argument("--reps", type=int)
     ap.add_argument("--only", help="comma-separated workloads (W1..W5, format)")
-    ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    ap.add_argument("--out", help="results directory (default bench/results; bench/work/quick for --quick)")
     a = ap.parse_args()
     q = a.quick
     a.reps = a.reps or (1 if q else 3)
@@ -720,7 +724,7 @@ def main():
     a.random_seconds = 5 if q else 20
     a.random_count = 500 if q else 4000
     doc = Bench(a).go()
-    out = pathlib.Path(a.out)
+    out = pathlib.Path(a.out or (ROOT / "bench" / ("work/quick" if q else "results")))
     out.mkdir(parents=True, exist_ok=True)
     stem = datetime.date.today().isoformat() + ("-quick" if q else "")
     (out / f"{stem}.json").write_text(json.dumps(doc, indent=2) + "\n")
