@@ -132,12 +132,11 @@ async fn ensure_bucket(w: &Wiring, bucket: &str) -> anyhow::Result<()> {
         );
     }
     req.send().await.map_err(|e| {
-        anyhow::anyhow!(
-            "creating bucket {bucket}: {}",
-            aws_sdk_s3::error::DisplayErrorContext(e)
-        )
+        let f = crate::aws_error::classify(&e);
+        anyhow::anyhow!("creating bucket {bucket}: {}", f.message)
     })?;
-    s3.put_public_access_block()
+    let blocked = s3
+        .put_public_access_block()
         .bucket(bucket)
         .public_access_block_configuration(
             PublicAccessBlockConfiguration::builder()
@@ -148,13 +147,19 @@ async fn ensure_bucket(w: &Wiring, bucket: &str) -> anyhow::Result<()> {
                 .build(),
         )
         .send()
-        .await
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "blocking public access on {bucket}: {}",
-                aws_sdk_s3::error::DisplayErrorContext(e)
-            )
-        })?;
+        .await;
+    if let Err(e) = blocked {
+        let f = crate::aws_error::classify(&e);
+        // S3-compatible servers without public access (SeaweedFS, some
+        // MinIO setups) answer NotImplemented: their buckets are private.
+        if f.code.as_deref() == Some("NotImplemented") || f.status == Some(501) {
+            eprintln!(
+                "sealfs: created bucket {bucket} (private; this server has no public access block)"
+            );
+            return Ok(());
+        }
+        anyhow::bail!("blocking public access on {bucket}: {}", f.message);
+    }
     eprintln!("sealfs: created bucket {bucket} (private, public access blocked)");
     Ok(())
 }

@@ -31,8 +31,19 @@ pub struct Inode {
     pub staged: Option<Arc<Staged>>,
     /// Writable handles open on this inode.
     pub writers: usize,
+    /// A version of this file waits in the write-back spool: like staged
+    /// content, the local attributes are authoritative until it is uploaded.
+    pub pending: bool,
     /// A symlink's target, once read.
     pub target: Option<String>,
+}
+
+impl Inode {
+    /// The local state is authoritative (staged content, or a version
+    /// waiting in the spool): S3's view of it must not replace it.
+    pub fn local(&self) -> bool {
+        self.staged.is_some() || self.pending
+    }
 }
 
 pub struct Table {
@@ -64,6 +75,7 @@ impl Table {
                 validated: Instant::now(),
                 staged: None,
                 writers: 0,
+                pending: false,
                 target: None,
             },
         );
@@ -106,7 +118,7 @@ impl Table {
         if let Some(ino) = self.child(parent, name) {
             let i = self.inodes.get_mut(&ino).expect("child maps to an inode");
             if i.attr.kind == seen.attr.kind {
-                if i.staged.is_none() {
+                if !i.local() {
                     if i.etag != seen.etag {
                         i.target = None;
                     }
@@ -134,6 +146,7 @@ impl Table {
                 validated: Instant::now(),
                 staged: None,
                 writers: 0,
+                pending: false,
                 target: None,
             },
         );
@@ -182,9 +195,7 @@ impl Table {
     /// Drops inodes the kernel has forgotten and that nothing else holds.
     pub fn forget(&mut self, ino: u64) {
         let keep = self.inodes.get(&ino).is_none_or(|i| {
-            ino == ROOT
-                || i.staged.is_some()
-                || self.children.get(&(i.parent, i.name.clone())) == Some(&ino)
+            ino == ROOT || i.local() || self.children.get(&(i.parent, i.name.clone())) == Some(&ino)
         });
         if !keep {
             tracing::trace!(ino, "inode dropped after forget");

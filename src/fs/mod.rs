@@ -351,7 +351,7 @@ impl SealFs {
             match t.child(parent, name) {
                 Some(ino) => {
                     let i = t.get(ino).expect("child inode");
-                    if i.staged.is_some() || !i.remote || parent_listed || self.fresh(i.validated) {
+                    if i.local() || !i.remote || parent_listed || self.fresh(i.validated) {
                         return Ok(Entry {
                             ino,
                             attr: i.attr.clone(),
@@ -390,7 +390,7 @@ impl SealFs {
             None => {
                 let mut t = self.table.lock().unwrap();
                 if let Some(ino) = t.child(parent, name) {
-                    if t.get(ino).is_some_and(|i| i.staged.is_none() && i.remote) {
+                    if t.get(ino).is_some_and(|i| !i.local() && i.remote) {
                         t.unlink(parent, name);
                     }
                 }
@@ -403,7 +403,7 @@ impl SealFs {
         let stale = {
             let t = self.table.lock().unwrap();
             let i = t.get(ino).ok_or_else(|| enoent(&format!("inode {ino}")))?;
-            i.remote && i.staged.is_none() && i.attr.kind != Kind::Dir && !self.fresh(i.validated)
+            i.remote && !i.local() && i.attr.kind != Kind::Dir && !self.fresh(i.validated)
         };
         if stale {
             let path = self.path_of(ino)?;
@@ -412,7 +412,7 @@ impl SealFs {
                     let seen = self.seen_object(&info);
                     let mut t = self.table.lock().unwrap();
                     if let Some(i) = t.get_mut(ino) {
-                        if i.staged.is_none() {
+                        if !i.local() {
                             if i.etag != seen.etag {
                                 i.target = None;
                             }
@@ -482,7 +482,7 @@ impl SealFs {
             for (name, (key, etag)) in &files {
                 let known = t.child(ino, name).and_then(|c| t.get(c));
                 let ok = known.is_some_and(|i| {
-                    i.staged.is_some() || (i.etag.as_ref() == Some(etag) && self.fresh(i.validated))
+                    i.local() || (i.etag.as_ref() == Some(etag) && self.fresh(i.validated))
                 });
                 if !ok {
                     to_head.push((name.clone(), key.clone(), false));
@@ -550,7 +550,7 @@ impl SealFs {
         }
         // Entries that vanished remotely are dropped from the cache.
         for (name, c) in t.children_of(ino) {
-            let remote_gone = t.get(c).is_some_and(|i| i.remote && i.staged.is_none());
+            let remote_gone = t.get(c).is_some_and(|i| i.remote && !i.local());
             if remote_gone && !files.contains_key(&name) && !dirs.contains_key(&name) {
                 t.unlink(ino, &name);
             }

@@ -215,6 +215,7 @@ impl SealFs {
         if let Some(i) = self.table.lock().unwrap().get_mut(ino) {
             i.key_ref = Some(wk.key_ref.clone());
             i.attr.size = s.size;
+            i.pending = true;
         }
         let (tx, rx) = watch::channel(None);
         self.spool
@@ -237,6 +238,7 @@ impl SealFs {
                 let mut t = table.lock().unwrap();
                 match &outcome {
                     Ok(Spooled::Uploaded { etag, .. }) => t.get_mut(ino).and_then(|i| {
+                        i.pending = false;
                         i.remote = true;
                         i.etag = Some(etag.clone());
                         i.validated = Instant::now();
@@ -244,6 +246,7 @@ impl SealFs {
                     }),
                     Ok(Spooled::ConflictCopy { .. }) => t.get_mut(ino).and_then(|i| {
                         // S3 holds someone else's version: look again.
+                        i.pending = false;
                         i.remote = true;
                         i.etag = None;
                         i.validated = Instant::now() - Duration::from_secs(3600);
@@ -311,6 +314,9 @@ impl SealFs {
 
     /// Forgets `ino`'s failed spooled upload (its file was unlinked).
     pub(super) fn drop_spooled(&self, ino: u64) {
+        if let Some(i) = self.table.lock().unwrap().get_mut(ino) {
+            i.pending = false;
+        }
         let Some((key, _)) = self.spool.pending.lock().unwrap().remove(&ino) else {
             return;
         };
@@ -395,6 +401,7 @@ impl SealFs {
                     let mut t = self.table.lock().unwrap();
                     for ino in inos {
                         if let Some(i) = t.get_mut(ino) {
+                            i.pending = false;
                             i.remote = true;
                             i.validated = Instant::now() - Duration::from_secs(3600);
                         }

@@ -180,3 +180,31 @@ async fn a_spooled_version_that_lost_a_conflict_is_kept_as_a_copy() {
     let x = third.lookup(ROOT, "x").await.unwrap();
     assert_eq!(read_all(&third, x.ino).await, b"theirs");
 }
+
+/// While an overwrite waits in the spool, S3 still has the old version: the
+/// mount keeps showing the new one, through listings and revalidation alike.
+#[tokio::test]
+async fn a_pending_overwrite_is_not_replaced_by_the_old_version_in_s3() {
+    let (r, faults) = faulty_rig();
+    let fs = rig_with_settings(&r, |s| {
+        s.write_back = true;
+        s.metadata_ttl = Duration::ZERO;
+        s.cache_dir = s.cache_dir.join("wb");
+    });
+    let ino = write_close(&fs, "o", b"old").await;
+    fs.drain_spool().await.unwrap();
+    stalled(&faults);
+    let fh = fs.open(ino, libc::O_WRONLY | libc::O_TRUNC).await.unwrap();
+    fs.write(fh, 0, b"the new version").await.unwrap();
+    fs.flush(fh).await.unwrap();
+    fs.release(fh).await.unwrap();
+    for _ in 0..3 {
+        fs.readdir(ROOT).await.unwrap();
+        assert_eq!(fs.lookup(ROOT, "o").await.unwrap().attr.size, 15);
+        assert_eq!(fs.getattr(ino).await.unwrap().attr.size, 15);
+    }
+    faults.heal();
+    let _ = fs.drain_spool().await;
+    fs.recover_spool().await;
+    assert_eq!(read_all(&fs, ino).await, b"the new version");
+}
