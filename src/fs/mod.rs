@@ -96,7 +96,7 @@ pub struct SealFs {
     layout: Layout,
     settings: FsSettings,
     table: Arc<Mutex<Table>>,
-    /// Directories whose complete listing is known, and since when.
+    /// Directories whose complete listing is known, and until when it is trusted.
     listed: Arc<Mutex<HashMap<u64, Instant>>>,
     handles: Mutex<HashMap<u64, Arc<Handle>>>,
     next_fh: AtomicU64,
@@ -315,11 +315,20 @@ impl SealFs {
             .lock()
             .unwrap()
             .get(&dir)
-            .is_some_and(|t| self.fresh(*t))
+            .is_some_and(|until| Instant::now() < *until)
     }
 
-    fn mark_listed(&self, dir: u64) {
-        self.listed.lock().unwrap().insert(dir, Instant::now());
+    /// A complete listing of `dir` that took `took` to make is trusted for
+    /// the metadata TTL, or for as long as it took when that is longer: a
+    /// listing of 10,000 entries is seconds old by its end anyway, and the
+    /// `lstat` of every entry that `ls -l` makes next must not send each one
+    /// back to S3 (the staleness bound becomes twice the listing's time).
+    /// With a TTL of 0 nothing is trusted.
+    fn mark_listed(&self, dir: u64, took: Duration) {
+        let ttl = self.settings.metadata_ttl;
+        // TTL 0 asks S3 every time, as configured.
+        let until = Instant::now() + if ttl.is_zero() { ttl } else { ttl.max(took) };
+        self.listed.lock().unwrap().insert(dir, until);
     }
 
     fn entry(&self, ino: u64) -> Result<Entry> {
@@ -403,7 +412,11 @@ impl SealFs {
         let stale = {
             let t = self.table.lock().unwrap();
             let i = t.get(ino).ok_or_else(|| enoent(&format!("inode {ino}")))?;
-            i.remote && !i.local() && i.attr.kind != Kind::Dir && !self.fresh(i.validated)
+            i.remote
+                && !i.local()
+                && i.attr.kind != Kind::Dir
+                && !self.fresh(i.validated)
+                && !self.listed_fresh(i.parent)
         };
         if stale {
             let path = self.path_of(ino)?;
@@ -439,6 +452,7 @@ impl SealFs {
     /// not fresh; every entry lands in the inode cache, so `ls -l` after it
     /// costs nothing more.
     pub async fn readdir(&self, ino: u64) -> Result<Vec<DirEntry>> {
+        let started = Instant::now();
         let (path, parent) = {
             let t = self.table.lock().unwrap();
             let i = t.get(ino).ok_or_else(|| enoent(&format!("inode {ino}")))?;
@@ -556,7 +570,7 @@ impl SealFs {
             }
         }
         drop(t);
-        self.mark_listed(ino);
+        self.mark_listed(ino, started.elapsed());
         self.names
             .remember(ino, files.keys().chain(dirs.keys()).cloned().collect());
         Ok(out)
@@ -615,7 +629,7 @@ impl SealFs {
                 remote: true,
             },
         );
-        self.mark_listed(ino);
+        self.mark_listed(ino, Duration::ZERO);
         self.touch_dir(parent);
         self.entry(ino)
     }
