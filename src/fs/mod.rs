@@ -360,7 +360,16 @@ impl SealFs {
             match t.child(parent, name) {
                 Some(ino) => {
                     let i = t.get(ino).expect("child inode");
-                    if i.local() || !i.remote || parent_listed || self.fresh(i.validated) {
+                    // A directory whose own listing is still trusted exists:
+                    // path walks through it (every `lstat` of `ls -l DIR`)
+                    // need not ask S3 about it again.
+                    let dir_listed = i.attr.kind == Kind::Dir && self.listed_fresh(ino);
+                    if i.local()
+                        || !i.remote
+                        || parent_listed
+                        || dir_listed
+                        || self.fresh(i.validated)
+                    {
                         return Ok(Entry {
                             ino,
                             attr: i.attr.clone(),

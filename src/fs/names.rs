@@ -149,3 +149,38 @@ mod tests {
         assert!(other.lookup(ROOT, "existing").await.is_ok());
     }
 }
+
+#[cfg(test)]
+mod listing_tests {
+    use crate::fs::tests::rig_with;
+    use crate::fs::ROOT;
+    use std::sync::atomic::Ordering::Relaxed;
+    use std::time::Duration;
+
+    /// `ls -l DIR` of a large directory: the path walk looks DIR up again
+    /// for every entry; while DIR's listing is trusted that costs nothing.
+    #[tokio::test]
+    async fn a_listed_directory_is_not_fetched_again_for_each_path_walk() {
+        let r = rig_with(Duration::from_millis(200));
+        let d = r.fs.mkdir(ROOT, "d", 0o755, 0, 0).await.unwrap().ino;
+        r.write_file(d, "f", b"x").await;
+        let other = crate::fs::tests::rig_same_store(&r);
+        let d2 = other.lookup(ROOT, "d").await.unwrap().ino;
+        other.readdir(d2).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        // The root's entry for d is stale now, d's own listing too: one
+        // lookup goes to S3...
+        let c = r.mem.counts();
+        let before = c.list.load(Relaxed) + c.head.load(Relaxed);
+        other.lookup(ROOT, "d").await.unwrap();
+        assert!(c.list.load(Relaxed) + c.head.load(Relaxed) > before);
+        // ...but right after a fresh listing of d, none does.
+        other.readdir(d2).await.unwrap();
+        let before = c.list.load(Relaxed) + c.head.load(Relaxed);
+        for _ in 0..10 {
+            other.lookup(ROOT, "d").await.unwrap();
+            other.lookup(d2, "f").await.unwrap();
+        }
+        assert_eq!(c.list.load(Relaxed) + c.head.load(Relaxed), before);
+    }
+}
