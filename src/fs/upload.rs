@@ -26,6 +26,15 @@ pub(super) fn conflict_name(path: &str) -> String {
     )
 }
 
+/// The staged content, as a reader from its first byte.
+async fn staged_from_start(s: &StagedInner) -> Result<tokio::fs::File> {
+    let mut f = tokio::fs::File::from_std(s.file.try_clone().map_err(|e| Error::io("staging", e))?);
+    f.seek(std::io::SeekFrom::Start(0))
+        .await
+        .map_err(|e| Error::io("staging", e))?;
+    Ok(f)
+}
+
 impl SealFs {
     /// After a write at `offset` into staged content that was `old_size`
     /// bytes long: starts or advances the streamed upload when the file is
@@ -198,11 +207,7 @@ impl SealFs {
                 wk
             }
         };
-        let mut f =
-            tokio::fs::File::from_std(s.file.try_clone().map_err(|e| Error::io("staging", e))?);
-        f.seek(std::io::SeekFrom::Start(0))
-            .await
-            .map_err(|e| Error::io("staging", e))?;
+        let mut f = staged_from_start(s).await?;
         let etag = self
             .sealed
             .write(key, &mut f, s.size, &attr.metadata(), &wk, &|_| {})
@@ -220,11 +225,7 @@ impl SealFs {
         attr: &Attr,
     ) -> Result<String> {
         let copy = conflict_name(path);
-        let mut f =
-            tokio::fs::File::from_std(s.file.try_clone().map_err(|e| Error::io("staging", e))?);
-        f.seek(std::io::SeekFrom::Start(0))
-            .await
-            .map_err(|e| Error::io("staging", e))?;
+        let mut f = staged_from_start(s).await?;
         let wk = self.sealed.new_key(&self.pool).await?;
         self.sealed
             .write(

@@ -281,6 +281,19 @@ impl SealedStore {
         }
     }
 
+    /// The sealer of a new version of `key` under `wk`, and the object's
+    /// metadata: `extra` plus the sealing fields (wrapped key, binding).
+    fn new_version(&self, key: &str, extra: &Metadata, wk: &WriteKey) -> (Sealer, Metadata) {
+        let sealer = Sealer::new(&wk.key, wk.key_ref.file_id, self.settings.segment_size);
+        let mut metadata = extra.clone();
+        SealMeta {
+            key: wk.key_ref.clone(),
+            binding: sealer.binding(self.store.bucket(), key),
+        }
+        .write_into(&mut metadata);
+        (sealer, metadata)
+    }
+
     /// Seals exactly `len` bytes from `reader` into `key`. Small objects go up
     /// in one PUT; larger ones stream as a multipart upload with parts sealed
     /// on blocking threads and several in flight. Nothing is visible at `key`
@@ -294,21 +307,12 @@ impl SealedStore {
         wk: &WriteKey,
         progress: &(dyn Fn(u64) + Sync),
     ) -> Result<String> {
-        let sealer = Arc::new(Sealer::new(
-            &wk.key,
-            wk.key_ref.file_id,
-            self.settings.segment_size,
-        ));
+        let (sealer, metadata) = self.new_version(key, extra, wk);
+        let sealer = Arc::new(sealer);
         let layout = sealer.layout();
-        let mut metadata = extra.clone();
-        SealMeta {
-            key: wk.key_ref.clone(),
-            binding: sealer.binding(self.store.bucket(), key),
-        }
-        .write_into(&mut metadata);
 
         let seg = layout.segment_size() as usize;
-        let part_plain = (self.settings.part_size / seg).max(1) * seg;
+        let part_plain = self.part_plain() as usize;
         let segments = layout.segment_count(len);
         let multipart = layout.object_len(len) > (part_plain + part_plain / 2) as u64;
 

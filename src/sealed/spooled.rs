@@ -8,7 +8,7 @@
 //! binding) travels beside them.
 
 use super::{SealMeta, SealedStore, WriteKey};
-use crate::crypto::{Opener, Sealer, HEADER_LEN};
+use crate::crypto::{Opener, HEADER_LEN};
 use crate::error::{Error, Result};
 use crate::store::{Metadata, MultipartUpload, PutCondition};
 use bytes::Bytes;
@@ -28,13 +28,7 @@ impl SealedStore {
         extra: &Metadata,
         wk: &WriteKey,
     ) -> Result<Metadata> {
-        let sealer = Sealer::new(&wk.key, wk.key_ref.file_id, self.settings.segment_size);
-        let mut metadata = extra.clone();
-        SealMeta {
-            key: wk.key_ref.clone(),
-            binding: sealer.binding(self.store.bucket(), key),
-        }
-        .write_into(&mut metadata);
+        let (sealer, metadata) = self.new_version(key, extra, wk);
         let run = self.part_plain();
         tokio::task::spawn_blocking(move || -> std::io::Result<()> {
             let seg = sealer.layout().segment_size();

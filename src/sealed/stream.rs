@@ -14,7 +14,7 @@
 //!
 //! [`finish`]: StreamingWrite::finish
 
-use super::{KeyRef, SealMeta, SealedStore, WriteKey};
+use super::{KeyRef, SealedStore, WriteKey};
 use crate::crypto::Sealer;
 use crate::error::Result;
 use crate::store::{Metadata, MultipartUpload, PutCondition, StoreError};
@@ -45,17 +45,8 @@ impl SealedStore {
         metadata: &Metadata,
         wk: &WriteKey,
     ) -> Result<StreamingWrite> {
-        let sealer = Arc::new(Sealer::new(
-            &wk.key,
-            wk.key_ref.file_id,
-            self.settings.segment_size,
-        ));
-        let mut metadata = metadata.clone();
-        SealMeta {
-            key: wk.key_ref.clone(),
-            binding: sealer.binding(self.store.bucket(), key),
-        }
-        .write_into(&mut metadata);
+        let (sealer, metadata) = self.new_version(key, metadata, wk);
+        let sealer = Arc::new(sealer);
         let upload = MultipartUpload::start(
             self.store.clone(),
             key,
