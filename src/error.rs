@@ -42,6 +42,11 @@ pub enum Error {
     /// A filesystem-level refusal with its errno (ENOENT, EEXIST, ENOTEMPTY, ...).
     #[error("{what}")]
     Posix { errno: i32, what: String },
+    /// A failure whose cause was logged once where it happened (say, the
+    /// write that filled the disk): later calls it fails answer its errno
+    /// without logging it again.
+    #[error("{what}")]
+    Reported { errno: i32, what: String },
     #[error("{context}: {cause}")]
     Io {
         context: String,
@@ -98,6 +103,7 @@ impl Error {
             Error::InvalidArgument(_) => EINVAL,
             Error::Posix { errno, .. } => *errno,
             Error::Io { cause, .. } => cause.raw_os_error().unwrap_or(EIO),
+            Error::Reported { errno, .. } => *errno,
         }
     }
 }

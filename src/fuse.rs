@@ -5,7 +5,7 @@
 //! table in [`crate::Error::errno`], and every unexpected one is logged once.
 
 use crate::error::Error;
-use crate::fs::{DirEntry, Entry, Kind, SealFs};
+use crate::fs::{byte_names, DirEntry, Entry, Kind, SealFs};
 use fuser::{
     AccessFlags, Errno, FileAttr, FileHandle, FileType, FopenFlags, Generation, INodeNo, InitFlags,
     IoctlFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
@@ -106,12 +106,12 @@ fn file_attr(e: &Entry) -> FileAttr {
         perm: a.mode as u16,
         nlink: match (e.linked, a.kind) {
             (false, _) => 0,
-            (true, Kind::Dir) => 2,
+            (true, Kind::Dir) => 2 + e.subdirs,
             (true, _) => 1,
         },
         uid: a.uid,
         gid: a.gid,
-        rdev: 0,
+        rdev: a.rdev,
         blksize: 64 * 1024,
         flags: 0,
     }
@@ -122,6 +122,10 @@ fn file_type(k: Kind) -> FileType {
         Kind::File => FileType::RegularFile,
         Kind::Dir => FileType::Directory,
         Kind::Symlink => FileType::Symlink,
+        Kind::Fifo => FileType::NamedPipe,
+        Kind::Socket => FileType::Socket,
+        Kind::CharDevice => FileType::CharDevice,
+        Kind::BlockDevice => FileType::BlockDevice,
     }
 }
 
@@ -129,7 +133,8 @@ fn file_type(k: Kind) -> FileType {
 /// from a lookup, EEXIST, ENODATA...) that tools provoke all the time.
 fn errno(op: &str, e: &Error) -> Errno {
     let code = e.errno();
-    let ordinary = matches!(e, Error::Posix { .. }) && code != libc::EIO && code != libc::ENOSPC;
+    let ordinary = matches!(e, Error::Reported { .. })
+        || (matches!(e, Error::Posix { .. }) && code != libc::EIO && code != libc::ENOSPC);
     if ordinary {
         tracing::debug!(op, errno = code, "{e}");
     } else if code == libc::EACCES || code == libc::ENOSPC {
@@ -140,7 +145,13 @@ fn errno(op: &str, e: &Error) -> Errno {
     Errno::from_i32(code)
 }
 
+/// A file name in the core's form (see [`byte_names`]): any bytes Linux allows.
 fn name(n: &OsStr) -> Result<String, Errno> {
+    Ok(byte_names::encode(n.as_bytes()))
+}
+
+/// An xattr name: UTF-8 only (S3 metadata names it).
+fn xattr_name(n: &OsStr) -> Result<String, Errno> {
     n.to_str().map(str::to_string).ok_or(Errno::EINVAL)
 }
 
@@ -193,8 +204,8 @@ impl fuser::Filesystem for FuseAdapter {
         );
     }
 
-    fn forget(&self, _req: &Request, ino: INodeNo, _nlookup: u64) {
-        self.fs.forget(ino.0);
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.fs.forget(ino.0, nlookup);
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
@@ -259,19 +270,16 @@ impl fuser::Filesystem for FuseAdapter {
         n: &OsStr,
         mode: u32,
         umask: u32,
-        _rdev: u32,
+        rdev: u32,
         reply: ReplyEntry,
     ) {
         let n = name_or_reply!(n, reply);
-        if mode & libc::S_IFMT != libc::S_IFREG {
-            tracing::debug!(name = %n, "mknod of a special file refused: sealfs stores regular files, directories and symlinks");
-            return reply.error(Errno::EPERM);
-        }
         let (fs, ttl, uid, gid) = (self.fs.clone(), self.ttl, req.uid(), req.gid());
+        let mode = (mode & libc::S_IFMT) | (mode & 0o7777 & !umask);
         self.serve(
             "mknod",
             reply,
-            async move { fs.mknod_file(parent.0, &n, mode & !umask, uid, gid).await },
+            async move { fs.mknod(parent.0, &n, mode, rdev, uid, gid).await },
             move |reply, e| reply.entry(&ttl, &file_attr(&e), Generation(0)),
         );
     }
@@ -500,7 +508,14 @@ impl fuser::Filesystem for FuseAdapter {
                 },
             };
             for (i, e) in entries.iter().enumerate().skip(offset as usize) {
-                if reply.add(INodeNo(e.ino), (i + 1) as u64, file_type(e.kind), &e.name) {
+                let bytes =
+                    byte_names::decode(&e.name).unwrap_or_else(|| e.name.clone().into_bytes());
+                if reply.add(
+                    INodeNo(e.ino),
+                    (i + 1) as u64,
+                    file_type(e.kind),
+                    OsStr::from_bytes(&bytes),
+                ) {
                     break;
                 }
             }
@@ -549,7 +564,10 @@ impl fuser::Filesystem for FuseAdapter {
         _pos: u32,
         reply: ReplyEmpty,
     ) {
-        let n = name_or_reply!(n, reply);
+        let n = match xattr_name(n) {
+            Ok(n) => n,
+            Err(e) => return reply.error(e),
+        };
         let (fs, value) = (self.fs.clone(), value.to_vec());
         self.serve(
             "setxattr",
@@ -560,7 +578,10 @@ impl fuser::Filesystem for FuseAdapter {
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, n: &OsStr, size: u32, reply: ReplyXattr) {
-        let n = name_or_reply!(n, reply);
+        let n = match xattr_name(n) {
+            Ok(n) => n,
+            Err(e) => return reply.error(e),
+        };
         let fs = self.fs.clone();
         self.serve(
             "getxattr",
@@ -598,7 +619,10 @@ impl fuser::Filesystem for FuseAdapter {
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, n: &OsStr, reply: ReplyEmpty) {
-        let n = name_or_reply!(n, reply);
+        let n = match xattr_name(n) {
+            Ok(n) => n,
+            Err(e) => return reply.error(e),
+        };
         let fs = self.fs.clone();
         self.serve(
             "removexattr",

@@ -178,10 +178,15 @@ fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SEALFS_LOG").unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new("warn,aws_runtime::env_config=error")
     });
+    // The daemon's stderr is its log file, often on the disk that holds the
+    // cache. When that disk is full a log line is lost, never the mount: the
+    // subscriber must not report its own write errors (on stderr, which
+    // panics when stderr cannot be written, inside a reply's drop: an abort).
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
+        .log_internal_errors(false)
         .init();
 }
 

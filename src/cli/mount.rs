@@ -63,7 +63,18 @@ pub struct MountArgs {
     /// Plaintext kept in memory for random reads (MiB).
     #[arg(long, default_value_t = 64)]
     pub read_cache_mib: usize,
-    /// Mount options, comma-separated: ro, rw, allow_other, nodev, nosuid, noexec, exec.
+    /// Memory for read-ahead shared by all readers of the mount (MiB, in 4 MiB
+    /// chunks). A read never waits for it: only read-ahead beyond the
+    /// chunks a read needs does.
+    #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u64).range(4..=65536))]
+    pub read_ahead_mib: u64,
+    /// Directory entries the kernel no longer references kept as a cache of
+    /// S3's answers; beyond it the least recently used are dropped.
+    #[arg(long, default_value_t = crate::fs::DEFAULT_CACHED_ENTRIES)]
+    pub cached_entries: usize,
+    /// Mount options, comma-separated: ro, rw, allow_other, allow_root, noexec,
+    /// exec, write_back; dev and suid honour device nodes and setuid bits
+    /// (the mount is nodev,nosuid otherwise).
     #[arg(short = 'o', value_delimiter = ',')]
     pub options: Vec<String>,
 }
@@ -125,13 +136,16 @@ fn preflight(args: &MountArgs) -> anyhow::Result<PathBuf> {
             "allow_root",
             "nodev",
             "nosuid",
+            "dev",
+            "suid",
             "noexec",
             "exec",
+            "write_back",
             "",
         ]
         .contains(&o.as_str())
         {
-            bail!("unknown mount option {o:?} (supported: ro, rw, allow_other, allow_root, nodev, nosuid, noexec, exec)");
+            bail!("unknown mount option {o:?} (supported: ro, rw, allow_other, allow_root, nodev, nosuid, dev, suid, noexec, exec, write_back)");
         }
     }
     Ok(mp)
@@ -226,12 +240,14 @@ fn serve(
     if !read_only {
         // Changes a crashed mount left staged go up before anyone looks, and
         // those that cannot go up now are retried while this mount runs.
+        rt.block_on(fs.recover_renames());
         rt.block_on(fs.recover_staged());
         rt.block_on(fs.recover_spool());
         let retry = fs.clone();
         rt.spawn(async move {
             loop {
                 tokio::time::sleep(STAGED_RETRY).await;
+                retry.recover_renames().await;
                 retry.recover_staged().await;
                 retry.recover_spool().await;
             }
@@ -248,10 +264,20 @@ fn serve(
             MountOption::RW
         },
     ];
+    // Device nodes and setuid bits are stored faithfully (backups need
+    // them), but honoured only when asked for: whoever can write the bucket
+    // must not be able to hand local users a device or a setuid program.
+    let asked = |o: &str| args.options.iter().any(|x| x == o);
+    if !asked("dev") {
+        options.push(MountOption::NoDev);
+    }
+    if !asked("suid") {
+        options.push(MountOption::NoSuid);
+    }
     for o in &args.options {
         match o.as_str() {
-            "nodev" => options.push(MountOption::NoDev),
-            "nosuid" => options.push(MountOption::NoSuid),
+            "dev" => options.push(MountOption::Dev),
+            "suid" => options.push(MountOption::Suid),
             "noexec" => options.push(MountOption::NoExec),
             "exec" => options.push(MountOption::Exec),
             _ => {}
@@ -346,12 +372,13 @@ async fn prepare(
             dir_mode: 0o755,
         },
         read_only: args.read_only || args.options.iter().any(|o| o == "ro"),
-        read: crate::sealed::reader::ReadSettings {
-            cache_bytes: args.read_cache_mib << 20,
-            ..Default::default()
-        },
+        read: crate::sealed::reader::ReadSettings::with_memory(
+            args.read_cache_mib << 20,
+            args.read_ahead_mib << 20,
+        ),
         write_back: args.write_back || args.options.iter().any(|o| o == "write_back"),
         write_back_uploads: args.write_back_uploads.into(),
+        cached_entries: args.cached_entries,
     };
     let grants = Arc::new(Grants::new(
         w.grant_service.clone(),

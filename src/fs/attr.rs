@@ -3,7 +3,8 @@
 //!
 //! | name | value |
 //! |---|---|
-//! | `sealfs-type` | `l` for a symlink, `d` on a directory marker; absent for a file |
+//! | `sealfs-type` | `l` for a symlink, `d` on a directory marker, `p` a FIFO, `s` a socket, `c`/`b` a character/block device; absent for a file |
+//! | `sealfs-rdev` | a device node's device number, decimal (`c` and `b` only) |
 //! | `sealfs-mode` | permission bits, octal |
 //! | `sealfs-uid`, `sealfs-gid` | decimal |
 //! | `sealfs-mtime`, `sealfs-ctime`, `sealfs-atime` | `<seconds>.<nanoseconds>` since the epoch (`-` before it); atime only when set explicitly (the mount is `noatime`) |
@@ -25,6 +26,7 @@ const GID: &str = "sealfs-gid";
 const MTIME: &str = "sealfs-mtime";
 const ATIME: &str = "sealfs-atime";
 pub(crate) const CTIME: &str = "sealfs-ctime";
+const RDEV: &str = "sealfs-rdev";
 const XATTR_PREFIX: &str = "sealfs-x-";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -32,6 +34,48 @@ pub enum Kind {
     File,
     Dir,
     Symlink,
+    /// A named pipe: the kernel implements it; sealfs stores only the node.
+    Fifo,
+    /// A Unix socket's name (bound by `bind`); nothing to store but the node.
+    Socket,
+    CharDevice,
+    BlockDevice,
+}
+
+impl Kind {
+    /// Special files: content-less objects whose type (and device number)
+    /// are attributes.
+    pub fn is_special(self) -> bool {
+        matches!(
+            self,
+            Kind::Fifo | Kind::Socket | Kind::CharDevice | Kind::BlockDevice
+        )
+    }
+
+    /// The kind of a `mknod` mode (`S_IFMT` bits); `None` for directories
+    /// and symlinks, which have operations of their own.
+    pub fn from_mode(mode: u32) -> Option<Kind> {
+        match mode & libc::S_IFMT {
+            0 | libc::S_IFREG => Some(Kind::File),
+            libc::S_IFIFO => Some(Kind::Fifo),
+            libc::S_IFSOCK => Some(Kind::Socket),
+            libc::S_IFCHR => Some(Kind::CharDevice),
+            libc::S_IFBLK => Some(Kind::BlockDevice),
+            _ => None,
+        }
+    }
+
+    fn tag(self) -> Option<&'static str> {
+        match self {
+            Kind::File => None,
+            Kind::Dir => Some("d"),
+            Kind::Symlink => Some("l"),
+            Kind::Fifo => Some("p"),
+            Kind::Socket => Some("s"),
+            Kind::CharDevice => Some("c"),
+            Kind::BlockDevice => Some("b"),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -48,6 +92,8 @@ pub struct Attr {
     pub ctime: SystemTime,
     /// `user.*` xattrs, keyed by the full name (`user.foo`).
     pub xattrs: BTreeMap<String, Vec<u8>>,
+    /// Device number of a character or block device node (0 otherwise).
+    pub rdev: u32,
 }
 
 /// Owner and default modes for objects that carry no POSIX metadata (implicit
@@ -102,6 +148,7 @@ impl Attr {
             atime: now,
             ctime: now,
             xattrs: BTreeMap::new(),
+            rdev: 0,
         }
     }
 
@@ -118,15 +165,26 @@ impl Attr {
     pub fn from_object(info: &ObjectInfo, size: u64, d: &Defaults) -> Attr {
         let m = &info.metadata;
         let kind = match m.get(TYPE).map(String::as_str) {
+            _ if info.key.ends_with('/') => Kind::Dir,
             Some("l") => Kind::Symlink,
             Some("d") => Kind::Dir,
-            _ if info.key.ends_with('/') => Kind::Dir,
+            // A special file has no content: an object with content is a file.
+            Some("p") if info.size == 0 => Kind::Fifo,
+            Some("s") if info.size == 0 => Kind::Socket,
+            Some("c") if info.size == 0 => Kind::CharDevice,
+            Some("b") if info.size == 0 => Kind::BlockDevice,
             _ => Kind::File,
         };
         let default_mode = match kind {
             Kind::Dir => d.dir_mode,
             Kind::Symlink => 0o777,
-            Kind::File => d.file_mode,
+            _ => d.file_mode,
+        };
+        let rdev = match kind {
+            Kind::CharDevice | Kind::BlockDevice => {
+                m.get(RDEV).and_then(|s| s.parse().ok()).unwrap_or(0)
+            }
+            _ => 0,
         };
         let modified = info.last_modified.unwrap_or(UNIX_EPOCH);
         let mtime = m.get(MTIME).and_then(|s| parse_time(s)).unwrap_or(modified);
@@ -152,6 +210,7 @@ impl Attr {
             atime: m.get(ATIME).and_then(|s| parse_time(s)).unwrap_or(mtime),
             ctime: m.get(CTIME).and_then(|s| parse_time(s)).unwrap_or(mtime),
             xattrs,
+            rdev,
         }
     }
 
@@ -159,16 +218,13 @@ impl Attr {
     pub fn write_into(&self, m: &mut Metadata) {
         m.retain(|k, _| {
             !(k.starts_with(XATTR_PREFIX)
-                || [TYPE, MODE, UID, GID, MTIME, CTIME, ATIME].contains(&k.as_str()))
+                || [TYPE, MODE, UID, GID, MTIME, CTIME, ATIME, RDEV].contains(&k.as_str()))
         });
-        match self.kind {
-            Kind::Symlink => {
-                m.insert(TYPE.into(), "l".into());
-            }
-            Kind::Dir => {
-                m.insert(TYPE.into(), "d".into());
-            }
-            Kind::File => {}
+        if let Some(tag) = self.kind.tag() {
+            m.insert(TYPE.into(), tag.into());
+        }
+        if matches!(self.kind, Kind::CharDevice | Kind::BlockDevice) {
+            m.insert(RDEV.into(), self.rdev.to_string());
         }
         m.insert(MODE.into(), format!("{:o}", self.mode));
         m.insert(UID.into(), self.uid.to_string());
@@ -234,6 +290,41 @@ mod tests {
         c.write_into(&mut m);
         assert_eq!(m["sealfs-dk"], "keep");
         assert!(!m.keys().any(|k| k.starts_with(XATTR_PREFIX)));
+    }
+
+    #[test]
+    fn special_files_round_trip_and_need_no_content() {
+        let d = Defaults {
+            uid: 0,
+            gid: 0,
+            file_mode: 0o644,
+            dir_mode: 0o755,
+        };
+        for kind in [
+            Kind::Fifo,
+            Kind::Socket,
+            Kind::CharDevice,
+            Kind::BlockDevice,
+        ] {
+            let mut a = Attr::new(kind, 0o600, 1, 2);
+            if matches!(kind, Kind::CharDevice | Kind::BlockDevice) {
+                a.rdev = (8 << 8) | 3;
+            }
+            let mut info = ObjectInfo {
+                key: "n".into(),
+                size: 0,
+                etag: String::new(),
+                metadata: a.metadata(),
+                last_modified: None,
+            };
+            assert_eq!(Attr::from_object(&info, 0, &d), a, "{kind:?}");
+            // With content it is not a special file (a node has none).
+            info.size = 10;
+            assert_eq!(Attr::from_object(&info, 10, &d).kind, Kind::File);
+        }
+        assert_eq!(Kind::from_mode(libc::S_IFIFO | 0o644), Some(Kind::Fifo));
+        assert_eq!(Kind::from_mode(0o644), Some(Kind::File));
+        assert_eq!(Kind::from_mode(libc::S_IFDIR), None);
     }
 
     #[test]

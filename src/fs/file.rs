@@ -62,6 +62,11 @@ pub(super) struct StagedInner {
     pub(super) meta_changed: bool,
     /// The attributes the stream's object carries.
     pub(super) stream_attr: Option<Attr>,
+    /// A write to the staging file failed (the local disk is full): the
+    /// content has a hole, so it is never uploaded, journaled or recovered;
+    /// every later write, flush and close fails with this errno, and the last
+    /// close drops it (S3 keeps the file's previous version, if any).
+    pub(super) broken: Option<i32>,
 }
 
 impl StagedInner {
@@ -105,6 +110,32 @@ impl StagedInner {
 }
 
 impl StagedInner {
+    /// A local write failed: the staged content is incomplete and must never
+    /// reach S3 (see `broken`).
+    pub(super) fn break_off(&mut self, errno: i32) {
+        self.broken = Some(errno);
+        self.drop_stream();
+        self.dirty = false;
+        if self.journal {
+            super::recover::remove_journal(&self.path);
+            self.journal = false;
+        }
+    }
+
+    /// The error every operation on broken staged content gets.
+    pub(super) fn check_broken(&self) -> Result<()> {
+        match self.broken {
+            Some(errno) => Err(Error::Reported {
+                errno,
+                what: format!(
+                    "{}: an earlier write to the local staging area failed (local disk full?); the changes made through this open file are dropped",
+                    self.key
+                ),
+            }),
+            None => Ok(()),
+        }
+    }
+
     /// Gives up the stream (its upload is aborted); the next upload sends
     /// the whole staged file.
     pub(super) fn drop_stream(&mut self) {
@@ -165,6 +196,7 @@ impl Staged {
                 streamable: size == 0,
                 meta_changed: false,
                 stream_attr: None,
+                broken: None,
             }),
         })
     }
@@ -177,6 +209,7 @@ impl Staged {
 
     async fn set_len(&self, size: u64) -> Result<()> {
         let mut s = self.inner.lock().await;
+        s.check_broken()?;
         s.file
             .set_len(size)
             .map_err(|e| Error::io("truncating staged file", e))?;
@@ -348,7 +381,7 @@ impl SealFs {
         staged.inner.lock().await.make_dirty();
         let ino = {
             let mut t = self.table.lock().unwrap();
-            let ino = t.upsert(
+            let ino = t.upsert_remembered(
                 parent,
                 name,
                 Seen {
@@ -399,10 +432,27 @@ impl SealFs {
             };
             *st = Some(self.reader(obj));
         }
-        st.as_mut()
-            .expect("opened above")
-            .read(offset, size as u64)
-            .await
+        let reader = st.as_mut().expect("opened above");
+        let data = reader.read(offset, size as u64).await?;
+        // For FUSE a short reply is end of file: the kernel zero-fills the
+        // rest of the page and may shrink its idea of the file's size. So a
+        // read returns exactly what is there, or fails.
+        let want = reader
+            .object()
+            .plain_len()
+            .saturating_sub(offset)
+            .min(size as u64);
+        if data.len() as u64 != want {
+            return Err(Error::posix(
+                EIO,
+                format!(
+                    "read of {} at {offset}: {} of {want} bytes assembled; refusing a short read",
+                    reader.object().key(),
+                    data.len()
+                ),
+            ));
+        }
+        Ok(data)
     }
 
     fn reader(&self, obj: SealedObject) -> Reader {
@@ -440,9 +490,18 @@ impl SealFs {
             .ok_or_else(|| Error::posix(EBADF, "file not staged"))?;
         let size = {
             let mut s = staged.inner.lock().await;
-            s.file
-                .write_all_at(data, offset)
-                .map_err(|e| Error::io("writing staged file", e))?;
+            s.check_broken()?;
+            if let Err(e) = s.file.write_all_at(data, offset) {
+                let err = Error::io(
+                    format!(
+                        "writing the local staging file of {} failed, so the changes made through this open file will not be uploaded (S3 keeps its previous version)",
+                        s.key
+                    ),
+                    e,
+                );
+                s.break_off(err.errno());
+                return Err(err);
+            }
             let old_size = s.size;
             s.size = s.size.max(offset + data.len() as u64);
             s.make_dirty();
@@ -470,8 +529,16 @@ impl SealFs {
         };
         if self.settings.write_back {
             let mut s = staged.inner.lock().await;
+            s.check_broken()?;
             if self.spools(h.ino, &s) {
-                return self.spool_staged(h.ino, &mut s).await;
+                match self.spool_staged(h.ino, &mut s).await {
+                    // A full spool: the staged file is whole, so it goes up
+                    // directly instead (close still means "in S3").
+                    Err(e) if e.errno() == libc::ENOSPC || e.errno() == libc::EDQUOT => {
+                        tracing::warn!(key = %s.key, "the write-back spool is full; uploading directly: {e}");
+                    }
+                    other => return other,
+                }
             }
         }
         self.upload(h.ino, &staged).await
@@ -509,12 +576,26 @@ impl SealFs {
         };
         let Some(staged) = last else { return Ok(()) };
         let result = self.upload(h.ino, &staged).await;
+        let broken = staged.inner.lock().await.broken.is_some();
         let mut t = self.table.lock().unwrap();
+        let mut gone = None;
         if let Some(i) = t.get_mut(h.ino) {
             if i.writers == 0 {
                 i.staged = None;
                 i.validated = Instant::now();
+                if broken {
+                    // Its changes are dropped: S3's version (if any) is the
+                    // file again, read afresh; a file never uploaded is gone.
+                    i.validated = Instant::now() - std::time::Duration::from_secs(3600);
+                    i.etag = None;
+                    if !i.remote {
+                        gone = Some((i.parent, i.name.clone()));
+                    }
+                }
             }
+        }
+        if let Some((parent, name)) = gone {
+            t.unlink(parent, &name);
         }
         result
     }
@@ -594,7 +675,10 @@ impl SealFs {
         let (path, attr, remote) = {
             let t = self.table.lock().unwrap();
             let i = t.get(ino).ok_or_else(|| enoent(&format!("inode {ino}")))?;
-            (t.path(ino).unwrap_or_default(), i.attr.clone(), i.remote)
+            // An unlinked file's attributes live with it, in memory: its
+            // old path names another object now.
+            let remote = i.remote && t.is_linked(ino);
+            (t.path(ino).unwrap_or_default(), i.attr.clone(), remote)
         };
         if !remote {
             return Ok(None);

@@ -35,7 +35,12 @@ pub struct Inode {
     /// content, the local attributes are authoritative until it is uploaded.
     pub pending: bool,
     /// A symlink's target, once read.
-    pub target: Option<String>,
+    pub target: Option<Vec<u8>>,
+    /// References the kernel holds (entries replied minus forgotten).
+    lookups: u64,
+    /// A directory whose complete listing is in the table: until when it
+    /// is trusted (see [`Table::set_listed`]).
+    listed_until: Option<Instant>,
 }
 
 impl Inode {
@@ -44,12 +49,50 @@ impl Inode {
     pub fn local(&self) -> bool {
         self.staged.is_some() || self.pending
     }
+
+    fn new(parent: u64, name: &str, seen: Seen) -> Inode {
+        Inode {
+            parent,
+            name: name.to_string(),
+            attr: seen.attr,
+            etag: seen.etag,
+            key_ref: seen.key_ref,
+            remote: seen.remote,
+            validated: Instant::now(),
+            staged: None,
+            writers: 0,
+            pending: false,
+            target: None,
+            lookups: 0,
+            listed_until: None,
+        }
+    }
+
+    /// Something other than the cache needs this inode: the kernel holds it,
+    /// or it has local state or writers.
+    fn pinned(&self) -> bool {
+        self.lookups > 0 || self.local() || self.writers > 0
+    }
 }
 
+/// Unreferenced entries kept as a cache of what S3 said, by default: enough
+/// for `ls -l` of a directory of tens of thousands of entries, a few tens of
+/// MiB at most.
+pub const DEFAULT_CACHED_ENTRIES: usize = 50_000;
+
+/// The inode table. Entries the kernel references (`lookups` > 0), entries
+/// with local state, and their ancestors stay; every other entry is a cache
+/// of S3's answers, evicted least recently used first beyond `cap`, so the
+/// table's memory is bounded by what the kernel holds plus `cap`, however
+/// large the tree walked.
 pub struct Table {
     inodes: HashMap<u64, Inode>,
-    children: HashMap<(u64, String), u64>,
+    /// Children by directory, then by name.
+    dirs: HashMap<u64, HashMap<String, u64>>,
     next: u64,
+    /// Linked entries the kernel does not reference, least recently used first.
+    unref: lru::LruCache<u64, ()>,
+    cap: usize,
 }
 
 /// What S3 (or a local create) says an entry is.
@@ -61,28 +104,26 @@ pub struct Seen {
 }
 
 impl Table {
-    pub fn new(root: Attr) -> Table {
+    pub fn new(root: Attr, cap: usize) -> Table {
         let mut inodes = HashMap::new();
-        inodes.insert(
+        let mut r = Inode::new(
             ROOT,
-            Inode {
-                parent: ROOT,
-                name: String::new(),
+            "",
+            Seen {
                 attr: root,
                 etag: None,
                 key_ref: None,
                 remote: true,
-                validated: Instant::now(),
-                staged: None,
-                writers: 0,
-                pending: false,
-                target: None,
             },
         );
+        r.lookups = 1;
+        inodes.insert(ROOT, r);
         Table {
             inodes,
-            children: HashMap::new(),
+            dirs: HashMap::new(),
             next: ROOT + 1,
+            unref: lru::LruCache::unbounded(),
+            cap,
         }
     }
 
@@ -95,7 +136,30 @@ impl Table {
     }
 
     pub fn child(&self, parent: u64, name: &str) -> Option<u64> {
-        self.children.get(&(parent, name.to_string())).copied()
+        self.dirs.get(&parent)?.get(name).copied()
+    }
+
+    /// Whether `ino` still has its name (not unlinked or replaced since).
+    pub fn is_linked(&self, ino: u64) -> bool {
+        ino == ROOT
+            || self
+                .inodes
+                .get(&ino)
+                .is_some_and(|i| self.child(i.parent, &i.name) == Some(ino))
+    }
+
+    /// Subdirectories of `dir` in the table.
+    pub fn subdirs(&self, dir: u64) -> u32 {
+        self.dirs.get(&dir).map_or(0, |d| {
+            d.values()
+                .filter(|c| self.inodes.get(c).is_some_and(|i| i.attr.kind == Kind::Dir))
+                .count() as u32
+        })
+    }
+
+    /// Entries in the table (for tests and stats).
+    pub fn len(&self) -> usize {
+        self.inodes.len()
     }
 
     /// Path relative to the volume root ("" for the root).
@@ -109,6 +173,42 @@ impl Table {
         }
         parts.reverse();
         Some(parts.join("/"))
+    }
+
+    /// The kernel was handed `ino` (a lookup, create, mkdir... reply): it
+    /// stays until the kernel forgets it. False if it is gone.
+    pub fn remember(&mut self, ino: u64) -> bool {
+        match self.inodes.get_mut(&ino) {
+            Some(i) => {
+                i.lookups += 1;
+                self.unref.pop(&ino);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The kernel dropped `n` references to `ino`. An unlinked inode nothing
+    /// else holds goes; a linked one becomes a cache entry.
+    pub fn forget(&mut self, ino: u64, n: u64) {
+        if ino == ROOT {
+            return;
+        }
+        let Some(i) = self.inodes.get_mut(&ino) else {
+            return;
+        };
+        i.lookups = i.lookups.saturating_sub(n);
+        if i.lookups > 0 {
+            return;
+        }
+        let (parent, name) = (i.parent, i.name.clone());
+        if self.child(parent, &name) == Some(ino) {
+            self.unref.put(ino, ());
+            self.evict();
+        } else {
+            tracing::trace!(ino, "inode dropped after forget");
+            self.drop_unlinked(ino);
+        }
     }
 
     /// Records an entry seen in S3 or created locally, keeping its inode number
@@ -128,79 +228,173 @@ impl Table {
                     i.remote = seen.remote;
                 }
                 i.validated = Instant::now();
+                self.unref.promote(&ino);
                 return ino;
             }
-            self.children.remove(&(parent, name.to_string()));
+            self.unlink(parent, name);
         }
         let ino = self.next;
         self.next += 1;
-        self.inodes.insert(
-            ino,
-            Inode {
-                parent,
-                name: name.to_string(),
-                attr: seen.attr,
-                etag: seen.etag,
-                key_ref: seen.key_ref,
-                remote: seen.remote,
-                validated: Instant::now(),
-                staged: None,
-                writers: 0,
-                pending: false,
-                target: None,
-            },
-        );
-        self.children.insert((parent, name.to_string()), ino);
+        self.inodes.insert(ino, Inode::new(parent, name, seen));
+        self.dirs
+            .entry(parent)
+            .or_default()
+            .insert(name.to_string(), ino);
+        self.unref.put(ino, ());
+        self.evict();
         ino
     }
 
-    /// Removes the name; the inode lives on for open handles.
+    /// [`Table::upsert`] and [`Table::remember`] at once, for entries handed
+    /// to the kernel by create-like operations.
+    pub fn upsert_remembered(&mut self, parent: u64, name: &str, seen: Seen) -> u64 {
+        let ino = self.upsert(parent, name, seen);
+        self.remember(ino);
+        ino
+    }
+
+    /// Removes the name; the inode lives on while the kernel or an open
+    /// handle holds it.
     pub fn unlink(&mut self, parent: u64, name: &str) -> Option<u64> {
         tracing::trace!(parent, name, "name removed");
-        self.children.remove(&(parent, name.to_string()))
+        let ino = self.dirs.get_mut(&parent)?.remove(name)?;
+        if self.dirs.get(&parent).is_some_and(HashMap::is_empty) {
+            self.dirs.remove(&parent);
+        }
+        self.unref.pop(&ino);
+        if self.inodes.get(&ino).is_some_and(|i| !i.pinned()) {
+            self.drop_unlinked(ino);
+        }
+        Some(ino)
     }
 
     /// Moves `parent/name` to `new_parent/new_name`, replacing any entry there.
     pub fn rename(&mut self, parent: u64, name: &str, new_parent: u64, new_name: &str) {
-        if let Some(ino) = self.children.remove(&(parent, name.to_string())) {
-            self.children
-                .insert((new_parent, new_name.to_string()), ino);
-            if let Some(i) = self.inodes.get_mut(&ino) {
-                i.parent = new_parent;
-                i.name = new_name.to_string();
-            }
+        let Some(ino) = self.dirs.get_mut(&parent).and_then(|d| d.remove(name)) else {
+            return;
+        };
+        if self.dirs.get(&parent).is_some_and(HashMap::is_empty) {
+            self.dirs.remove(&parent);
+        }
+        if self.child(new_parent, new_name).is_some() {
+            self.unlink(new_parent, new_name);
+        }
+        self.dirs
+            .entry(new_parent)
+            .or_default()
+            .insert(new_name.to_string(), ino);
+        if let Some(i) = self.inodes.get_mut(&ino) {
+            i.parent = new_parent;
+            i.name = new_name.to_string();
         }
     }
 
     /// Known children of `parent`: (name, inode).
     pub fn children_of(&self, parent: u64) -> Vec<(String, u64)> {
-        self.children
-            .iter()
-            .filter(|((p, _), _)| *p == parent)
-            .map(|((_, n), i)| (n.clone(), *i))
-            .collect()
+        self.dirs
+            .get(&parent)
+            .map(|d| d.iter().map(|(n, i)| (n.clone(), *i)).collect())
+            .unwrap_or_default()
     }
 
     /// Children that exist only locally (created, not yet uploaded).
     pub fn local_children(&self, parent: u64) -> Vec<(String, u64, Kind)> {
-        self.children_of(parent)
+        self.dirs
+            .get(&parent)
             .into_iter()
+            .flatten()
             .filter_map(|(n, ino)| {
-                let i = self.inodes.get(&ino)?;
-                (!i.remote).then_some((n, ino, i.attr.kind))
+                let i = self.inodes.get(ino)?;
+                (!i.remote).then_some((n.clone(), *ino, i.attr.kind))
             })
             .collect()
     }
 
-    /// Drops inodes the kernel has forgotten and that nothing else holds.
-    pub fn forget(&mut self, ino: u64) {
-        let keep = self.inodes.get(&ino).is_none_or(|i| {
-            ino == ROOT || i.local() || self.children.get(&(i.parent, i.name.clone())) == Some(&ino)
-        });
-        if !keep {
-            tracing::trace!(ino, "inode dropped after forget");
-            self.inodes.remove(&ino);
+    /// Drops an inode that has no name any more, with the cached entries
+    /// below it (a removed or replaced directory's children are gone too;
+    /// pinned ones stay for their holders, unreachable by path).
+    fn drop_unlinked(&mut self, ino: u64) {
+        let mut stack = vec![ino];
+        while let Some(cur) = stack.pop() {
+            if let Some(children) = self.dirs.remove(&cur) {
+                for (_, c) in children {
+                    self.unref.pop(&c);
+                    if self.inodes.get(&c).is_some_and(|i| !i.pinned()) {
+                        stack.push(c);
+                    }
+                }
+            }
+            self.inodes.remove(&cur);
         }
+    }
+
+    /// Evicts least recently used cache entries beyond `cap`. An entry with
+    /// pinned entries below it stays (they need its name for their path) and
+    /// is looked at again later.
+    fn evict(&mut self) {
+        let mut budget = self.unref.len();
+        while self.unref.len() > self.cap && budget > 0 {
+            budget -= 1;
+            let Some((ino, ())) = self.unref.pop_lru() else {
+                break;
+            };
+            if self.subtree_pinned(ino) {
+                self.unref.put(ino, ());
+                continue;
+            }
+            let Some(i) = self.inodes.get(&ino) else {
+                continue;
+            };
+            let (parent, name) = (i.parent, i.name.clone());
+            tracing::trace!(ino, "cached entry evicted");
+            self.unlink(parent, &name);
+            // The parent's listing is no longer all in the table: an absent
+            // name must not be taken for an absent file.
+            self.unlist(parent);
+        }
+    }
+
+    /// Whether the complete listing of `dir` is in the table and trusted.
+    pub fn is_listed(&self, dir: u64) -> bool {
+        self.inodes
+            .get(&dir)
+            .and_then(|i| i.listed_until)
+            .is_some_and(|until| Instant::now() < until)
+    }
+
+    /// The table holds every entry of `dir`, trusted until `until`.
+    pub fn set_listed(&mut self, dir: u64, until: Instant) {
+        if let Some(i) = self.inodes.get_mut(&dir) {
+            i.listed_until = Some(until);
+        }
+    }
+
+    /// Something changed in `dir` behind the table's back: list it again.
+    pub fn unlist(&mut self, dir: u64) {
+        if let Some(i) = self.inodes.get_mut(&dir) {
+            i.listed_until = None;
+        }
+    }
+
+    /// Trust no listing (after recovery changed the volume).
+    pub fn unlist_all(&mut self) {
+        for i in self.inodes.values_mut() {
+            i.listed_until = None;
+        }
+    }
+
+    /// Whether `ino` or anything below it is pinned.
+    fn subtree_pinned(&self, ino: u64) -> bool {
+        let mut stack = vec![ino];
+        while let Some(cur) = stack.pop() {
+            if self.inodes.get(&cur).is_some_and(Inode::pinned) {
+                return true;
+            }
+            if let Some(d) = self.dirs.get(&cur) {
+                stack.extend(d.values().copied());
+            }
+        }
+        false
     }
 }
 
@@ -219,7 +413,7 @@ mod tests {
 
     #[test]
     fn paths_follow_renames() {
-        let mut t = Table::new(Attr::new(Kind::Dir, 0o755, 0, 0));
+        let mut t = Table::new(Attr::new(Kind::Dir, 0o755, 0, 0), 100);
         let a = t.upsert(ROOT, "a", seen(Kind::Dir));
         let b = t.upsert(a, "b", seen(Kind::Dir));
         let f = t.upsert(b, "f.txt", seen(Kind::File));
@@ -238,5 +432,78 @@ mod tests {
         );
         assert_eq!(t.unlink(ROOT, "z"), Some(a));
         assert_eq!(t.child(ROOT, "z"), None);
+    }
+
+    #[test]
+    fn unreferenced_entries_are_a_bounded_cache() {
+        let mut t = Table::new(Attr::new(Kind::Dir, 0o755, 0, 0), 10);
+        let d = t.upsert(ROOT, "d", seen(Kind::Dir));
+        t.remember(d);
+        let held = t.upsert(d, "held", seen(Kind::File));
+        t.remember(held);
+        for n in 0..1000 {
+            t.upsert(d, &format!("f{n}"), seen(Kind::File));
+        }
+        // Root, d, held, and at most 10 cached entries.
+        assert!(t.len() <= 13, "{} inodes", t.len());
+        assert_eq!(t.child(d, "held"), Some(held), "referenced entries stay");
+        assert!(t.child(d, "f999").is_some(), "the most recent stay");
+        assert_eq!(t.child(d, "f0"), None, "the least recent go");
+        assert_eq!(t.path(held).unwrap(), "d/held");
+    }
+
+    #[test]
+    fn forgotten_entries_become_cache_and_unlinked_ones_go() {
+        let mut t = Table::new(Attr::new(Kind::Dir, 0o755, 0, 0), 1);
+        let a = t.upsert(ROOT, "a", seen(Kind::File));
+        t.remember(a);
+        t.remember(a);
+        t.forget(a, 1);
+        let b = t.upsert(ROOT, "b", seen(Kind::File));
+        t.upsert(ROOT, "c", seen(Kind::File));
+        assert_eq!(t.child(ROOT, "a"), Some(a), "still referenced once");
+        assert_eq!(t.child(ROOT, "b"), None, "evicted: over the cap");
+        // Unlinked while the kernel holds it: kept until forgotten.
+        t.unlink(ROOT, "a");
+        assert!(t.get(a).is_some());
+        t.forget(a, 1);
+        assert!(t.get(a).is_none());
+        assert!(t.get(b).is_none());
+    }
+
+    #[test]
+    fn a_directory_above_a_referenced_entry_is_not_evicted() {
+        let mut t = Table::new(Attr::new(Kind::Dir, 0o755, 0, 0), 3);
+        let d = t.upsert(ROOT, "d", seen(Kind::Dir));
+        let e = t.upsert(d, "e", seen(Kind::Dir));
+        let f = t.upsert(e, "f", seen(Kind::File));
+        t.remember(f);
+        for n in 0..20 {
+            t.upsert(ROOT, &format!("x{n}"), seen(Kind::File));
+        }
+        assert_eq!(t.path(f).unwrap(), "d/e/f", "its ancestors stay");
+        t.forget(f, 1);
+        for n in 0..20 {
+            t.upsert(ROOT, &format!("y{n}"), seen(Kind::File));
+        }
+        assert!(t.get(f).is_none() && t.get(d).is_none(), "then all go");
+        assert!(t.len() <= 4, "{}", t.len());
+    }
+
+    #[test]
+    fn evicting_an_entry_unlists_its_directory() {
+        let mut t = Table::new(Attr::new(Kind::Dir, 0o755, 0, 0), 2);
+        let d = t.upsert(ROOT, "d", seen(Kind::Dir));
+        t.remember(d);
+        t.upsert(d, "a", seen(Kind::File));
+        t.set_listed(d, Instant::now() + std::time::Duration::from_secs(60));
+        assert!(t.is_listed(d));
+        t.upsert(ROOT, "b", seen(Kind::File));
+        t.upsert(ROOT, "c", seen(Kind::File));
+        assert_eq!(t.child(d, "a"), None);
+        assert!(
+            !t.is_listed(d),
+            "an absent name is no longer proof of absence"
+        );
     }
 }

@@ -5,10 +5,12 @@
 //! setattr) in [`file`], extended attributes in [`xattr`].
 
 pub mod attr;
+pub mod byte_names;
 mod file;
 mod inode;
 mod names;
 mod recover;
+mod rename;
 mod share;
 mod spool;
 mod upload;
@@ -16,7 +18,8 @@ mod xattr;
 
 pub use attr::{Attr, Defaults, Kind};
 pub use file::SetAttr;
-pub use inode::ROOT;
+pub use inode::{DEFAULT_CACHED_ENTRIES, ROOT};
+pub use rename::RenameFinished;
 pub use share::{SHARE, UNSHARE};
 
 use crate::crypto::Layout;
@@ -60,6 +63,9 @@ pub struct FsSettings {
     pub write_back: bool,
     /// Uploads of spooled files in flight at once.
     pub write_back_uploads: usize,
+    /// Entries the kernel does not reference kept as a cache of S3's answers
+    /// (the inode table's bound beyond what the kernel holds).
+    pub cached_entries: usize,
 }
 
 /// An inode and its attributes, as returned to the kernel.
@@ -69,6 +75,10 @@ pub struct Entry {
     pub attr: Attr,
     /// False once the name is gone (unlinked while open): st_nlink 0.
     pub linked: bool,
+    /// A directory's subdirectories known to the mount (st_nlink is 2 plus
+    /// these): exact for a directory listed or made here, a lower bound
+    /// otherwise (readdir's d_type, not st_nlink, is what tools walk by).
+    pub subdirs: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -96,8 +106,6 @@ pub struct SealFs {
     layout: Layout,
     settings: FsSettings,
     table: Arc<Mutex<Table>>,
-    /// Directories whose complete listing is known, and until when it is trusted.
-    listed: Arc<Mutex<HashMap<u64, Instant>>>,
     handles: Mutex<HashMap<u64, Arc<Handle>>>,
     next_fh: AtomicU64,
     /// Per-file sharing; `None` where IAM is not wired (core tests).
@@ -106,6 +114,8 @@ pub struct SealFs {
     grants_denied: AtomicBool,
     /// Staging files of this mount's open files (recovery skips them).
     live_staged: recover::Live,
+    /// Journals of this mount's directory renames in progress.
+    renames_live: recover::Live,
     /// Read-ahead budget and plaintext cache of all readers.
     read_shared: Arc<ReadShared>,
     /// Sealed objects waiting for upload (`--write-back`).
@@ -154,13 +164,13 @@ impl SealFs {
             pool,
             prefix: prefix.trim_end_matches('/').to_string(),
             layout,
-            table: Arc::new(Mutex::new(Table::new(root))),
-            listed: Arc::new(Mutex::new(HashMap::new())),
+            table: Arc::new(Mutex::new(Table::new(root, settings.cached_entries))),
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             grants: None,
             grants_denied: AtomicBool::new(false),
             live_staged: Default::default(),
+            renames_live: Default::default(),
             read_shared: ReadShared::new(settings.read.clone()),
             stats: None,
             names: Default::default(),
@@ -232,7 +242,7 @@ impl SealFs {
 
     /// Validates a new name: length limits, and the volume's internal area.
     fn check_new_name(&self, parent: u64, name: &str) -> Result<String> {
-        if name.len() > NAME_MAX {
+        if byte_names::byte_len(name) > NAME_MAX {
             return Err(Error::posix(
                 ENAMETOOLONG,
                 format!("name longer than {NAME_MAX} bytes"),
@@ -311,11 +321,7 @@ impl SealFs {
     }
 
     fn listed_fresh(&self, dir: u64) -> bool {
-        self.listed
-            .lock()
-            .unwrap()
-            .get(&dir)
-            .is_some_and(|until| Instant::now() < *until)
+        self.table.lock().unwrap().is_listed(dir)
     }
 
     /// A complete listing of `dir` that took `took` to make is trusted for
@@ -328,22 +334,41 @@ impl SealFs {
         let ttl = self.settings.metadata_ttl;
         // TTL 0 asks S3 every time, as configured.
         let until = Instant::now() + if ttl.is_zero() { ttl } else { ttl.max(took) };
-        self.listed.lock().unwrap().insert(dir, until);
+        self.table.lock().unwrap().set_listed(dir, until);
     }
 
     fn entry(&self, ino: u64) -> Result<Entry> {
         let t = self.table.lock().unwrap();
         let i = t.get(ino).ok_or_else(|| enoent(&format!("inode {ino}")))?;
-        let linked = ino == ROOT || t.child(i.parent, &i.name) == Some(ino);
         Ok(Entry {
             ino,
             attr: i.attr.clone(),
-            linked,
+            linked: t.is_linked(ino),
+            subdirs: t.subdirs(ino),
         })
     }
 
+    /// Looks `name` up for the kernel: the entry is remembered (counted)
+    /// until the kernel forgets it, so the table keeps it.
     pub async fn lookup(&self, parent: u64, name: &str) -> Result<Entry> {
-        if name.len() > NAME_MAX {
+        // An entry can be evicted between resolving it and remembering it
+        // only when a huge listing ran meanwhile; resolving again is right.
+        for _ in 0..3 {
+            let e = self.resolve(parent, name).await?;
+            if self.table.lock().unwrap().remember(e.ino) {
+                return Ok(e);
+            }
+        }
+        Err(Error::posix(
+            libc::EAGAIN,
+            format!("{name}: evicted from the inode cache while being looked up"),
+        ))
+    }
+
+    /// What `name` in `parent` is, without a kernel reference (the
+    /// operations' own look-ups).
+    async fn resolve(&self, parent: u64, name: &str) -> Result<Entry> {
+        if byte_names::byte_len(name) > NAME_MAX {
             return Err(Error::posix(
                 ENAMETOOLONG,
                 format!("name longer than {NAME_MAX} bytes"),
@@ -363,7 +388,7 @@ impl SealFs {
                     // A directory whose own listing is still trusted exists:
                     // path walks through it (every `lstat` of `ls -l DIR`)
                     // need not ask S3 about it again.
-                    let dir_listed = i.attr.kind == Kind::Dir && self.listed_fresh(ino);
+                    let dir_listed = i.attr.kind == Kind::Dir && t.is_listed(ino);
                     if i.local()
                         || !i.remote
                         || parent_listed
@@ -374,6 +399,7 @@ impl SealFs {
                             ino,
                             attr: i.attr.clone(),
                             linked: true,
+                            subdirs: t.subdirs(ino),
                         });
                     }
                     i.attr.kind != Kind::Dir
@@ -421,11 +447,15 @@ impl SealFs {
         let stale = {
             let t = self.table.lock().unwrap();
             let i = t.get(ino).ok_or_else(|| enoent(&format!("inode {ino}")))?;
-            i.remote
+            // An unlinked inode (open, then replaced or removed) keeps its
+            // attributes: its old path names another file now, whose size
+            // must never become this one's (the kernel would cut its cache).
+            t.is_linked(ino)
+                && i.remote
                 && !i.local()
                 && i.attr.kind != Kind::Dir
                 && !self.fresh(i.validated)
-                && !self.listed_fresh(i.parent)
+                && !t.is_listed(i.parent)
         };
         if stale {
             let path = self.path_of(ino)?;
@@ -452,8 +482,14 @@ impl SealFs {
         self.entry(ino)
     }
 
-    pub fn forget(&self, ino: u64) {
-        self.table.lock().unwrap().forget(ino);
+    /// The kernel dropped `n` references to `ino`.
+    pub fn forget(&self, ino: u64, n: u64) {
+        self.table.lock().unwrap().forget(ino, n);
+    }
+
+    /// Inodes in the table (tests and stats).
+    pub fn cached_inodes(&self) -> usize {
+        self.table.lock().unwrap().len()
     }
 
     /// The whole listing of a directory, "." and ".." first. Costs one LIST
@@ -498,23 +534,33 @@ impl SealFs {
         }
         dirs.retain(|name, _| !files.contains_key(name));
 
-        // Which entries need a HEAD: unknown, changed, or stale.
+        // Which entries need a HEAD: unknown, changed, or stale. The inode
+        // of every entry is noted as it is seen: a directory larger than
+        // the table's cache evicts its own first entries while it is listed,
+        // and the listing must still name them all.
         let mut to_head = Vec::new();
+        let mut found: HashMap<String, (u64, Kind)> = HashMap::new();
         {
             let t = self.table.lock().unwrap();
             for (name, (key, etag)) in &files {
-                let known = t.child(ino, name).and_then(|c| t.get(c));
-                let ok = known.is_some_and(|i| {
-                    i.local() || (i.etag.as_ref() == Some(etag) && self.fresh(i.validated))
-                });
-                if !ok {
-                    to_head.push((name.clone(), key.clone(), false));
+                let known = t.child(ino, name).and_then(|c| Some((c, t.get(c)?)));
+                match known {
+                    Some((c, i))
+                        if i.local()
+                            || (i.etag.as_ref() == Some(etag) && self.fresh(i.validated)) =>
+                    {
+                        found.insert(name.clone(), (c, i.attr.kind));
+                    }
+                    _ => to_head.push((name.clone(), key.clone(), false)),
                 }
             }
             for (name, p) in &dirs {
-                let known = t.child(ino, name).and_then(|c| t.get(c));
-                if !known.is_some_and(|i| i.attr.kind == Kind::Dir) {
-                    to_head.push((name.clone(), p.clone(), true));
+                let known = t.child(ino, name).and_then(|c| Some((c, t.get(c)?)));
+                match known {
+                    Some((c, i)) if i.attr.kind == Kind::Dir => {
+                        found.insert(name.clone(), (c, Kind::Dir));
+                    }
+                    _ => to_head.push((name.clone(), p.clone(), true)),
                 }
             }
         }
@@ -534,6 +580,7 @@ impl SealFs {
         for (name, is_dir, info) in heads {
             let seen = match (is_dir, info) {
                 (false, Some(info)) => self.seen_object(&info),
+                // Deleted between the LIST and the HEAD: not listed.
                 (false, None) => continue,
                 (true, Some(info)) => {
                     let mut s = self.seen_object(&info);
@@ -542,7 +589,9 @@ impl SealFs {
                 }
                 (true, None) => self.implicit_dir(),
             };
-            t.upsert(ino, &name, seen);
+            let kind = seen.attr.kind;
+            let c = t.upsert(ino, &name, seen);
+            found.insert(name, (c, kind));
         }
         let mut out = vec![
             DirEntry {
@@ -557,8 +606,7 @@ impl SealFs {
             },
         ];
         for name in files.keys().chain(dirs.keys()) {
-            if let Some(c) = t.child(ino, name) {
-                let kind = t.get(c).map(|i| i.attr.kind).unwrap_or(Kind::File);
+            if let Some(&(c, kind)) = found.get(name) {
                 out.push(DirEntry {
                     ino: c,
                     name: name.clone(),
@@ -571,17 +619,27 @@ impl SealFs {
                 out.push(DirEntry { ino: c, name, kind });
             }
         }
-        // Entries that vanished remotely are dropped from the cache.
+        // Entries that vanished remotely are dropped from the cache (not
+        // those created or confirmed since the LIST began: it cannot know them).
         for (name, c) in t.children_of(ino) {
-            let remote_gone = t.get(c).is_some_and(|i| i.remote && !i.local());
+            let remote_gone = t
+                .get(c)
+                .is_some_and(|i| i.remote && !i.local() && i.validated < started);
             if remote_gone && !files.contains_key(&name) && !dirs.contains_key(&name) {
                 t.unlink(ino, &name);
             }
         }
+        // Trusted as complete only if every name is in the table still.
+        let complete = found.keys().all(|n| t.child(ino, n).is_some());
         drop(t);
-        self.mark_listed(ino, started.elapsed());
-        self.names
-            .remember(ino, files.keys().chain(dirs.keys()).cloned().collect());
+        if complete {
+            self.mark_listed(ino, started.elapsed());
+        }
+        self.names.remember(
+            ino,
+            files.keys().chain(dirs.keys()).cloned().collect(),
+            self.settings.metadata_ttl,
+        );
         Ok(out)
     }
 
@@ -595,7 +653,7 @@ impl SealFs {
     }
 
     async fn ensure_absent(&self, parent: u64, name: &str) -> Result<()> {
-        match self.lookup(parent, name).await {
+        match self.resolve(parent, name).await {
             Ok(_) => Err(Error::posix(EEXIST, format!("{name}: file exists"))),
             Err(e) if e.errno() == ENOENT => Ok(()),
             Err(e) => Err(e),
@@ -613,33 +671,8 @@ impl SealFs {
         let path = self.new_entry_path(parent, name).await?;
         let attr = Attr::new(Kind::Dir, mode, uid, gid);
         let marker = format!("{}/", self.key_of(&path));
-        let etag = match self
-            .store
-            .put(
-                &marker,
-                Bytes::new(),
-                &attr.metadata(),
-                &PutCondition::IfNoneMatch,
-            )
-            .await
-        {
-            Err(StoreError::PreconditionFailed { .. }) => {
-                return Err(Error::posix(EEXIST, format!("{name}: file exists")))
-            }
-            other => other?,
-        };
-        let ino = self.table.lock().unwrap().upsert(
-            parent,
-            name,
-            Seen {
-                attr,
-                etag: Some(etag),
-                key_ref: None,
-                remote: true,
-            },
-        );
+        let ino = self.put_empty(parent, name, &marker, attr).await?;
         self.mark_listed(ino, Duration::ZERO);
-        self.touch_dir(parent);
         self.entry(ino)
     }
 
@@ -654,7 +687,7 @@ impl SealFs {
 
     pub async fn unlink(&self, parent: u64, name: &str) -> Result<()> {
         self.check_writable()?;
-        let e = self.lookup(parent, name).await?;
+        let e = self.resolve(parent, name).await?;
         if let Err(err) = self.settle(e.ino).await {
             // Its upload failed and waits in the spool: it must not come
             // back after the unlink.
@@ -667,7 +700,7 @@ impl SealFs {
         let path = self.child_path(parent, name)?;
         let (remote, staged, file_id) = {
             let t = self.table.lock().unwrap();
-            let i = t.get(e.ino).expect("looked-up inode");
+            let i = t.get(e.ino).ok_or_else(|| enoent(name))?;
             let fid = i.key_ref.as_ref().map(|k| k.file_id.to_hex());
             (i.remote, i.staged.clone(), fid)
         };
@@ -700,7 +733,7 @@ impl SealFs {
         if name == "." {
             return Err(Error::posix(EINVAL, "cannot remove ."));
         }
-        let e = self.lookup(parent, name).await?;
+        let e = self.resolve(parent, name).await?;
         if e.attr.kind != Kind::Dir {
             return Err(Error::posix(ENOTDIR, format!("{name}: not a directory")));
         }
@@ -716,7 +749,6 @@ impl SealFs {
             Err(e) => return Err(e.into()),
         }
         self.table.lock().unwrap().unlink(parent, name);
-        self.listed.lock().unwrap().remove(&e.ino);
         self.names.forget(e.ino);
         self.touch_dir(parent);
         Ok(())
@@ -746,7 +778,7 @@ impl SealFs {
                 &|_| {},
             )
             .await?;
-        let ino = self.table.lock().unwrap().upsert(
+        let ino = self.table.lock().unwrap().upsert_remembered(
             parent,
             name,
             Seen {
@@ -757,10 +789,76 @@ impl SealFs {
             },
         );
         if let Some(i) = self.table.lock().unwrap().get_mut(ino) {
-            i.target = Some(String::from_utf8_lossy(target).into_owned());
+            i.target = Some(target.to_vec());
         }
         self.touch_dir(parent);
         self.entry(ino)
+    }
+
+    /// mknod: a regular file (empty, uploaded at once), or a special file
+    /// (FIFO, socket, device node) stored as a content-less object whose
+    /// type and device number are attributes. The kernel implements what a
+    /// special file does; the mount is `nodev` unless asked otherwise.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn mknod(
+        &self,
+        parent: u64,
+        name: &str,
+        mode: u32,
+        rdev: u32,
+        uid: u32,
+        gid: u32,
+    ) -> Result<Entry> {
+        let kind = Kind::from_mode(mode).ok_or_else(|| {
+            Error::posix(
+                EINVAL,
+                format!("mknod of file type {:o}", mode & libc::S_IFMT),
+            )
+        })?;
+        if kind == Kind::File {
+            return self.mknod_file(parent, name, mode & 0o7777, uid, gid).await;
+        }
+        let path = self.new_entry_path(parent, name).await?;
+        let mut attr = Attr::new(kind, mode, uid, gid);
+        if matches!(kind, Kind::CharDevice | Kind::BlockDevice) {
+            attr.rdev = rdev;
+        }
+        let ino = self
+            .put_empty(parent, name, &self.key_of(&path), attr)
+            .await?;
+        self.entry(ino)
+    }
+
+    /// Creates a content-less object (a directory marker, a special file)
+    /// at `key` if nothing is there, and its entry, handed to the kernel.
+    async fn put_empty(&self, parent: u64, name: &str, key: &str, attr: Attr) -> Result<u64> {
+        let etag = match self
+            .store
+            .put(
+                key,
+                Bytes::new(),
+                &attr.metadata(),
+                &PutCondition::IfNoneMatch,
+            )
+            .await
+        {
+            Err(StoreError::PreconditionFailed { .. }) => {
+                return Err(Error::posix(EEXIST, format!("{name}: file exists")))
+            }
+            other => other?,
+        };
+        let ino = self.table.lock().unwrap().upsert_remembered(
+            parent,
+            name,
+            Seen {
+                attr,
+                etag: Some(etag),
+                key_ref: None,
+                remote: true,
+            },
+        );
+        self.touch_dir(parent);
+        Ok(ino)
     }
 
     pub async fn readlink(&self, ino: u64) -> Result<Vec<u8>> {
@@ -771,187 +869,16 @@ impl SealFs {
                 return Err(Error::posix(EINVAL, "not a symlink"));
             }
             if let Some(target) = &i.target {
-                return Ok(target.clone().into_bytes());
+                return Ok(target.clone());
             }
         }
         let key = self.key_of(&self.path_of(ino)?);
         let obj = self.sealed.open(&key).await?;
         let bytes = obj.read(self.store.as_ref(), 0, obj.plain_len()).await?;
         if let Some(i) = self.table.lock().unwrap().get_mut(ino) {
-            i.target = Some(String::from_utf8_lossy(&bytes).into_owned());
+            i.target = Some(bytes.clone());
         }
         Ok(bytes)
-    }
-
-    pub async fn rename(
-        &self,
-        parent: u64,
-        name: &str,
-        new_parent: u64,
-        new_name: &str,
-        noreplace: bool,
-    ) -> Result<()> {
-        self.check_writable()?;
-        let src = self.lookup(parent, name).await?;
-        // Both names must be in S3 as they are here before the copy.
-        if src.attr.kind == Kind::Dir {
-            self.drain_spool().await?;
-        } else {
-            self.settle(src.ino).await?;
-            self.settle_child(new_parent, new_name).await?;
-        }
-        let new_path = self.check_new_name(new_parent, new_name)?;
-        let old_path = self.child_path(parent, name)?;
-        if old_path == new_path {
-            return Ok(());
-        }
-        if src.attr.kind == Kind::Dir && (new_path.starts_with(&format!("{old_path}/"))) {
-            return Err(Error::posix(EINVAL, "cannot move a directory into itself"));
-        }
-        match self.lookup(new_parent, new_name).await {
-            Ok(dst) => {
-                if noreplace {
-                    return Err(Error::posix(EEXIST, format!("{new_name}: file exists")));
-                }
-                match (src.attr.kind == Kind::Dir, dst.attr.kind == Kind::Dir) {
-                    (true, false) => {
-                        return Err(Error::posix(
-                            ENOTDIR,
-                            format!("{new_name}: not a directory"),
-                        ))
-                    }
-                    (false, true) => {
-                        return Err(Error::posix(EISDIR, format!("{new_name}: is a directory")))
-                    }
-                    (true, true) => {
-                        if !self.dir_is_empty(dst.ino, &new_path).await? {
-                            return Err(Error::posix(
-                                ENOTEMPTY,
-                                format!("{new_name}: directory not empty"),
-                            ));
-                        }
-                        self.rmdir(new_parent, new_name).await?;
-                    }
-                    (false, false) => {
-                        // Readers of the file being replaced keep reading
-                        // the version they opened, never the one moved in.
-                        self.pin_readers(dst.ino, &self.key_of(&new_path)).await;
-                        // The replaced file is gone: so are its grants
-                        // (before the copy, so the moved grants survive).
-                        let fid = self
-                            .table
-                            .lock()
-                            .unwrap()
-                            .get(dst.ino)
-                            .and_then(|i| i.key_ref.as_ref().map(|k| k.file_id.to_hex()));
-                        self.grants_removed(&[(self.key_of(&new_path), fid)]).await;
-                    }
-                }
-            }
-            Err(e) if e.errno() == ENOENT => {}
-            Err(e) => return Err(e),
-        }
-        if src.attr.kind == Kind::Dir {
-            self.rename_tree(&old_path, &new_path).await?;
-        } else {
-            self.rename_file(src.ino, &old_path, &new_path).await?;
-        }
-        self.table
-            .lock()
-            .unwrap()
-            .rename(parent, name, new_parent, new_name);
-        self.touch_dir(parent);
-        self.touch_dir(new_parent);
-        Ok(())
-    }
-
-    async fn rename_file(&self, ino: u64, old_path: &str, new_path: &str) -> Result<()> {
-        let (remote, staged) = {
-            let t = self.table.lock().unwrap();
-            let i = t.get(ino).expect("looked-up inode");
-            (i.remote, i.staged.clone())
-        };
-        if !remote {
-            return Ok(());
-        }
-        let (from, to) = (self.key_of(old_path), self.key_of(new_path));
-        let ctime = attr::format_now();
-        // Hold the staged state (if the file is open for writing) so that no
-        // upload of it can slip in between reading the header and the copy.
-        let mut guard = match &staged {
-            Some(s) => Some(s.inner.lock().await),
-            None => None,
-        };
-        let etag = self.copy_object(&from, &to, Some(ctime)).await?;
-        self.store.delete(&from).await?;
-        self.grants_moved(&[(from.clone(), to.clone())]).await;
-        if let Some(g) = guard.as_mut() {
-            g.moved(to.clone(), etag.clone());
-        }
-        drop(guard);
-        if let Some(i) = self.table.lock().unwrap().get_mut(ino) {
-            i.etag = Some(etag);
-            i.attr.ctime = SystemTime::now();
-        }
-        Ok(())
-    }
-
-    /// Copies one object for a rename: sealed objects are re-bound to the new
-    /// key; markers and foreign objects are copied with their metadata as is.
-    async fn copy_object(&self, from: &str, to: &str, ctime: Option<String>) -> Result<String> {
-        if !from.ends_with('/') {
-            match self
-                .sealed
-                .rebind_copy(from, to, &PutCondition::None, |m| {
-                    if let Some(c) = ctime.clone() {
-                        m.insert(attr::CTIME.into(), c);
-                    }
-                })
-                .await
-            {
-                Err(Error::NotSealfs { .. }) => {}
-                other => return other,
-            }
-        }
-        let info = self.store.head(from).await?;
-        Ok(self
-            .store
-            .copy(
-                from,
-                to,
-                Some(&info.etag),
-                &info.metadata,
-                &PutCondition::None,
-            )
-            .await?)
-    }
-
-    /// Renames a directory: copies every object under it, then deletes the
-    /// originals. Not atomic: a crash in between leaves both (docs/SEMANTICS.md).
-    async fn rename_tree(&self, old_path: &str, new_path: &str) -> Result<()> {
-        let from_prefix = format!("{}/", self.key_of(old_path));
-        let to_prefix = format!("{}/", self.key_of(new_path));
-        let keys: Vec<String> = crate::store::list_all(self.store.as_ref(), &from_prefix)
-            .await?
-            .into_iter()
-            .map(|o| o.key)
-            .collect();
-        let moves: Vec<(String, String)> = keys
-            .iter()
-            .map(|k| (k.clone(), format!("{to_prefix}{}", &k[from_prefix.len()..])))
-            .collect();
-        futures::stream::iter(moves.clone())
-            .map(|(from, to)| async move { self.copy_object(&from, &to, None).await })
-            .buffer_unordered(8)
-            .try_collect::<Vec<_>>()
-            .await?;
-        futures::stream::iter(keys)
-            .map(|k| async move { self.store.delete(&k).await })
-            .buffer_unordered(8)
-            .try_collect::<Vec<_>>()
-            .await?;
-        self.grants_moved(&moves).await;
-        Ok(())
     }
 
     pub fn statfs(&self) -> FsStats {
@@ -997,7 +924,11 @@ impl SealFs {
 
 /// A name S3 can hold that is also a valid POSIX file name.
 fn valid_name(name: &str) -> bool {
-    !name.is_empty() && name != "." && name != ".." && !name.contains('/') && name.len() <= NAME_MAX
+    !name.is_empty()
+        && name != "."
+        && name != ".."
+        && !name.contains('/')
+        && byte_names::decode(name).is_some_and(|b| b.len() <= NAME_MAX)
 }
 
 #[cfg(test)]

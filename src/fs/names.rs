@@ -16,10 +16,13 @@ use crate::error::Result;
 use crate::store::StoreError;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// LIST pages one absent-name lookup may spend on its directory.
 const MAX_PAGES: usize = 10;
+
+/// Listings held before the stale ones are pruned.
+const PRUNE_AT: usize = 256;
 
 /// The names a directory had in S3, and when they were listed.
 type Listed = (Instant, Arc<HashSet<String>>);
@@ -30,11 +33,15 @@ pub(super) struct DirNames {
 }
 
 impl DirNames {
-    pub(super) fn remember(&self, dir: u64, names: HashSet<String>) {
-        self.map
-            .lock()
-            .unwrap()
-            .insert(dir, (Instant::now(), Arc::new(names)));
+    pub(super) fn remember(&self, dir: u64, names: HashSet<String>, ttl: Duration) {
+        let mut m = self.map.lock().unwrap();
+        // Listings of directories not looked at again within the TTL are
+        // dropped as others come, so a walk of a huge tree keeps only the
+        // recent ones.
+        if m.len() >= PRUNE_AT {
+            m.retain(|_, (t, _)| t.elapsed() < ttl);
+        }
+        m.insert(dir, (Instant::now(), Arc::new(names)));
     }
 
     /// Something changed in `dir` behind the inode table's back (a conflict
@@ -96,7 +103,8 @@ impl SealFs {
                 Some(t) => token = Some(t),
                 None => {
                     let found = names.contains(name);
-                    self.names.remember(parent, names);
+                    self.names
+                        .remember(parent, names, self.settings.metadata_ttl);
                     return Ok(Some(found));
                 }
             }

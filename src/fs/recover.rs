@@ -152,7 +152,7 @@ impl SealFs {
             }
         }
         if !done.is_empty() {
-            self.listed.lock().unwrap().clear();
+            self.table.lock().unwrap().unlist_all();
             self.names.clear();
         }
         done

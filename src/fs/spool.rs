@@ -223,11 +223,10 @@ impl SealFs {
             .lock()
             .unwrap()
             .insert(ino, (key.clone(), rx));
-        let (spool, sealed, table, listed, names) = (
+        let (spool, sealed, table, names) = (
             self.spool.clone(),
             self.sealed.clone(),
             self.table.clone(),
-            self.listed.clone(),
             self.names.clone(),
         );
         tokio::spawn(async move {
@@ -244,16 +243,21 @@ impl SealFs {
                         i.validated = Instant::now();
                         i.staged.clone()
                     }),
-                    Ok(Spooled::ConflictCopy { .. }) => t.get_mut(ino).and_then(|i| {
-                        // S3 holds someone else's version: look again.
-                        i.pending = false;
-                        i.remote = true;
-                        i.etag = None;
-                        i.validated = Instant::now() - Duration::from_secs(3600);
-                        listed.lock().unwrap().remove(&i.parent);
-                        names.forget(i.parent);
+                    Ok(Spooled::ConflictCopy { .. }) => {
+                        let parent = t.get_mut(ino).map(|i| {
+                            // S3 holds someone else's version: look again.
+                            i.pending = false;
+                            i.remote = true;
+                            i.etag = None;
+                            i.validated = Instant::now() - Duration::from_secs(3600);
+                            i.parent
+                        });
+                        if let Some(p) = parent {
+                            t.unlist(p);
+                            names.forget(p);
+                        }
                         None
-                    }),
+                    }
                     Err(_) => None,
                 }
             };
@@ -414,7 +418,7 @@ impl SealFs {
             }
         }
         if !done.is_empty() {
-            self.listed.lock().unwrap().clear();
+            self.table.lock().unwrap().unlist_all();
             self.names.clear();
         }
         done

@@ -53,6 +53,7 @@ pub(crate) fn rig_over(
         },
         write_back: false,
         write_back_uploads: 8,
+        cached_entries: super::DEFAULT_CACHED_ENTRIES,
     };
     Rig {
         fs: SealFs::new(sealed, pool, "vol", settings).unwrap(),

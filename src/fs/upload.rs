@@ -104,6 +104,7 @@ impl SealFs {
     /// streamed upload when there is one, otherwise sends the whole file.
     pub(super) async fn upload(&self, ino: u64, staged: &Staged) -> Result<()> {
         let mut s = staged.inner.lock().await;
+        s.check_broken()?;
         if !s.dirty || s.unlinked {
             return Ok(());
         }
@@ -237,9 +238,15 @@ impl SealFs {
                 &|_| {},
             )
             .await?;
-        let parent = self.table.lock().unwrap().get(ino).map(|i| i.parent);
+        let parent = {
+            let mut t = self.table.lock().unwrap();
+            let p = t.get(ino).map(|i| i.parent);
+            if let Some(p) = p {
+                t.unlist(p);
+            }
+            p
+        };
         if let Some(p) = parent {
-            self.listed.lock().unwrap().remove(&p);
             self.names.forget(p);
         }
         Ok(copy)

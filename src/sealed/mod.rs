@@ -248,10 +248,13 @@ impl SealedStore {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let got = self
-                .store
-                .get(from, Some(0..HEADER_LEN as u64), None)
-                .await?;
+            let got = match self.store.get(from, Some(0..HEADER_LEN as u64), None).await {
+                // Empty: no header, so not a sealed object (a special file).
+                Err(StoreError::InvalidRange { .. }) => {
+                    return Err(self.not_sealfs(from, "empty object"))
+                }
+                other => other?,
+            };
             let mut metadata = got.info.metadata.clone();
             let sm = SealMeta::read_from(&metadata).map_err(|r| self.not_sealfs(from, r))?;
             let dk = self.unwrap_key(from, &sm.key).await?;
@@ -426,6 +429,11 @@ pub struct SealedObject {
 }
 
 impl SealedObject {
+    /// The object's key in the store.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
     pub fn plain_len(&self) -> u64 {
         self.plain_len
     }

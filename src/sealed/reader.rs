@@ -49,6 +49,19 @@ impl Default for ReadSettings {
     }
 }
 
+impl ReadSettings {
+    /// The defaults with `cache_bytes` of plaintext cache and read-ahead
+    /// memory of `read_ahead_bytes` (whole chunks, at least one).
+    pub fn with_memory(cache_bytes: usize, read_ahead_bytes: u64) -> Self {
+        let d = ReadSettings::default();
+        ReadSettings {
+            budget_chunks: (read_ahead_bytes / d.chunk).max(1) as usize,
+            cache_bytes,
+            ..d
+        }
+    }
+}
+
 /// Shared by all readers of one mount: the read-ahead budget and the cache.
 pub struct ReadShared {
     pub settings: ReadSettings,
@@ -221,9 +234,10 @@ impl Reader {
             w => (w * 2).min(self.shared.settings.max_window.max(1)),
         };
         self.advance_to(segs.start);
-        self.top_up(segs.start);
+        self.top_up(segs.clone());
         let seg = layout.segment_size();
         let mut parts: Vec<Bytes> = Vec::with_capacity(2);
+        let mut failed = None;
         for c in self.chunks.iter_mut() {
             let from = c.segs.start * seg;
             let to = (c.segs.end * seg).min(plain_len);
@@ -233,14 +247,45 @@ impl Reader {
             let body = match &mut c.body {
                 Body::Ready(b) => b.clone(),
                 Body::Pending(task) => {
-                    let b = Bytes::from(task.await.expect("read-ahead task panicked")?);
-                    c.body = Body::Ready(b.clone());
-                    b
+                    let got = match task.await {
+                        Ok(got) => got,
+                        Err(e) => Err(Error::posix(
+                            libc::EIO,
+                            format!("read-ahead of {} failed: {e}", self.obj.key),
+                        )),
+                    };
+                    match got {
+                        Ok(b) => {
+                            let b = Bytes::from(b);
+                            c.body = Body::Ready(b.clone());
+                            b
+                        }
+                        // The task is done: its handle must not be polled
+                        // again, so the pipeline goes (a later read starts
+                        // afresh and meets the same error, or not).
+                        Err(e) => {
+                            failed = Some(e);
+                            break;
+                        }
+                    }
                 }
             };
             let a = (offset.max(from) - from) as usize;
             let b = (end.min(to) - from) as usize;
+            if b > body.len() {
+                return Err(short(
+                    &self.obj.key,
+                    offset,
+                    body.len() as u64,
+                    end - offset,
+                ));
+            }
             parts.push(body.slice(a..b));
+        }
+        if let Some(e) = failed {
+            self.chunks.clear();
+            self.window = 0;
+            return Err(e);
         }
         let out = match parts.len() {
             1 => parts.pop().expect("one part"),
@@ -252,7 +297,12 @@ impl Reader {
                 joined.freeze()
             }
         };
-        debug_assert_eq!(out.len() as u64, end - offset);
+        // The chunks of a read are contiguous and cover it (top_up starts
+        // every one it overlaps); anything else is a bug, and a short reply
+        // would be taken for end of file by the kernel.
+        if out.len() as u64 != end - offset {
+            return Err(short(&self.obj.key, offset, out.len() as u64, end - offset));
+        }
         Ok(out)
     }
 
@@ -263,28 +313,45 @@ impl Reader {
         while self.chunks.get(1).is_some_and(|c| c.segs.end <= seg) {
             self.chunks.pop_front();
         }
-        if self.chunks.front().is_some_and(|c| c.segs.start > seg) {
+        // Chunks are aligned to `per_chunk`: a pipeline that ends a whole
+        // chunk or more before `seg` (or starts after it) holds nothing the
+        // read needs.
+        let aligned = seg - seg % self.per_chunk;
+        if self.chunks.front().is_some_and(|c| c.segs.start > seg)
+            || self.chunks.back().is_some_and(|c| c.segs.end < aligned)
+        {
             self.chunks.clear();
         }
     }
 
-    /// Starts chunks until the one holding `seg` and `window` more exist.
-    fn top_up(&mut self, seg: u64) {
+    /// Starts every chunk that overlaps the segments `need` (a read may
+    /// span two chunks; those never wait for the budget, since the read
+    /// cannot be answered without them), then up to `window` chunks beyond
+    /// them as far as the shared read-ahead budget allows.
+    fn top_up(&mut self, need: Range<u64>) {
         let total = self.obj.layout().segment_count(self.obj.plain_len());
         loop {
             let next = match self.chunks.back() {
                 Some(c) => c.segs.end,
-                None => seg - seg % self.per_chunk,
+                None => need.start - need.start % self.per_chunk,
             };
-            let behind = self.chunks.iter().take_while(|c| c.segs.end <= seg).count();
-            if next >= total || self.chunks.len() > self.window + behind {
+            if next >= total {
                 return;
             }
-            // The chunk being read always goes; read-ahead needs budget
-            // (held while the chunk is, so the budget bounds memory).
-            let permit = if self.chunks.iter().all(|c| c.segs.end <= seg) {
+            let needed = next < need.end;
+            let permit = if needed {
                 None
             } else {
+                let ahead = self
+                    .chunks
+                    .iter()
+                    .filter(|c| c.segs.start >= need.end)
+                    .count();
+                if ahead >= self.window {
+                    return;
+                }
+                // Read-ahead holds a permit for the chunk's lifetime, so
+                // the budget bounds the memory of all readers together.
                 match self.shared.budget.clone().try_acquire_owned() {
                     Ok(p) => Some(p),
                     Err(_) => return,
@@ -339,11 +406,16 @@ impl Reader {
             }
         }
         if out.len() as u64 != end - offset {
-            return Err(Error::posix(
-                libc::EIO,
-                format!("read assembled {} of {} bytes", out.len(), end - offset),
-            ));
+            return Err(short(&self.obj.key, offset, out.len() as u64, end - offset));
         }
         Ok(out)
     }
+}
+
+/// A read that could not be assembled in full: EIO, never a short reply.
+fn short(key: &str, offset: u64, got: u64, want: u64) -> Error {
+    Error::posix(
+        libc::EIO,
+        format!("read of {key} at {offset} assembled {got} of {want} bytes"),
+    )
 }

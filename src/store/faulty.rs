@@ -26,7 +26,8 @@ pub const OPS: [&str; 10] = [
 ];
 
 struct Plan {
-    next: HashMap<&'static str, u32>,
+    /// Per operation: calls that still succeed, then calls that fail.
+    next: HashMap<&'static str, (u32, u32)>,
     rate: f64,
     rng: rand::rngs::StdRng,
     injected: u64,
@@ -53,7 +54,14 @@ impl FaultyStore {
     /// The next `n` calls of `op` fail.
     pub fn fail_next(&self, op: &'static str, n: u32) {
         assert!(OPS.contains(&op), "unknown operation {op}");
-        self.plan.lock().unwrap().next.insert(op, n);
+        self.plan.lock().unwrap().next.insert(op, (0, n));
+    }
+
+    /// The next `pass` calls of `op` succeed, then `n` fail (a crash or an
+    /// outage half-way through a batch).
+    pub fn fail_after(&self, op: &'static str, pass: u32, n: u32) {
+        assert!(OPS.contains(&op), "unknown operation {op}");
+        self.plan.lock().unwrap().next.insert(op, (pass, n));
     }
 
     /// Every call fails with probability `rate` (seeded: reproducible).
@@ -77,7 +85,11 @@ impl FaultyStore {
     fn check(&self, op: &'static str) -> Result<(), StoreError> {
         let mut p = self.plan.lock().unwrap();
         let planned = match p.next.get_mut(op) {
-            Some(n) if *n > 0 => {
+            Some((pass, _)) if *pass > 0 => {
+                *pass -= 1;
+                false
+            }
+            Some((_, n)) if *n > 0 => {
                 *n -= 1;
                 true
             }

@@ -16,6 +16,8 @@ pub struct Mounted {
     pub mount_args: Vec<String>,
     /// Extra environment of `sealfs mount`.
     pub mount_env: Vec<(String, String)>,
+    /// Leave the log file at its default place (inside the cache directory).
+    pub log_in_cache: bool,
 }
 
 impl Mounted {
@@ -46,6 +48,7 @@ impl Mounted {
             owner: owner.to_string(),
             mount_args: Vec::new(),
             mount_env: Vec::new(),
+            log_in_cache: false,
         };
         ok(m.sealfs()
             .args(["init", &m.url(), "--kms-key", "alias/sealfs-test"])
@@ -66,6 +69,7 @@ impl Mounted {
             owner: self.owner.clone(),
             mount_args: self.mount_args.clone(),
             mount_env: self.mount_env.clone(),
+            log_in_cache: self.log_in_cache,
         }
     }
 
@@ -99,6 +103,11 @@ impl Mounted {
         if self.mounted {
             self.unmount();
         }
+        let log: Vec<std::ffi::OsString> = if self.log_in_cache {
+            Vec::new()
+        } else {
+            vec!["--log-file".into(), self.local("sealfs.log").into()]
+        };
         ok(self
             .sealfs()
             .env("SEALFS_LOG", "info")
@@ -106,8 +115,7 @@ impl Mounted {
             .arg(self.mnt())
             .arg("--cache-dir")
             .arg(self.cache())
-            .arg("--log-file")
-            .arg(self.local("sealfs.log"))
+            .args(log)
             .args(&self.mount_args)
             .envs(self.mount_env.iter().map(|(k, v)| (k, v))));
         self.mounted = true;
@@ -197,8 +205,8 @@ impl Mounted {
         (o.body.collect().await.unwrap().to_vec(), meta)
     }
 
-    /// Every raw object under the volume, by key.
-    pub async fn objects(&self) -> Vec<(String, Vec<u8>)> {
+    /// Every key under the volume (a listing only: objects may go meanwhile).
+    pub async fn keys(&self) -> Vec<String> {
         let s3 = self.stack.s3("admin");
         let mut out = Vec::new();
         let mut token = None;
@@ -217,14 +225,24 @@ impl Mounted {
                 let key = percent_encoding::percent_decode_str(&o.key().unwrap().replace('+', " "))
                     .decode_utf8_lossy()
                     .into_owned();
-                let (body, _) = self.object_at(&key).await;
-                out.push((key, body));
+                out.push(key);
             }
             token = page.next_continuation_token().map(str::to_string);
             if token.is_none() {
+                out.sort();
                 return out;
             }
         }
+    }
+
+    /// Every raw object under the volume, by key.
+    pub async fn objects(&self) -> Vec<(String, Vec<u8>)> {
+        let mut out = Vec::new();
+        for key in self.keys().await {
+            let (body, _) = self.object_at(&key).await;
+            out.push((key, body));
+        }
+        out
     }
 
     /// The checks every test ends with: no plaintext marker in any object, and
@@ -243,9 +261,13 @@ impl Mounted {
         assert!(
             staged
                 .iter()
-                .all(|n| n.to_string_lossy().ends_with(".log") || n == "spool"),
+                .all(|n| n.to_string_lossy().ends_with(".log") || n == "spool" || n == "renames"),
             "staging area not empty: {staged:?}"
         );
+        let renames: Vec<_> = std::fs::read_dir(self.cache().join("renames"))
+            .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        assert!(renames.is_empty(), "rename journals left: {renames:?}");
         let spooled: Vec<_> = std::fs::read_dir(self.cache().join("spool"))
             .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name()).collect())
             .unwrap_or_default();
