@@ -72,7 +72,7 @@ fn boundary_sizes_round_trip() {
     }
 }
 
-/// Every tamper class of DESIGN §4 on a 3-segment object.
+/// Every tamper class of docs/FORMAT.md on a 3-segment object.
 #[test]
 fn tamper_classes_are_rejected() {
     let fid = FileId([2; 16]);

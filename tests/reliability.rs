@@ -295,6 +295,7 @@ async fn a_directory_rename_killed_half_way_is_finished_by_the_next_mount() {
                 std::time::Instant::now() < deadline,
                 "the rename made no progress"
             );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
         m.crash();
         let _ = mv.wait();

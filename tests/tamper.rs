@@ -1,5 +1,5 @@
 //! Tampering with raw objects in the bucket, then reading through a real
-//! mount: every tamper class of DESIGN §4 (on the bytes and on the sealing
+//! mount: every tamper class of docs/FORMAT.md (on the bytes and on the sealing
 //! metadata) gives EIO and one log line naming the file and the failed
 //! check; `sealfs verify` reports each one and exits non-zero.
 

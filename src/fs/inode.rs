@@ -205,7 +205,7 @@ impl Table {
         if self.child(parent, &name) == Some(ino) {
             self.unref.put(ino, ());
             self.evict();
-        } else {
+        } else if self.inodes.get(&ino).is_some_and(|i| !i.pinned()) {
             tracing::trace!(ino, "inode dropped after forget");
             self.drop_unlinked(ino);
         }

@@ -1,5 +1,5 @@
 //! Sharing on the mount: the virtual attributes `user.share` and
-//! `user.unshare` (DESIGN §7), and keeping grants in step with renames and
+//! `user.unshare` (docs/SHARING.md), and keeping grants in step with renames and
 //! deletes.
 //!
 //! The virtual attributes are not stored in the object and not listed by

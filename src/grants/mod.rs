@@ -1,4 +1,4 @@
-//! Per-file sharing through IAM (DESIGN §7).
+//! Per-file sharing through IAM (docs/SHARING.md).
 //!
 //! A grant lets one IAM user read one file: `s3:GetObject` on its object ARN
 //! and `kms:Decrypt` only under its file id's encryption context. Grants live

@@ -98,7 +98,7 @@ impl RequestCounts {
 }
 
 /// Condition on a write: how concurrent writers are kept from silently
-/// overwriting each other (DESIGN §6).
+/// overwriting each other (docs/SEMANTICS.md, "Consistency between mounts").
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PutCondition {
     /// Unconditional.
