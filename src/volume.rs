@@ -264,16 +264,31 @@ impl Pins {
         Pins { path }
     }
 
-    fn read(&self) -> BTreeMap<String, Pin> {
-        std::fs::read(&self.path)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default()
+    /// The recorded pins: none when the file does not exist yet. A file
+    /// that cannot be read or parsed is an error, never an empty set: that
+    /// would silently trust whatever config the bucket holds now.
+    fn read(&self) -> Result<BTreeMap<String, Pin>> {
+        let bytes = match std::fs::read(&self.path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
+            Err(e) => {
+                return Err(Error::InvalidArgument(format!(
+                    "cannot read the volume pins in {}: {e}; fix or remove the file (removing it trusts every volume's config afresh)",
+                    self.path.display()
+                )))
+            }
+        };
+        serde_json::from_slice(&bytes).map_err(|e| {
+            Error::InvalidArgument(format!(
+                "the volume pins in {} are not valid JSON ({e}); fix or remove the file (removing it trusts every volume's config afresh)",
+                self.path.display()
+            ))
+        })
     }
 
     /// Records `cfg` for `url` on first use; errors if a different volume or key was recorded.
     pub fn check(&self, url: &str, cfg: &VolumeConfig) -> Result<()> {
-        let mut pins = self.read();
+        let mut pins = self.read()?;
         let pin = Pin {
             volume_id: cfg.volume_id.clone(),
             kms_key_arn: cfg.kms_key_arn.clone(),
@@ -298,8 +313,8 @@ impl Pins {
     }
 
     /// Replaces the record for `url` (after `sealfs init`).
-    pub fn record(&self, url: &str, cfg: &VolumeConfig) {
-        let mut pins = self.read();
+    pub fn record(&self, url: &str, cfg: &VolumeConfig) -> Result<()> {
+        let mut pins = self.read()?;
         pins.insert(
             url.to_string(),
             Pin {
@@ -308,6 +323,7 @@ impl Pins {
             },
         );
         self.write(&pins);
+        Ok(())
     }
 
     fn write(&self, pins: &BTreeMap<String, Pin>) {
@@ -373,6 +389,16 @@ mod tests {
         assert!(replaced.verify(&kms).await.unwrap().is_ok());
         assert!(pins.check("s3://b/team/vol", &replaced).is_err());
         pins.check("s3://b/team/vol", &cfg).unwrap();
+
+        // Unreadable pins are an error, never a reset that trusts the bucket.
+        std::fs::write(dir.path().join("pins.json"), b"{garbage").unwrap();
+        let err = pins.check("s3://b/team/vol", &replaced).unwrap_err();
+        assert!(err.to_string().contains("not valid JSON"), "{err}");
+        assert!(pins.record("s3://b/team/vol", &replaced).is_err());
+        assert_eq!(
+            std::fs::read(dir.path().join("pins.json")).unwrap(),
+            b"{garbage"
+        );
     }
 
     #[tokio::test]

@@ -100,7 +100,10 @@ pub async fn run(w: &Wiring, url: &S3Url, a: InitArgs) -> anyhow::Result<()> {
         other => other?,
     }
     if let Some(pins) = Pins::default_location() {
-        pins.record(&volume_url, &cfg);
+        // The volume exists now; mounts will refuse unreadable pins anyway.
+        if let Err(e) = pins.record(&volume_url, &cfg) {
+            eprintln!("sealfs: warning: the volume was created but its pin was not recorded: {e}");
+        }
     }
     println!("Initialised sealfs volume {volume_url}");
     println!("  KMS key:      {}", cfg.kms_key_arn);

@@ -100,12 +100,33 @@ fn mount_id(url: &str, mountpoint: &Path) -> String {
     hex::encode(&h[..8])
 }
 
-fn default_cache_base() -> PathBuf {
+/// The user's cache directory. Never a shared, predictable place such as
+/// `/tmp/sealfs`, which another local user could create first and fill with
+/// journals for recovery to upload with this user's credentials.
+fn default_cache_base() -> anyhow::Result<PathBuf> {
     std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .unwrap_or_else(std::env::temp_dir)
-        .join("sealfs")
+        .map(|d| d.join("sealfs"))
+        .context(
+            "neither XDG_CACHE_HOME nor HOME is set: pass --cache-dir DIR (a private directory)",
+        )
+}
+
+/// The cache directory must be this user's own: staging journals and spool
+/// entries in it are uploaded with this user's credentials.
+fn check_cache_owner(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let md = std::fs::metadata(dir).with_context(|| format!("reading {}", dir.display()))?;
+    let me = unsafe { libc::geteuid() };
+    if md.uid() != me {
+        bail!(
+            "cache directory {} belongs to uid {}, not to this user (uid {me}); pass a --cache-dir of your own",
+            dir.display(),
+            md.uid()
+        );
+    }
+    Ok(())
 }
 
 /// Checks what can be checked before touching AWS.
@@ -155,12 +176,13 @@ pub fn mount(opts: &AwsOptions, args: MountArgs) -> anyhow::Result<()> {
     let url = S3Url::parse(&args.url)?;
     let mountpoint = preflight(&args)?;
     let id = mount_id(&args.url, &mountpoint);
-    let cache_dir = args
-        .cache_dir
-        .clone()
-        .unwrap_or_else(|| default_cache_base().join(&id));
+    let cache_dir = match args.cache_dir.clone() {
+        Some(d) => d,
+        None => default_cache_base()?.join(&id),
+    };
     std::fs::create_dir_all(&cache_dir)
         .with_context(|| format!("creating {}", cache_dir.display()))?;
+    check_cache_owner(&cache_dir)?;
     let log_file = args
         .log_file
         .clone()
@@ -443,5 +465,18 @@ mod tests {
         assert_eq!(parse_duration("3").unwrap(), Duration::from_secs(3));
         assert!(parse_duration("3h").is_err());
         assert!(parse_duration("x").is_err());
+    }
+
+    #[test]
+    fn a_cache_dir_of_another_user_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        check_cache_owner(dir.path()).unwrap();
+        if unsafe { libc::geteuid() } == 0 {
+            // As root (CI), hand the directory to nobody and try again.
+            let path = std::ffi::CString::new(dir.path().to_str().unwrap()).unwrap();
+            assert_eq!(unsafe { libc::chown(path.as_ptr(), 65534, 65534) }, 0);
+            let err = check_cache_owner(dir.path()).unwrap_err();
+            assert!(err.to_string().contains("belongs to uid 65534"), "{err}");
+        }
     }
 }

@@ -127,7 +127,13 @@ fn parse_time(s: &str) -> Option<SystemTime> {
         None => (false, s),
     };
     let (secs, nanos) = s.split_once('.').unwrap_or((s, "0"));
-    let d = Duration::new(secs.parse().ok()?, nanos.parse().ok()?);
+    let nanos: u32 = nanos.parse().ok()?;
+    // Hostile metadata: nanoseconds past a second would carry into the
+    // seconds (and `Duration::new` panics on overflow); refuse, never panic.
+    if nanos >= 1_000_000_000 {
+        return None;
+    }
+    let d = Duration::new(secs.parse().ok()?, nanos);
     if neg {
         UNIX_EPOCH.checked_sub(d)
     } else {
@@ -325,6 +331,50 @@ mod tests {
         assert_eq!(Kind::from_mode(libc::S_IFIFO | 0o644), Some(Kind::Fifo));
         assert_eq!(Kind::from_mode(0o644), Some(Kind::File));
         assert_eq!(Kind::from_mode(libc::S_IFDIR), None);
+    }
+
+    #[test]
+    fn hostile_times_are_refused_not_panicked_on() {
+        for bad in [
+            "18446744073709551615.4294967295",
+            "18446744073709551615.999999999",
+            "-18446744073709551615.0",
+            "1.1000000000",
+            "x.1",
+            "",
+            ".",
+        ] {
+            let _ = parse_time(bad);
+        }
+        assert_eq!(parse_time("1.1000000000"), None);
+        assert_eq!(parse_time("5.5"), Some(UNIX_EPOCH + Duration::new(5, 5)));
+    }
+
+    proptest::proptest! {
+        /// Whatever a bucket writer puts in an object's metadata, reading
+        /// its attributes returns attributes, never a panic.
+        #[test]
+        fn any_metadata_reads_without_panic(
+            fields in proptest::collection::btree_map(
+                proptest::sample::select(vec![
+                    TYPE, MODE, UID, GID, MTIME, ATIME, CTIME, RDEV, "sealfs-x-zz", "sealfs-x-6869",
+                ]),
+                "\\PC{0,40}|[0-9.\\-]{0,40}",
+                0..10,
+            ),
+            size in proptest::prelude::any::<u64>(),
+        ) {
+            let info = ObjectInfo {
+                key: "k".into(),
+                size,
+                etag: String::new(),
+                metadata: fields.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+                last_modified: None,
+            };
+            let d = Defaults { uid: 1, gid: 2, file_mode: 0o644, dir_mode: 0o755 };
+            let a = Attr::from_object(&info, size, &d);
+            proptest::prop_assert!(a.mode <= 0o7777);
+        }
     }
 
     #[test]

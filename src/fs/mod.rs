@@ -203,6 +203,16 @@ impl SealFs {
         volume::join(&self.prefix, path)
     }
 
+    /// Whether `key` lies in this volume (and not in its internal area):
+    /// journals and spool entries found on local disk are replayed only
+    /// into their own volume.
+    fn in_volume(&self, key: &str) -> bool {
+        let root = self.dir_prefix("");
+        key.starts_with(&root)
+            && key.len() > root.len()
+            && !key[root.len()..].starts_with(&format!("{}/", volume::INTERNAL_DIR))
+    }
+
     /// The LIST prefix of a directory ("" or ending in '/').
     fn dir_prefix(&self, path: &str) -> String {
         if path.is_empty() {

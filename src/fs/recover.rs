@@ -126,6 +126,10 @@ impl SealFs {
             if other_live_process(journal.pid) {
                 continue;
             }
+            if !self.in_volume(&journal.key) {
+                tracing::error!(journal = %jpath.display(), key = %journal.key, "staging journal names a key outside this volume; left alone");
+                continue;
+            }
             if !staged.exists() {
                 let _ = std::fs::remove_file(&jpath);
                 continue;
@@ -323,5 +327,34 @@ mod tests {
         let f = next.lookup(ROOT, "f").await.unwrap();
         let fh = next.open(f.ino, libc::O_RDONLY).await.unwrap();
         assert_eq!(&next.read(fh, 0, 10).await.unwrap()[..], b"theirs");
+    }
+
+    /// A journal planted in the cache directory that names a key outside
+    /// this volume is never replayed there.
+    #[tokio::test]
+    async fn a_journal_for_another_prefix_is_never_replayed() {
+        let r = rig();
+        let dir = &r.fs.settings.cache_dir;
+        for (n, key) in ["elsewhere/x", "vol/.sealfs/volume.json", "vol"]
+            .iter()
+            .enumerate()
+        {
+            let staged = dir.join(format!("staged-{}-{n:016x}", 1u32 << 30));
+            std::fs::write(&staged, b"planted").unwrap();
+            write_private_json(
+                &journal_path(&staged),
+                &Journal {
+                    key: key.to_string(),
+                    base_etag: None,
+                    pid: 1 << 30,
+                },
+                false,
+            )
+            .unwrap();
+        }
+        assert!(r.fs.recover_staged().await.is_empty());
+        for key in ["elsewhere/x", "vol/.sealfs/volume.json", "vol"] {
+            assert!(r.mem.raw(key).is_none(), "{key} was written");
+        }
     }
 }

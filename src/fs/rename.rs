@@ -339,13 +339,6 @@ impl SealFs {
         }
         done
     }
-
-    /// Whether `key` lies in this volume (and not in its internal area).
-    fn in_volume(&self, key: &str) -> bool {
-        let root = self.dir_prefix("");
-        key.starts_with(&root)
-            && !key[root.len()..].starts_with(&format!("{}/", crate::volume::INTERNAL_DIR))
-    }
 }
 
 fn read_rename_journal(path: &Path) -> Option<RenameJournal> {

@@ -387,6 +387,10 @@ impl SealFs {
             if super::recover::other_live_process(m.pid) {
                 continue;
             }
+            if !self.in_volume(&m.key) {
+                tracing::error!(entry = %obj.display(), key = %m.key, "spool entry names a key outside this volume; left alone");
+                continue;
+            }
             match Spool::upload_entry(&self.sealed, &obj, &m).await {
                 Ok(r) => {
                     tracing::warn!(key = %m.key, outcome = ?r, "uploaded a spooled write left by a crash or a failed upload");
