@@ -3,7 +3,7 @@
 use super::*;
 use crate::keys::{CachingKeyService, FakeKms, KeyService};
 use crate::sealed::IoSettings;
-use crate::store::MemoryStore;
+use crate::store::{MemoryStore, PutCondition};
 
 pub(crate) struct Rig {
     pub fs: SealFs,
