@@ -12,15 +12,16 @@ mod inode;
 mod names;
 mod recover;
 mod rename;
+mod setattr;
 mod share;
 mod spool;
 mod upload;
 mod xattr;
 
 pub use attr::{Attr, Defaults, Kind};
-pub use file::SetAttr;
 pub use inode::{DEFAULT_CACHED_ENTRIES, ROOT};
 pub use rename::RenameFinished;
+pub use setattr::SetAttr;
 pub use share::{SHARE, UNSHARE};
 
 use crate::crypto::Layout;
