@@ -12,12 +12,13 @@ use fuser::{
     ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyOpen, ReplyStatfs, ReplyWrite,
     ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
+use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 pub struct FuseAdapter {
@@ -495,13 +496,13 @@ impl fuser::Filesystem for FuseAdapter {
         self.spawn(async move {
             // The listing is taken when a pass starts (offset 0) and served
             // from that snapshot, so offsets stay stable across calls.
-            let cached = dirs.lock().unwrap().get(&fh.0).cloned();
+            let cached = dirs.lock().get(&fh.0).cloned();
             let entries = match cached {
                 Some(e) if offset > 0 => e,
                 _ => match fs.readdir(ino.0).await {
                     Ok(e) => {
                         let e = Arc::new(e);
-                        dirs.lock().unwrap().insert(fh.0, e.clone());
+                        dirs.lock().insert(fh.0, e.clone());
                         e
                     }
                     Err(e) => return reply.error(errno("readdir", &e)),
@@ -531,7 +532,7 @@ impl fuser::Filesystem for FuseAdapter {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
-        self.dirs.lock().unwrap().remove(&fh.0);
+        self.dirs.lock().remove(&fh.0);
         reply.ok();
     }
 

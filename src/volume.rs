@@ -78,6 +78,16 @@ impl VolumeConfig {
             ..crate::sealed::IoSettings::default()
         }
     }
+    /// The sealed-object store of this volume: its segment size, and every
+    /// data key pinned to its KMS key.
+    pub fn sealed_store(
+        &self,
+        store: std::sync::Arc<dyn ObjectStore>,
+        keys: std::sync::Arc<dyn KeyService>,
+    ) -> crate::sealed::SealedStore {
+        crate::sealed::SealedStore::new(store, keys, self.io_settings(), self.kms_key_arn.clone())
+    }
+
     fn signed_bytes(&self) -> Vec<u8> {
         serde_json::to_vec(&Signed {
             format: self.format,
@@ -305,6 +315,20 @@ impl Pins {
                 self.path.display()
             ))),
             None => {
+                // A config inside a volume this machine already knows is not
+                // trusted on first use: whoever can write the bucket can
+                // plant one (with a KMS key of their own) below any prefix.
+                if let Some((outer, _)) = pins
+                    .iter()
+                    .find(|(u, _)| url.starts_with(&format!("{}/", u.trim_end_matches('/'))))
+                {
+                    return Err(Error::InvalidArgument(format!(
+                        "{url} has a volume config of its own inside the volume {outer} this machine knows; \
+                         it is not trusted on first use (a config planted in the bucket looks the same). \
+                         If it is genuine, add {url} to {} by hand",
+                        self.path.display()
+                    )));
+                }
                 pins.insert(url.to_string(), pin);
                 self.write(&pins);
                 Ok(())
@@ -389,6 +413,15 @@ mod tests {
         assert!(replaced.verify(&kms).await.unwrap().is_ok());
         assert!(pins.check("s3://b/team/vol", &replaced).is_err());
         pins.check("s3://b/team/vol", &cfg).unwrap();
+
+        // A config below a pinned volume is not trusted on first use.
+        let planted = VolumeConfig::create(&kms, &evil, 65536).await.unwrap();
+        let err = pins.check("s3://b/team/vol/sub", &planted).unwrap_err();
+        assert!(
+            err.to_string().contains("not trusted on first use"),
+            "{err}"
+        );
+        pins.check("s3://b/team/volume2", &planted).unwrap();
 
         // Unreadable pins are an error, never a reset that trusts the bucket.
         std::fs::write(dir.path().join("pins.json"), b"{garbage").unwrap();

@@ -9,7 +9,6 @@ use crate::fs::{Defaults, FsSettings, SealFs};
 use crate::fuse::FuseAdapter;
 use crate::grants::{GrantSettings, Grants};
 use crate::keys::KeyPool;
-use crate::sealed::SealedStore;
 use crate::url::S3Url;
 use crate::volume::{self, Pins};
 use anyhow::{bail, Context};
@@ -375,7 +374,7 @@ async fn prepare(
     if let Some(pins) = Pins::default_location() {
         pins.check(&format!("s3://{}/{prefix}", url.bucket), &cfg)?;
     }
-    let sealed = SealedStore::new(w.store.clone(), keys.clone(), cfg.io_settings());
+    let sealed = cfg.sealed_store(w.store.clone(), keys.clone());
     let pool = KeyPool::new(keys, cfg.kms_key_arn.clone(), 32);
     let warm = pool.clone();
     tokio::spawn(async move {

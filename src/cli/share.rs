@@ -11,7 +11,7 @@ use crate::error::Error;
 use crate::fs::{SHARE, UNSHARE};
 use crate::grants::{GrantSettings, Grants, SharedFile};
 use crate::keys::KeyPool;
-use crate::sealed::{meta, SealedStore};
+use crate::sealed::meta;
 use crate::store::{ObjectStore, PutCondition};
 use crate::url::S3Url;
 use anyhow::{bail, Context};
@@ -56,7 +56,7 @@ pub async fn change(
     };
     let w = Wiring::new(opts, &url.bucket).await;
     let g = grants(&w, policy_limit);
-    let file = SharedFile::at(w.store.as_ref(), &url.key).await?;
+    let file = verified_file(&w, url).await?;
     match change {
         Change::Share => {
             for name in who {
@@ -78,6 +78,14 @@ pub async fn change(
     Ok(())
 }
 
+/// The file at `url`, verified under its volume's pinned key: only a file
+/// that verifies is shared, and its grant names the file id it verified with.
+async fn verified_file(w: &Wiring, url: &S3Url) -> anyhow::Result<SharedFile> {
+    let cfg = super::transfer::volume_of(w, &url.bucket, &url.key).await?;
+    let sealed = cfg.sealed_store(w.store.clone(), w.keys.service.clone());
+    Ok(SharedFile::verified(&sealed, &url.key).await?)
+}
+
 /// Prints the users a file is shared with, one per line.
 pub async fn list(opts: &AwsOptions, target: &Target) -> anyhow::Result<()> {
     let who = match target {
@@ -87,7 +95,7 @@ pub async fn list(opts: &AwsOptions, target: &Target) -> anyhow::Result<()> {
         },
         Target::S3(url) => {
             let w = Wiring::new(opts, &url.bucket).await;
-            let file = SharedFile::at(w.store.as_ref(), &url.key).await?;
+            let file = verified_file(&w, url).await?;
             grants(&w, 10).grantees(&file).await?
         }
     };
@@ -146,12 +154,13 @@ pub async fn rekey(opts: &AwsOptions, url: &S3Url) -> anyhow::Result<()> {
     let w = Wiring::new(opts, &url.bucket).await;
     let keys = w.keys.service.clone();
     let cfg = super::transfer::volume_of(&w, &url.bucket, &url.key).await?;
-    let sealed = SealedStore::new(w.store.clone(), keys.clone(), cfg.io_settings());
+    let sealed = cfg.sealed_store(w.store.clone(), keys.clone());
     let obj = sealed.open(&url.key).await?;
     let old = SharedFile {
         bucket: url.bucket.clone(),
         key: url.key.clone(),
         file_id: obj.seal().key.file_id.to_hex(),
+        key_arn: obj.seal().key.key_id.clone(),
     };
     let pool = KeyPool::new(keys, cfg.kms_key_arn.clone(), 0);
     let mut wk = sealed.new_key(&pool).await?;

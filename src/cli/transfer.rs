@@ -3,6 +3,7 @@
 use super::progress_bar;
 use crate::app::Wiring;
 use crate::crypto::{Header, Layout, HEADER_LEN};
+use crate::grants::{GrantSettings, Grants};
 use crate::keys::KeyPool;
 use crate::sealed::{IoSettings, SealMeta, SealedStore};
 use crate::store::Metadata;
@@ -19,6 +20,45 @@ pub(super) async fn volume_of(w: &Wiring, bucket: &str, key: &str) -> anyhow::Re
         pins.check(&format!("s3://{bucket}/{prefix}"), &cfg)?;
     }
     Ok(cfg)
+}
+
+/// A store for reading `url`, pinned to a KMS key an owner vouched for: the
+/// volume's, from its authenticated and pinned config, when the caller can
+/// read that; otherwise the key the caller's own grants name for this file
+/// (grant documents are written by owners, never by whoever can write the
+/// bucket). The object's own key id is never trusted.
+pub(super) async fn reading_store(w: &Wiring, url: &S3Url) -> anyhow::Result<SealedStore> {
+    let volume_err = match volume_of(w, &url.bucket, &url.key).await {
+        Ok(cfg) => return Ok(cfg.sealed_store(w.store.clone(), w.keys.service.clone())),
+        Err(e) => e,
+    };
+    let info = w.store.head(&url.key).await?;
+    let sm = SealMeta::read_from(&info.metadata)
+        .map_err(|r| anyhow::anyhow!("{url} is not a sealfs object: {r}"))?;
+    let grants = Grants::new(w.grant_service.clone(), GrantSettings::default());
+    let keys = grants
+        .keys_granted_to_me(&url.bucket, &url.key, &sm.key.file_id.to_hex())
+        .await
+        .unwrap_or_default();
+    // The object's key id only picks among the keys the grants name.
+    let pinned = if keys.contains(&sm.key.key_id) {
+        Some(sm.key.key_id.clone())
+    } else {
+        keys.into_iter().next()
+    };
+    let Some(pinned) = pinned else {
+        bail!(
+            "cannot read {url}: its volume's config could not be used ({volume_err:#}), \
+             and none of your grants names this file with its KMS key \
+             (a grant made before sealfs named keys: ask the owner to share it again)"
+        );
+    };
+    Ok(SealedStore::new(
+        w.store.clone(),
+        w.keys.service.clone(),
+        IoSettings::default(),
+        pinned,
+    ))
 }
 
 pub async fn put(w: &Wiring, local: &Path, url: &S3Url) -> anyhow::Result<()> {
@@ -44,7 +84,7 @@ pub async fn put(w: &Wiring, local: &Path, url: &S3Url) -> anyhow::Result<()> {
     }
     let keys = w.keys.service.clone();
     let cfg = volume_of(w, &url.bucket, &key).await?;
-    let sealed = SealedStore::new(w.store.clone(), keys.clone(), cfg.io_settings());
+    let sealed = cfg.sealed_store(w.store.clone(), keys.clone());
     let pool = KeyPool::new(keys, cfg.kms_key_arn.clone(), 0);
     let wk = sealed.key_for_write(&key, &pool).await?;
     let mut file = tokio::fs::File::open(local)
@@ -69,11 +109,7 @@ pub async fn get(w: &Wiring, url: &S3Url, local: Option<&Path>) -> anyhow::Resul
         .file_name()
         .with_context(|| format!("{url} names a prefix, not a file"))?
         .to_string();
-    let sealed = SealedStore::new(
-        w.store.clone(),
-        w.keys.service.clone(),
-        IoSettings::default(),
-    );
+    let sealed = reading_store(w, url).await?;
     let settings = sealed.settings().clone();
     // Open (fetch, unwrap, verify header and binding) before touching the local side.
     let obj = sealed.open(&url.key).await?;
@@ -181,11 +217,7 @@ pub async fn inspect(w: &Wiring, url: &S3Url, verify: bool) -> anyhow::Result<()
     if !verify {
         return Ok(());
     }
-    let sealed = SealedStore::new(
-        w.store.clone(),
-        w.keys.service.clone(),
-        IoSettings::default(),
-    );
+    let sealed = reading_store(w, url).await?;
     match sealed.open(&url.key).await {
         Ok(_) => {
             println!("verified:      data key unwrapped; key commitment, header MAC, file id and path binding OK");

@@ -40,6 +40,9 @@ pub async fn run(w: &Wiring, url: &S3Url) -> anyhow::Result<()> {
     let keys = w.keys.service.clone();
     // The config first: a volume whose config fails is not worth reading on.
     let cfg = volume::load(w.store.as_ref(), keys.as_ref(), &prefix).await?;
+    if let Some(pins) = volume::Pins::default_location() {
+        pins.check(&format!("s3://{}/{prefix}", url.bucket), &cfg)?;
+    }
     let list_prefix = if prefix.is_empty() {
         String::new()
     } else {
@@ -50,7 +53,7 @@ pub async fn run(w: &Wiring, url: &S3Url) -> anyhow::Result<()> {
         .into_iter()
         .filter(|e| !is_marker(e) && !volume::is_internal(&e.key))
         .collect();
-    let sealed = SealedStore::new(w.store.clone(), keys, cfg.io_settings());
+    let sealed = cfg.sealed_store(w.store.clone(), keys);
     let pb = if std::io::stderr().is_terminal() {
         let pb = indicatif::ProgressBar::new(objects.len() as u64);
         pb.set_style(

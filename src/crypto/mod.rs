@@ -116,4 +116,6 @@ pub enum IntegrityError {
     Segment(u64),
     #[error("KMS rejected the wrapped data key (key or file id in the metadata tampered, or taken from another file)")]
     WrappedKey,
+    #[error("data key is wrapped under KMS key {0:?}, not the key this volume is pinned to")]
+    ForeignKey(String),
 }

@@ -48,7 +48,7 @@ impl SealFs {
     /// A directory's mtime/ctime move when its entries change (in memory; a
     /// directory's times are persisted only by an explicit utimens/chmod).
     pub(super) fn touch_dir(&self, dir: u64) {
-        if let Some(i) = self.table.lock().unwrap().get_mut(dir) {
+        if let Some(i) = self.table.lock().get_mut(dir) {
             i.attr.mtime = SystemTime::now();
             i.attr.ctime = i.attr.mtime;
         }
@@ -68,7 +68,7 @@ impl SealFs {
         }
         let path = self.child_path(parent, name)?;
         let (remote, staged, file_id) = {
-            let t = self.table.lock().unwrap();
+            let t = self.table.lock();
             let i = t.get(e.ino).ok_or_else(|| enoent(name))?;
             let fid = i.key_ref.as_ref().map(|k| k.file_id.to_hex());
             (i.remote, i.staged.clone(), fid)
@@ -82,14 +82,14 @@ impl SealFs {
         if let Some(s) = staged {
             s.mark_unlinked().await;
         }
-        self.table.lock().unwrap().unlink(parent, name);
+        self.table.lock().unlink(parent, name);
         self.touch_dir(parent);
         Ok(())
     }
 
     /// True when the directory at `path` (inode `ino`) has no entries, remote or local.
     pub(super) async fn dir_is_empty(&self, ino: u64, path: &str) -> Result<bool> {
-        if !self.table.lock().unwrap().local_children(ino).is_empty() {
+        if !self.table.lock().local_children(ino).is_empty() {
             return Ok(false);
         }
         let prefix = self.dir_prefix(path);
@@ -117,7 +117,7 @@ impl SealFs {
             Ok(()) | Err(StoreError::NotFound { .. }) => {}
             Err(e) => return Err(e.into()),
         }
-        self.table.lock().unwrap().unlink(parent, name);
+        self.table.lock().unlink(parent, name);
         self.names.forget(e.ino);
         self.touch_dir(parent);
         Ok(())
@@ -148,7 +148,7 @@ impl SealFs {
             )
             .await?;
         let ino = self.remember_new(parent, name, attr, etag, Some(wk.key_ref));
-        if let Some(i) = self.table.lock().unwrap().get_mut(ino) {
+        if let Some(i) = self.table.lock().get_mut(ino) {
             i.target = Some(target.to_vec());
         }
         self.touch_dir(parent);
@@ -221,7 +221,7 @@ impl SealFs {
         etag: String,
         key_ref: Option<crate::sealed::KeyRef>,
     ) -> u64 {
-        self.table.lock().unwrap().upsert_remembered(
+        self.table.lock().upsert_remembered(
             parent,
             name,
             Seen {
@@ -235,7 +235,7 @@ impl SealFs {
 
     pub async fn readlink(&self, ino: u64) -> Result<Vec<u8>> {
         {
-            let t = self.table.lock().unwrap();
+            let t = self.table.lock();
             let i = t.get(ino).ok_or_else(|| enoent(&format!("inode {ino}")))?;
             if i.attr.kind != Kind::Symlink {
                 return Err(Error::posix(EINVAL, "not a symlink"));
@@ -247,7 +247,7 @@ impl SealFs {
         let key = self.key_of(&self.path_of(ino)?);
         let obj = self.sealed.open(&key).await?;
         let bytes = obj.read(self.store.as_ref(), 0, obj.plain_len()).await?;
-        if let Some(i) = self.table.lock().unwrap().get_mut(ino) {
+        if let Some(i) = self.table.lock().get_mut(ino) {
             i.target = Some(bytes.clone());
         }
         Ok(bytes)

@@ -146,7 +146,7 @@ impl StagedInner {
 
 impl Drop for StagedInner {
     fn drop(&mut self) {
-        self.live.lock().unwrap().remove(&self.path);
+        self.live.lock().remove(&self.path);
         if self.dirty && !self.unlinked {
             tracing::error!(path = %self.path.display(), key = %self.key, "staged changes could not be uploaded; the data is kept in this file and uploaded by a later retry or the next mount");
         } else {
@@ -179,7 +179,7 @@ impl Staged {
             .mode(0o600)
             .open(&path)
             .map_err(|e| Error::io(format!("creating staging file {}", path.display()), e))?;
-        fs.live_staged.lock().unwrap().insert(path.clone());
+        fs.live_staged.lock().insert(path.clone());
         Ok(Staged {
             inner: tokio::sync::Mutex::new(StagedInner {
                 file,
@@ -229,7 +229,6 @@ impl SealFs {
     fn handle(&self, fh: u64) -> Result<Arc<Handle>> {
         self.handles
             .lock()
-            .unwrap()
             .get(&fh)
             .cloned()
             .ok_or_else(|| Error::posix(EBADF, format!("no open file handle {fh}")))
@@ -237,28 +236,19 @@ impl SealFs {
 
     fn new_handle(&self, ino: u64, writable: bool) -> u64 {
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        let etag = self
-            .table
-            .lock()
-            .unwrap()
-            .get(ino)
-            .and_then(|i| i.etag.clone());
+        let etag = self.table.lock().get(ino).and_then(|i| i.etag.clone());
         let h = Arc::new(Handle {
             ino,
             writable,
             etag,
             read: tokio::sync::Mutex::new(None),
         });
-        self.handles.lock().unwrap().insert(fh, h);
+        self.handles.lock().insert(fh, h);
         fh
     }
 
     pub(super) fn staged(&self, ino: u64) -> Option<Arc<Staged>> {
-        self.table
-            .lock()
-            .unwrap()
-            .get(ino)
-            .and_then(|i| i.staged.clone())
+        self.table.lock().get(ino).and_then(|i| i.staged.clone())
     }
 
     /// Makes sure `ino` has staged content: the current object downloaded and
@@ -272,7 +262,7 @@ impl SealFs {
             return Ok(s);
         }
         let (path, remote, kind) = {
-            let t = self.table.lock().unwrap();
+            let t = self.table.lock();
             let i = t.get(ino).ok_or_else(|| enoent(&format!("inode {ino}")))?;
             (t.path(ino).unwrap_or_default(), i.remote, i.attr.kind)
         };
@@ -316,7 +306,7 @@ impl SealFs {
             staged.inner.lock().await.make_dirty();
         }
         let staged = Arc::new(staged);
-        let mut t = self.table.lock().unwrap();
+        let mut t = self.table.lock();
         let i = t.get_mut(ino).ok_or_else(|| enoent(&path))?;
         if let Some(existing) = &i.staged {
             // Another open staged it while we downloaded; use theirs.
@@ -344,11 +334,11 @@ impl SealFs {
             // that arrives meanwhile (FUSE sends release after close returns)
             // must not see itself as the last writer and upload, then drop,
             // the staged state this open is about to use.
-            if let Some(i) = self.table.lock().unwrap().get_mut(ino) {
+            if let Some(i) = self.table.lock().get_mut(ino) {
                 i.writers += 1;
             }
             if let Err(e) = self.stage(ino, truncate).await {
-                if let Some(i) = self.table.lock().unwrap().get_mut(ino) {
+                if let Some(i) = self.table.lock().get_mut(ino) {
                     i.writers = i.writers.saturating_sub(1);
                 }
                 return Err(e);
@@ -369,7 +359,7 @@ impl SealFs {
         let staged = Staged::create(self, self.key_of(&path), 0, None, None)?;
         staged.inner.lock().await.make_dirty();
         let ino = {
-            let mut t = self.table.lock().unwrap();
+            let mut t = self.table.lock();
             let ino = t.upsert_remembered(
                 parent,
                 name,
@@ -454,7 +444,6 @@ impl SealFs {
         let readers: Vec<Arc<Handle>> = self
             .handles
             .lock()
-            .unwrap()
             .values()
             .filter(|h| h.ino == ino)
             .cloned()
@@ -497,7 +486,7 @@ impl SealFs {
             self.feed_stream(h.ino, &mut s, offset, old_size).await;
             s.size
         };
-        if let Some(i) = self.table.lock().unwrap().get_mut(h.ino) {
+        if let Some(i) = self.table.lock().get_mut(h.ino) {
             i.attr.size = size;
             i.attr.mtime = SystemTime::now();
             i.attr.ctime = i.attr.mtime;
@@ -548,13 +537,13 @@ impl SealFs {
     }
 
     pub async fn release(&self, fh: u64) -> Result<()> {
-        let h = self.handles.lock().unwrap().remove(&fh);
+        let h = self.handles.lock().remove(&fh);
         let Some(h) = h else { return Ok(()) };
         if !h.writable {
             return Ok(());
         }
         let last = {
-            let mut t = self.table.lock().unwrap();
+            let mut t = self.table.lock();
             match t.get_mut(h.ino) {
                 Some(i) => {
                     i.writers = i.writers.saturating_sub(1);
@@ -566,7 +555,7 @@ impl SealFs {
         let Some(staged) = last else { return Ok(()) };
         let result = self.upload(h.ino, &staged).await;
         let broken = staged.inner.lock().await.broken.is_some();
-        let mut t = self.table.lock().unwrap();
+        let mut t = self.table.lock();
         let mut gone = None;
         if let Some(i) = t.get_mut(h.ino) {
             if i.writers == 0 {

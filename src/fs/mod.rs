@@ -36,10 +36,11 @@ use file::Handle;
 use futures::{StreamExt, TryStreamExt};
 use inode::{Seen, Table};
 use libc::{ENAMETOOLONG, ENOENT, ENOTDIR, EPERM, EROFS};
+use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 /// Longest file name (bytes), as on most Linux filesystems.
@@ -191,11 +192,6 @@ impl SealFs {
         self
     }
 
-    #[cfg(test)]
-    fn sealed_keys(&self) -> Arc<dyn crate::keys::KeyService> {
-        self.sealed.keys().clone()
-    }
-
     pub fn settings(&self) -> &FsSettings {
         &self.settings
     }
@@ -230,7 +226,6 @@ impl SealFs {
     fn path_of(&self, ino: u64) -> Result<String> {
         self.table
             .lock()
-            .unwrap()
             .path(ino)
             .ok_or_else(|| enoent(&format!("inode {ino}")))
     }
@@ -332,7 +327,7 @@ impl SealFs {
     }
 
     fn listed_fresh(&self, dir: u64) -> bool {
-        self.table.lock().unwrap().is_listed(dir)
+        self.table.lock().is_listed(dir)
     }
 
     /// A complete listing of `dir` that took `took` to make is trusted for
@@ -345,11 +340,11 @@ impl SealFs {
         let ttl = self.settings.metadata_ttl;
         // TTL 0 asks S3 every time, as configured.
         let until = Instant::now() + if ttl.is_zero() { ttl } else { ttl.max(took) };
-        self.table.lock().unwrap().set_listed(dir, until);
+        self.table.lock().set_listed(dir, until);
     }
 
     fn entry(&self, ino: u64) -> Result<Entry> {
-        let t = self.table.lock().unwrap();
+        let t = self.table.lock();
         let i = t.get(ino).ok_or_else(|| enoent(&format!("inode {ino}")))?;
         Ok(Entry {
             ino,
@@ -366,7 +361,7 @@ impl SealFs {
         // only when a huge listing ran meanwhile; resolving again is right.
         for _ in 0..3 {
             let e = self.resolve(parent, name).await?;
-            if self.table.lock().unwrap().remember(e.ino) {
+            if self.table.lock().remember(e.ino) {
                 return Ok(e);
             }
         }
@@ -392,7 +387,7 @@ impl SealFs {
         // from the cache, absent names with ENOENT.
         let parent_listed = self.listed_fresh(parent);
         let known_file = {
-            let t = self.table.lock().unwrap();
+            let t = self.table.lock();
             match t.child(parent, name) {
                 Some(ino) => {
                     let i = t.get(ino).expect("child inode");
@@ -429,7 +424,7 @@ impl SealFs {
         if known_file {
             // A known file is revalidated with one HEAD.
             if let Some(seen) = self.head_file(&path).await? {
-                let ino = self.table.lock().unwrap().upsert(parent, name, seen);
+                let ino = self.table.lock().upsert(parent, name, seen);
                 return self.entry(ino);
             }
         } else if self.listed_name(parent, &path, name).await? == Some(false) {
@@ -439,11 +434,11 @@ impl SealFs {
         }
         match self.fetch(&path).await? {
             Some(seen) => {
-                let ino = self.table.lock().unwrap().upsert(parent, name, seen);
+                let ino = self.table.lock().upsert(parent, name, seen);
                 self.entry(ino)
             }
             None => {
-                let mut t = self.table.lock().unwrap();
+                let mut t = self.table.lock();
                 if let Some(ino) = t.child(parent, name) {
                     if t.get(ino).is_some_and(|i| !i.local() && i.remote) {
                         t.unlink(parent, name);
@@ -456,7 +451,7 @@ impl SealFs {
 
     pub async fn getattr(&self, ino: u64) -> Result<Entry> {
         let stale = {
-            let t = self.table.lock().unwrap();
+            let t = self.table.lock();
             let i = t.get(ino).ok_or_else(|| enoent(&format!("inode {ino}")))?;
             // An unlinked inode (open, then replaced or removed) keeps its
             // attributes: its old path names another file now, whose size
@@ -473,7 +468,7 @@ impl SealFs {
             match self.store.head(&self.key_of(&path)).await {
                 Ok(info) => {
                     let seen = self.seen_object(&info);
-                    let mut t = self.table.lock().unwrap();
+                    let mut t = self.table.lock();
                     if let Some(i) = t.get_mut(ino) {
                         if !i.local() {
                             if i.etag != seen.etag {
@@ -495,12 +490,12 @@ impl SealFs {
 
     /// The kernel dropped `n` references to `ino`.
     pub fn forget(&self, ino: u64, n: u64) {
-        self.table.lock().unwrap().forget(ino, n);
+        self.table.lock().forget(ino, n);
     }
 
     /// Inodes in the table (tests and stats).
     pub fn cached_inodes(&self) -> usize {
-        self.table.lock().unwrap().len()
+        self.table.lock().len()
     }
 
     /// The whole listing of a directory, "." and ".." first. Costs one LIST
@@ -510,7 +505,7 @@ impl SealFs {
     pub async fn readdir(&self, ino: u64) -> Result<Vec<DirEntry>> {
         let started = Instant::now();
         let (path, parent) = {
-            let t = self.table.lock().unwrap();
+            let t = self.table.lock();
             let i = t.get(ino).ok_or_else(|| enoent(&format!("inode {ino}")))?;
             if i.attr.kind != Kind::Dir {
                 return Err(Error::posix(ENOTDIR, "not a directory"));
@@ -552,7 +547,7 @@ impl SealFs {
         let mut to_head = Vec::new();
         let mut found: HashMap<String, (u64, Kind)> = HashMap::new();
         {
-            let t = self.table.lock().unwrap();
+            let t = self.table.lock();
             for (name, (key, etag)) in &files {
                 let known = t.child(ino, name).and_then(|c| Some((c, t.get(c)?)));
                 match known {
@@ -587,7 +582,7 @@ impl SealFs {
             .try_collect()
             .await?;
 
-        let mut t = self.table.lock().unwrap();
+        let mut t = self.table.lock();
         for (name, is_dir, info) in heads {
             let seen = match (is_dir, info) {
                 (false, Some(info)) => self.seen_object(&info),
@@ -668,10 +663,9 @@ impl SealFs {
     /// Flushes every file with staged changes (unmount, SIGTERM).
     pub async fn flush_all(&self) -> Result<()> {
         let staged: Vec<(u64, Arc<file::Staged>)> = {
-            let t = self.table.lock().unwrap();
+            let t = self.table.lock();
             self.handles
                 .lock()
-                .unwrap()
                 .values()
                 .filter_map(|h| {
                     t.get(h.ino)

@@ -14,8 +14,9 @@ use super::inode::Seen;
 use super::{Kind, SealFs};
 use crate::error::Result;
 use crate::store::StoreError;
+use parking_lot::Mutex;
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// LIST pages one absent-name lookup may spend on its directory.
@@ -34,7 +35,7 @@ pub(super) struct DirNames {
 
 impl DirNames {
     pub(super) fn remember(&self, dir: u64, names: HashSet<String>, ttl: Duration) {
-        let mut m = self.map.lock().unwrap();
+        let mut m = self.map.lock();
         // Listings of directories not looked at again within the TTL are
         // dropped as others come, so a walk of a huge tree keeps only the
         // recent ones.
@@ -47,15 +48,15 @@ impl DirNames {
     /// Something changed in `dir` behind the inode table's back (a conflict
     /// copy, a recovered upload): list it again next time.
     pub(super) fn forget(&self, dir: u64) {
-        self.map.lock().unwrap().remove(&dir);
+        self.map.lock().remove(&dir);
     }
 
     pub(super) fn clear(&self) {
-        self.map.lock().unwrap().clear();
+        self.map.lock().clear();
     }
 
     fn fresh(&self, dir: u64, ttl: std::time::Duration) -> Option<Arc<HashSet<String>>> {
-        let mut m = self.map.lock().unwrap();
+        let mut m = self.map.lock();
         match m.get(&dir) {
             Some((t, names)) if t.elapsed() < ttl => Some(names.clone()),
             Some(_) => {

@@ -14,12 +14,13 @@ use super::SealFs;
 use crate::error::{Error, Result};
 use crate::sealed::{SealMeta, WriteKey};
 use crate::store::{Metadata, PutCondition, StoreError};
+use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 /// Staging files in use by open files of this mount.
@@ -110,7 +111,7 @@ impl SealFs {
             .collect();
         for jpath in journals {
             let staged = jpath.with_extension("");
-            if self.live_staged.lock().unwrap().contains(&staged) {
+            if self.live_staged.lock().contains(&staged) {
                 continue;
             }
             let journal: Journal = match std::fs::read(&jpath)
@@ -156,7 +157,7 @@ impl SealFs {
             }
         }
         if !done.is_empty() {
-            self.table.lock().unwrap().unlist_all();
+            self.table.lock().unlist_all();
             self.names.clear();
         }
         done
@@ -178,7 +179,7 @@ impl SealFs {
                 continue;
             };
             if journal_path(p).exists()
-                || self.live_staged.lock().unwrap().contains(p)
+                || self.live_staged.lock().contains(p)
                 || other_live_process(pid)
             {
                 continue;
@@ -221,7 +222,13 @@ impl SealFs {
             let wk = match existing {
                 Some((sm, etag)) => {
                     self.sealed
-                        .existing_key(sm.key, PutCondition::IfMatch(etag))
+                        .key_for_version(
+                            &j.key,
+                            Some(&etag),
+                            Some(&sm.key),
+                            PutCondition::IfMatch(etag.clone()),
+                            &self.pool,
+                        )
                         .await?
                 }
                 None => self.sealed.new_key(&self.pool).await?,
@@ -276,7 +283,7 @@ mod tests {
         let fh2 = r.fs.open(a, libc::O_WRONLY).await.unwrap();
         r.fs.write(fh2, 0, b"v2").await.unwrap();
         // The "crash": this mount's state is gone, its staging area is not.
-        r.fs.live_staged.lock().unwrap().clear();
+        r.fs.live_staged.lock().clear();
         let next = rig_with_cache(&r, r.fs.settings.cache_dir.clone());
         let mut done = next.recover_staged().await;
         done.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
@@ -306,7 +313,7 @@ mod tests {
         let a = r.write_file(ROOT, "f", b"base").await;
         let fh = r.fs.open(a, libc::O_WRONLY).await.unwrap();
         r.fs.write(fh, 0, b"mine").await.unwrap();
-        r.fs.live_staged.lock().unwrap().clear();
+        r.fs.live_staged.lock().clear();
         // Someone else writes the file before the crashed mount comes back.
         let other = rig_same_store(&r);
         let o = other.lookup(ROOT, "f").await.unwrap();

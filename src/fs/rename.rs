@@ -102,7 +102,6 @@ impl SealFs {
                         let fid = self
                             .table
                             .lock()
-                            .unwrap()
                             .get(dst.ino)
                             .and_then(|i| i.key_ref.as_ref().map(|k| k.file_id.to_hex()));
                         self.grants_removed(&[(self.key_of(&new_path), fid)]).await;
@@ -110,7 +109,7 @@ impl SealFs {
                         // copy lands: from then on its path names the new
                         // object, whose attributes must never become its own
                         // (open descriptors would see another size).
-                        self.table.lock().unwrap().unlink(new_parent, new_name);
+                        self.table.lock().unlink(new_parent, new_name);
                     }
                 }
             }
@@ -122,10 +121,7 @@ impl SealFs {
         } else {
             self.rename_file(src.ino, &old_path, &new_path).await?;
         }
-        self.table
-            .lock()
-            .unwrap()
-            .rename(parent, name, new_parent, new_name);
+        self.table.lock().rename(parent, name, new_parent, new_name);
         self.touch_dir(parent);
         self.touch_dir(new_parent);
         Ok(())
@@ -133,7 +129,7 @@ impl SealFs {
 
     async fn rename_file(&self, ino: u64, old_path: &str, new_path: &str) -> Result<()> {
         let (remote, staged) = {
-            let t = self.table.lock().unwrap();
+            let t = self.table.lock();
             let i = t.get(ino).ok_or_else(|| enoent(old_path))?;
             (i.remote, i.staged.clone())
         };
@@ -155,7 +151,7 @@ impl SealFs {
             g.moved(to.clone(), etag.clone());
         }
         drop(guard);
-        if let Some(i) = self.table.lock().unwrap().get_mut(ino) {
+        if let Some(i) = self.table.lock().get_mut(ino) {
             i.etag = Some(etag);
             i.attr.ctime = SystemTime::now();
         }
@@ -227,9 +223,9 @@ impl SealFs {
         };
         write_private_json(&journal, &j, true)
             .map_err(|e| Error::io("writing the rename journal", e))?;
-        self.renames_live.lock().unwrap().insert(journal.clone());
+        self.renames_live.lock().insert(journal.clone());
         let done = self.apply_moves(&j.moves).await;
-        self.renames_live.lock().unwrap().remove(&journal);
+        self.renames_live.lock().remove(&journal);
         done?;
         let _ = std::fs::remove_file(&journal);
         Ok(())
@@ -295,7 +291,7 @@ impl SealFs {
             .collect();
         journals.sort();
         for path in journals {
-            if self.renames_live.lock().unwrap().contains(&path) {
+            if self.renames_live.lock().contains(&path) {
                 continue;
             }
             let Some(j) = read_rename_journal(&path) else {
@@ -334,7 +330,7 @@ impl SealFs {
             }
         }
         if !done.is_empty() {
-            self.table.lock().unwrap().unlist_all();
+            self.table.lock().unlist_all();
             self.names.clear();
         }
         done

@@ -45,7 +45,7 @@ impl SealFs {
             staged = Some(s);
         }
         {
-            let mut t = self.table.lock().unwrap();
+            let mut t = self.table.lock();
             let i = t
                 .get_mut(ino)
                 .ok_or_else(|| enoent(&format!("inode {ino}")))?;
@@ -76,7 +76,7 @@ impl SealFs {
                 s.mark_dirty().await;
                 if upload_now {
                     let r = self.upload(ino, &s).await;
-                    let mut t = self.table.lock().unwrap();
+                    let mut t = self.table.lock();
                     if let Some(i) = t.get_mut(ino) {
                         if i.writers == 0 {
                             i.staged = None;
@@ -94,7 +94,7 @@ impl SealFs {
     /// self-copy with replaced metadata for objects, a new marker for directories.
     pub(super) async fn persist_attr(&self, ino: u64) -> Result<Option<String>> {
         let (path, attr, remote) = {
-            let t = self.table.lock().unwrap();
+            let t = self.table.lock();
             let i = t.get(ino).ok_or_else(|| enoent(&format!("inode {ino}")))?;
             // An unlinked file's attributes live with it, in memory: its
             // old path names another object now.
@@ -133,7 +133,7 @@ impl SealFs {
                 )
                 .await?
         };
-        if let Some(i) = self.table.lock().unwrap().get_mut(ino) {
+        if let Some(i) = self.table.lock().get_mut(ino) {
             i.etag = Some(etag.clone());
             i.validated = Instant::now();
         }

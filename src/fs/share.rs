@@ -56,17 +56,12 @@ impl SealFs {
                 "sharing works on regular files, one at a time",
             ));
         }
-        let staged = self
-            .table
-            .lock()
-            .unwrap()
-            .get(ino)
-            .and_then(|i| i.staged.clone());
+        let staged = self.table.lock().get(ino).and_then(|i| i.staged.clone());
         if let Some(s) = staged {
             self.upload(ino, &s).await?;
         }
         let key = self.key_of(&self.path_of(ino)?);
-        SharedFile::at(self.store.as_ref(), &key).await
+        SharedFile::verified(&self.sealed, &key).await
     }
 
     /// The grantees of a file, comma-separated, read from IAM.

@@ -21,11 +21,12 @@ use super::{enoent, FsSettings, SealFs};
 use crate::error::{Error, Result};
 use crate::sealed::SealedStore;
 use crate::store::{Metadata, PutCondition, StoreError};
+use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{watch, Semaphore};
 
@@ -135,27 +136,28 @@ impl SealFs {
             && s.dirty
             && !s.unlinked
             && s.stream.is_none()
-            && self
-                .table
-                .lock()
-                .unwrap()
-                .get(ino)
-                .is_some_and(|i| i.writers <= 1)
+            && self.table.lock().get(ino).is_some_and(|i| i.writers <= 1)
     }
 
     /// Seals the staged content into the spool and starts its upload.
     pub(super) async fn spool_staged(&self, ino: u64, s: &mut StagedInner) -> Result<()> {
         let (path, mut attr) = {
-            let t = self.table.lock().unwrap();
+            let t = self.table.lock();
             let i = t.get(ino).ok_or_else(|| enoent(&format!("inode {ino}")))?;
             (t.path(ino).unwrap_or_default(), i.attr.clone())
         };
         attr.size = s.size;
         let key = self.key_of(&path);
-        let wk = match s.key_ref.clone() {
-            Some(kr) => self.sealed.existing_key(kr, PutCondition::None).await?,
-            None => self.sealed.new_key(&self.pool).await?,
-        };
+        let wk = self
+            .sealed
+            .key_for_version(
+                &key,
+                s.base_etag.as_deref(),
+                s.key_ref.as_ref(),
+                PutCondition::None,
+                &self.pool,
+            )
+            .await?;
         let obj = self.spool.dir.join(format!(
             "{}-{:016x}.obj",
             std::process::id(),
@@ -163,10 +165,10 @@ impl SealFs {
         ));
         // Claimed before it exists, so the periodic recovery never takes an
         // entry this task is about to upload.
-        self.spool.live.lock().unwrap().insert(obj.clone());
+        self.spool.live.lock().insert(obj.clone());
         let unclaim = |obj: &Path| {
             let _ = std::fs::remove_file(obj);
-            self.spool.live.lock().unwrap().remove(obj);
+            self.spool.live.lock().remove(obj);
         };
         let dst = match std::fs::OpenOptions::new()
             .write(true)
@@ -212,17 +214,13 @@ impl SealFs {
         // for recovery any more.
         s.mark_clean();
         s.key_ref = Some(wk.key_ref.clone());
-        if let Some(i) = self.table.lock().unwrap().get_mut(ino) {
+        if let Some(i) = self.table.lock().get_mut(ino) {
             i.key_ref = Some(wk.key_ref.clone());
             i.attr.size = s.size;
             i.pending = true;
         }
         let (tx, rx) = watch::channel(None);
-        self.spool
-            .pending
-            .lock()
-            .unwrap()
-            .insert(ino, (key.clone(), rx));
+        self.spool.pending.lock().insert(ino, (key.clone(), rx));
         let (spool, sealed, table, names) = (
             self.spool.clone(),
             self.sealed.clone(),
@@ -232,9 +230,9 @@ impl SealFs {
         tokio::spawn(async move {
             let _slot = spool.slots.clone().acquire_owned().await;
             let outcome = upload_with_retries(&sealed, &obj, &m).await;
-            spool.live.lock().unwrap().remove(&obj);
+            spool.live.lock().remove(&obj);
             let staged = {
-                let mut t = table.lock().unwrap();
+                let mut t = table.lock();
                 match &outcome {
                     Ok(Spooled::Uploaded { etag, .. }) => t.get_mut(ino).and_then(|i| {
                         i.pending = false;
@@ -268,12 +266,12 @@ impl SealFs {
             let result = match outcome {
                 Ok(Spooled::Uploaded { .. }) => {
                     Spool::remove(&obj);
-                    spool.pending.lock().unwrap().remove(&ino);
+                    spool.pending.lock().remove(&ino);
                     Ok(())
                 }
                 Ok(Spooled::ConflictCopy { key, copy }) => {
                     Spool::remove(&obj);
-                    spool.pending.lock().unwrap().remove(&ino);
+                    spool.pending.lock().remove(&ino);
                     let what = format!("write conflict on {key}: it changed in S3 since it was opened here; this version was kept as {copy}");
                     tracing::error!("{what}");
                     Err(what)
@@ -296,7 +294,6 @@ impl SealFs {
             .spool
             .pending
             .lock()
-            .unwrap()
             .get(&ino)
             .map(|(_, rx)| rx.clone());
         let Some(mut rx) = rx else { return Ok(()) };
@@ -309,7 +306,7 @@ impl SealFs {
 
     /// Settles the entry `name` of `parent`, if it is known.
     pub(super) async fn settle_child(&self, parent: u64, name: &str) -> Result<()> {
-        let ino = self.table.lock().unwrap().child(parent, name);
+        let ino = self.table.lock().child(parent, name);
         match ino {
             Some(ino) => self.settle(ino).await,
             None => Ok(()),
@@ -318,10 +315,10 @@ impl SealFs {
 
     /// Forgets `ino`'s failed spooled upload (its file was unlinked).
     pub(super) fn drop_spooled(&self, ino: u64) {
-        if let Some(i) = self.table.lock().unwrap().get_mut(ino) {
+        if let Some(i) = self.table.lock().get_mut(ino) {
             i.pending = false;
         }
-        let Some((key, _)) = self.spool.pending.lock().unwrap().remove(&ino) else {
+        let Some((key, _)) = self.spool.pending.lock().remove(&ino) else {
             return;
         };
         let Ok(dir) = std::fs::read_dir(&self.spool.dir) else {
@@ -329,7 +326,7 @@ impl SealFs {
         };
         for obj in dir.filter_map(|e| e.ok().map(|e| e.path())) {
             if obj.extension().is_some_and(|x| x == "obj")
-                && !self.spool.live.lock().unwrap().contains(&obj)
+                && !self.spool.live.lock().contains(&obj)
                 && std::fs::read(meta_path(&obj))
                     .ok()
                     .and_then(|b| serde_json::from_slice::<EntryMeta>(&b).ok())
@@ -343,7 +340,7 @@ impl SealFs {
     /// Waits for every upload in flight (unmount). Failed ones stay in the
     /// spool; the first failure is returned.
     pub(super) async fn drain_spool(&self) -> Result<()> {
-        let inos: Vec<u64> = self.spool.pending.lock().unwrap().keys().copied().collect();
+        let inos: Vec<u64> = self.spool.pending.lock().keys().copied().collect();
         let mut first = Ok(());
         for ino in inos {
             if let Err(e) = self.settle(ino).await {
@@ -367,7 +364,7 @@ impl SealFs {
             .filter(|p| p.extension().is_some_and(|x| x == "obj"))
             .collect();
         for obj in objs {
-            if self.spool.live.lock().unwrap().contains(&obj) {
+            if self.spool.live.lock().contains(&obj) {
                 continue;
             }
             let m: EntryMeta = match std::fs::read(meta_path(&obj))
@@ -397,7 +394,7 @@ impl SealFs {
                     Spool::remove(&obj);
                     // A failed upload of this mount: its inode is in S3 now.
                     let inos: Vec<u64> = {
-                        let mut pending = self.spool.pending.lock().unwrap();
+                        let mut pending = self.spool.pending.lock();
                         let inos = pending
                             .iter()
                             .filter(|(_, (k, _))| *k == m.key)
@@ -406,7 +403,7 @@ impl SealFs {
                         pending.retain(|_, (k, _)| *k != m.key);
                         inos
                     };
-                    let mut t = self.table.lock().unwrap();
+                    let mut t = self.table.lock();
                     for ino in inos {
                         if let Some(i) = t.get_mut(ino) {
                             i.pending = false;
@@ -422,7 +419,7 @@ impl SealFs {
             }
         }
         if !done.is_empty() {
-            self.table.lock().unwrap().unlist_all();
+            self.table.lock().unlist_all();
             self.names.clear();
         }
         done

@@ -32,7 +32,7 @@ pub(crate) fn rig_over(
         read_run: 8 * 4096,
         read_concurrency: 2,
     };
-    let sealed = SealedStore::new(wrap(&mem), keys.clone(), io);
+    let sealed = SealedStore::new(wrap(&mem), keys.clone(), io, arn.clone());
     let pool = KeyPool::new(keys, arn, 0);
     let cache = tempfile::tempdir().unwrap();
     let settings = FsSettings {
@@ -138,17 +138,7 @@ pub(crate) fn rig_with_cache(r: &Rig, cache_dir: std::path::PathBuf) -> SealFs {
 pub(crate) fn rig_with_settings(r: &Rig, edit: impl FnOnce(&mut FsSettings)) -> SealFs {
     let mut settings = r.fs.settings.clone();
     edit(&mut settings);
-    SealFs::new(
-        SealedStore::new(
-            r.fs.store.clone(),
-            r.fs.sealed_keys(),
-            r.fs.sealed.settings().clone(),
-        ),
-        r.fs.pool.clone(),
-        "vol",
-        settings,
-    )
-    .unwrap()
+    SealFs::new(r.fs.sealed.sibling(), r.fs.pool.clone(), "vol", settings).unwrap()
 }
 
 #[tokio::test]
@@ -388,7 +378,7 @@ mod model {
                 // TTL 0: every lookup asks the store, so other clients' changes are seen at once.
                 let r = rig_with(Duration::ZERO);
                 r.fs.mkdir(ROOT, "d", 0o755, 0, 0).await.unwrap();
-                let other = SealedStore::new(r.fs.store.clone(), r.fs.sealed_keys(), r.fs.sealed.settings().clone());
+                let other = r.fs.sealed.sibling();
                 let pool = r.fs.pool.clone();
                 let mut model = BTreeMap::new();
                 for op in &ops {
@@ -417,11 +407,7 @@ async fn concurrent_overwrite_keeps_a_conflict_copy() {
             .await
             .unwrap();
     r.fs.write(fh, 0, b"ours").await.unwrap();
-    let other = SealedStore::new(
-        r.fs.store.clone(),
-        r.fs.sealed_keys(),
-        r.fs.sealed.settings().clone(),
-    );
+    let other = r.fs.sealed.sibling();
     let wk = other
         .key_for_write("vol/doc.txt", &r.fs.pool)
         .await
@@ -503,11 +489,7 @@ async fn reads_never_mix_versions() {
     let ino = r.write_file(ROOT, "v", &data).await;
     let fh = r.fs.open(ino, libc::O_RDONLY).await.unwrap();
     assert!(r.fs.read(fh, 0, 4096).await.unwrap() == data[..4096]);
-    let other = SealedStore::new(
-        r.fs.store.clone(),
-        r.fs.sealed_keys(),
-        r.fs.sealed.settings().clone(),
-    );
+    let other = r.fs.sealed.sibling();
     let wk = other.key_for_write("vol/v", &r.fs.pool).await.unwrap();
     let v2 = vec![7u8; 1_000_000];
     other

@@ -81,14 +81,19 @@ impl SealFs {
         let attr = self
             .table
             .lock()
-            .unwrap()
             .get(ino)
             .map(|i| i.attr.clone())
             .ok_or_else(|| enoent(&format!("inode {ino}")))?;
-        let wk = match s.key_ref.clone() {
-            Some(kr) => self.sealed.existing_key(kr, PutCondition::None).await?,
-            None => self.sealed.new_key(&self.pool).await?,
-        };
+        let wk = self
+            .sealed
+            .key_for_version(
+                &s.key,
+                s.base_etag.as_deref(),
+                s.key_ref.as_ref(),
+                PutCondition::None,
+                &self.pool,
+            )
+            .await?;
         let source = Arc::new(s.file.try_clone().map_err(|e| Error::io("staging", e))?);
         let st = self
             .sealed
@@ -109,7 +114,7 @@ impl SealFs {
             return Ok(());
         }
         let (path, attr) = {
-            let t = self.table.lock().unwrap();
+            let t = self.table.lock();
             let i = t.get(ino).ok_or_else(|| enoent(&format!("inode {ino}")))?;
             (t.path(ino).unwrap_or_default(), i.attr.clone())
         };
@@ -146,7 +151,7 @@ impl SealFs {
                 s.base_etag = Some(etag.clone());
                 s.key_ref = Some(key_ref.clone());
                 {
-                    let mut t = self.table.lock().unwrap();
+                    let mut t = self.table.lock();
                     if let Some(i) = t.get_mut(ino) {
                         i.remote = true;
                         i.etag = Some(etag);
@@ -200,14 +205,16 @@ impl SealFs {
         attr: &Attr,
         condition: PutCondition,
     ) -> Result<(String, KeyRef)> {
-        let wk = match s.key_ref.clone() {
-            Some(kr) => self.sealed.existing_key(kr, condition).await?,
-            None => {
-                let mut wk = self.sealed.new_key(&self.pool).await?;
-                wk.condition = condition;
-                wk
-            }
-        };
+        let wk = self
+            .sealed
+            .key_for_version(
+                key,
+                s.base_etag.as_deref(),
+                s.key_ref.as_ref(),
+                condition,
+                &self.pool,
+            )
+            .await?;
         let mut f = staged_from_start(s).await?;
         let etag = self
             .sealed
@@ -239,7 +246,7 @@ impl SealFs {
             )
             .await?;
         let parent = {
-            let mut t = self.table.lock().unwrap();
+            let mut t = self.table.lock();
             let p = t.get(ino).map(|i| i.parent);
             if let Some(p) = p {
                 t.unlist(p);

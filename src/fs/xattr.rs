@@ -147,7 +147,7 @@ impl SealFs {
     ) -> Result<()> {
         self.getattr(ino).await?;
         let old = {
-            let mut t = self.table.lock().unwrap();
+            let mut t = self.table.lock();
             let i = t
                 .get_mut(ino)
                 .ok_or_else(|| enoent(&format!("inode {ino}")))?;
@@ -158,7 +158,7 @@ impl SealFs {
         };
         let r = self.persist_meta(ino).await;
         if r.is_err() {
-            if let Some(i) = self.table.lock().unwrap().get_mut(ino) {
+            if let Some(i) = self.table.lock().get_mut(ino) {
                 i.attr = old;
             }
         }

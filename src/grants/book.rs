@@ -12,7 +12,8 @@ use super::policy::{object_arn, GrantDoc, SharedFile, POLICY_SIZE_LIMIT};
 use super::{GrantError, GrantService, ManagedPolicy, User, POLICY_PATH};
 use crate::error::{Error, Result};
 use futures::{StreamExt, TryStreamExt};
-use std::sync::{Arc, Mutex};
+use parking_lot::Mutex;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[derive(Clone, Debug)]
@@ -172,21 +173,21 @@ impl Grants {
 
     /// Every sealfs grant in the account, at most `max_age` old.
     async fn index(&self, max_age: Duration) -> Result<Index> {
-        if let Some((at, idx)) = self.index.lock().unwrap().as_ref() {
+        if let Some((at, idx)) = self.index.lock().as_ref() {
             if at.elapsed() < max_age {
                 return Ok(idx.clone());
             }
         }
         let listed = self.iam.list_policies(POLICY_PATH).await?;
         let idx = Arc::new(self.read_all(listed).await?);
-        *self.index.lock().unwrap() = Some((Instant::now(), idx.clone()));
+        *self.index.lock() = Some((Instant::now(), idx.clone()));
         Ok(idx)
     }
 
     /// Records a policy this process just wrote (`None`: deleted) in the
     /// cached index, so that its own changes never cost a full re-read.
     fn note(&self, grantee: &str, policy: &ManagedPolicy, doc: Option<&GrantDoc>) {
-        let mut slot = self.index.lock().unwrap();
+        let mut slot = self.index.lock();
         let Some((at, idx)) = slot.as_ref() else {
             return;
         };
@@ -458,6 +459,38 @@ impl Grants {
     /// What has been shared with the caller: (bucket, key, sharer), read
     /// with the caller's own credentials.
     pub async fn shared_with_me(&self) -> Result<Vec<(String, String, String)>> {
+        let mut out: Vec<(String, String, String)> = self
+            .my_documents()
+            .await?
+            .iter()
+            .flat_map(|d| d.objects())
+            .collect();
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+
+    /// The KMS keys the caller's grants name for the object `bucket`/`key`
+    /// with file id `file_id`: the keys a grantee pins that file to. The
+    /// grant documents are written by owners only, never by whoever can
+    /// write the bucket.
+    pub async fn keys_granted_to_me(
+        &self,
+        bucket: &str,
+        key: &str,
+        file_id: &str,
+    ) -> Result<std::collections::BTreeSet<String>> {
+        let arn = super::policy::object_arn(bucket, key);
+        Ok(self
+            .my_documents()
+            .await?
+            .iter()
+            .flat_map(|d| d.keys_for(&arn, file_id))
+            .collect())
+    }
+
+    /// The documents of the grant policies attached to the caller.
+    async fn my_documents(&self) -> Result<Vec<GrantDoc>> {
         let caller = self.iam.caller().await?;
         let me = caller.user_name().ok_or_else(|| {
             Error::InvalidArgument(format!(
@@ -472,15 +505,12 @@ impl Grants {
                 policies.push(self.iam.get_policy(&arn).await?);
             }
         }
-        let mut out: Vec<(String, String, String)> = self
+        Ok(self
             .read_all(policies)
             .await?
-            .iter()
-            .flat_map(|p| p.doc.objects())
-            .collect();
-        out.sort();
-        out.dedup();
-        Ok(out)
+            .into_iter()
+            .map(|p| p.doc)
+            .collect())
     }
 
     /// The documents of the grantee's grant policies (for tests and `sealfs shares -v`).

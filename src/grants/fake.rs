@@ -4,8 +4,8 @@
 
 use super::{Caller, GrantError, GrantResult, GrantService, ManagedPolicy, PolicyVersion, User};
 use async_trait::async_trait;
+use parking_lot::Mutex;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::sync::Mutex;
 
 const ACCOUNT: &str = "123456789012";
 
@@ -49,24 +49,24 @@ impl FakeIam {
 
     /// Who makes the calls from now on (another user's credentials).
     pub fn set_caller(&self, name: &str) {
-        *self.caller.lock().unwrap() = name.to_string();
+        *self.caller.lock() = name.to_string();
     }
 
     /// Makes every call of `action` (e.g. "iam:CreatePolicy") fail with AccessDenied.
     pub fn deny(&self, action: &'static str) {
-        self.state.lock().unwrap().denied.insert(action);
+        self.state.lock().denied.insert(action);
     }
 
     /// Attaches a policy that is not sealfs's (to use up a user's quota).
     pub fn attach_foreign(&self, user: &str, name: &str) {
         let arn = format!("arn:aws:iam::{ACCOUNT}:policy/{name}");
-        let mut st = self.state.lock().unwrap();
+        let mut st = self.state.lock();
         st.attached.entry(user.into()).or_default().push(arn);
     }
 
     /// Every policy name with its version count.
     pub fn policies(&self) -> Vec<(String, usize)> {
-        let st = self.state.lock().unwrap();
+        let st = self.state.lock();
         st.policies
             .values()
             .map(|p| (p.name.clone(), p.versions.len()))
@@ -74,16 +74,16 @@ impl FakeIam {
     }
 
     pub fn attached_to(&self, user: &str) -> Vec<String> {
-        let st = self.state.lock().unwrap();
+        let st = self.state.lock();
         st.attached.get(user).cloned().unwrap_or_default()
     }
 
     pub fn calls(&self) -> u64 {
-        self.state.lock().unwrap().calls
+        self.state.lock().calls
     }
 
-    fn begin(&self, action: &'static str) -> GrantResult<std::sync::MutexGuard<'_, State>> {
-        let mut st = self.state.lock().unwrap();
+    fn begin(&self, action: &'static str) -> GrantResult<parking_lot::MutexGuard<'_, State>> {
+        let mut st = self.state.lock();
         st.calls += 1;
         st.clock += 1;
         if st.denied.contains(action) {
@@ -91,7 +91,7 @@ impl FakeIam {
                 action,
                 message: format!(
                     "{} is not authorized to perform {action}",
-                    self.caller.lock().unwrap()
+                    self.caller.lock()
                 ),
             });
         }
@@ -130,7 +130,7 @@ fn managed(arn: &str, p: &Policy) -> ManagedPolicy {
 impl GrantService for FakeIam {
     async fn caller(&self) -> GrantResult<Caller> {
         Ok(Caller {
-            arn: user_arn(&self.caller.lock().unwrap()),
+            arn: user_arn(&self.caller.lock()),
             account: ACCOUNT.into(),
         })
     }

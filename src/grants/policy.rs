@@ -19,30 +19,30 @@ const KEYS_SID: &str = "SealfsKeys";
 /// The encryption-context key a grant's kms:Decrypt is conditioned on.
 pub const FILE_CONDITION: &str = "kms:EncryptionContext:sealfs:file";
 
-/// One shared file: the object and the file id its data key is bound to.
+/// One shared file: the object, the file id its data key is bound to, and
+/// the KMS key that wraps it. Made only from an object that verified
+/// ([`crate::sealed::SealedStore::verify_header`]), never from metadata alone.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct SharedFile {
     pub bucket: String,
     pub key: String,
     /// Hex, as in the KMS encryption context.
     pub file_id: String,
+    /// The KMS key ARN the grantee may decrypt with (and pins to).
+    pub key_arn: String,
 }
 
 impl SharedFile {
-    /// The sealed object at `key` in `store`, with the file id from its metadata.
-    pub async fn at(store: &dyn crate::store::ObjectStore, key: &str) -> crate::Result<Self> {
-        let info = store.head(key).await?;
-        let sm = crate::sealed::SealMeta::read_from(&info.metadata).map_err(|reason| {
-            crate::Error::NotSealfs {
-                bucket: store.bucket().to_string(),
-                key: key.to_string(),
-                reason,
-            }
-        })?;
+    /// The sealed object at `key`, verified with `sealed`'s pinned key: its
+    /// file id and key are the ones KMS, the header and the path binding
+    /// vouch for. An object that does not verify cannot be shared.
+    pub async fn verified(sealed: &crate::sealed::SealedStore, key: &str) -> crate::Result<Self> {
+        let v = sealed.verify_header(key, None).await?;
         Ok(SharedFile {
-            bucket: store.bucket().to_string(),
+            bucket: sealed.store().bucket().to_string(),
             key: key.to_string(),
-            file_id: sm.key.file_id.to_hex(),
+            file_id: v.key_ref.file_id.to_hex(),
+            key_arn: v.key_ref.key_id,
         })
     }
 
@@ -90,6 +90,10 @@ pub fn parse_object_arn(arn: &str) -> Option<(String, String)> {
 pub struct Granted {
     pub objects: BTreeSet<String>,
     pub file_ids: BTreeSet<String>,
+    /// The KMS keys of the granted files: the Resource of the kms:Decrypt
+    /// statement, and the only keys a grantee unwraps these files with.
+    /// Documents written before keys were named hold `*` here.
+    pub keys: BTreeSet<String>,
 }
 
 /// The content of one grant policy, keyed by sharer (a user or role name).
@@ -122,6 +126,17 @@ impl GrantDoc {
         let g = self.by_sharer.entry(sharer.to_string()).or_default();
         g.objects.insert(file.arn());
         g.file_ids.insert(file.file_id.clone());
+        g.keys.insert(file.key_arn.clone());
+    }
+
+    /// The KMS keys the owner named for the object at `arn` with file id
+    /// `file_id` (not `*`): what a grantee pins that file's key to.
+    pub fn keys_for(&self, arn: &str, file_id: &str) -> BTreeSet<String> {
+        self.by_sharer
+            .values()
+            .filter(|g| g.objects.contains(arn) && g.file_ids.contains(file_id))
+            .flat_map(|g| g.keys.iter().filter(|k| *k != "*").cloned())
+            .collect()
     }
 
     /// Removes the object and the file id wherever they appear; true if anything changed.
@@ -135,6 +150,11 @@ impl GrantDoc {
         }
         self.by_sharer
             .retain(|_, g| !(g.objects.is_empty() && g.file_ids.is_empty()));
+        for g in self.by_sharer.values_mut() {
+            if g.file_ids.is_empty() {
+                g.keys.clear();
+            }
+        }
         changed
     }
 
@@ -193,7 +213,7 @@ impl GrantDoc {
                     "Sid": format!("{KEYS_SID}{tag}"),
                     "Effect": "Allow",
                     "Action": "kms:Decrypt",
-                    "Resource": "*",
+                    "Resource": resource(&g.keys),
                     "Condition": {"StringEquals": {FILE_CONDITION: g.file_ids.iter().collect::<Vec<_>>()}},
                 }));
             }
@@ -245,9 +265,20 @@ impl GrantDoc {
             } else {
                 g.file_ids
                     .extend(strings(&s["Condition"]["StringEquals"][FILE_CONDITION]));
+                g.keys.extend(strings(&s["Resource"]));
             }
         }
         Ok(doc)
+    }
+}
+
+/// A set of ARNs as a Resource: one string, or an array; `*` when empty
+/// (never written by sealfs, which always knows a granted file's key).
+fn resource(keys: &BTreeSet<String>) -> Value {
+    match keys.len() {
+        0 => json!("*"),
+        1 => json!(keys.iter().next()),
+        _ => json!(keys.iter().collect::<Vec<_>>()),
     }
 }
 
@@ -273,6 +304,7 @@ mod tests {
             bucket: "b".into(),
             key: key.into(),
             file_id: hex::encode([n; 16]),
+            key_arn: format!("arn:aws:kms:us-east-1:123456789012:key/k{}", n % 2),
         }
     }
 
@@ -304,6 +336,44 @@ mod tests {
             st[1]["Condition"]["StringEquals"][FILE_CONDITION],
             json!([hex::encode([1u8; 16]), hex::encode([2u8; 16])])
         );
+        // The decrypt grant names the files' KMS keys, never `*`.
+        assert_eq!(
+            st[1]["Resource"],
+            json!([
+                "arn:aws:kms:us-east-1:123456789012:key/k0",
+                "arn:aws:kms:us-east-1:123456789012:key/k1"
+            ])
+        );
+        let x = file("x", 1);
+        assert_eq!(
+            d.keys_for(&x.arn(), &x.file_id)
+                .into_iter()
+                .collect::<Vec<_>>(),
+            vec![
+                "arn:aws:kms:us-east-1:123456789012:key/k0".to_string(),
+                "arn:aws:kms:us-east-1:123456789012:key/k1".to_string()
+            ]
+        );
+        assert!(d.keys_for(&x.arn(), &hex::encode([9u8; 16])).is_empty());
+    }
+
+    /// A grant written before keys were named (`Resource: *`) pins nothing:
+    /// a grantee refuses it rather than trusting the object's key id.
+    #[test]
+    fn legacy_wildcard_grants_name_no_key() {
+        let x = file("x", 1);
+        let tag = hex::encode("owner");
+        let doc = format!(
+            r#"{{"Version":"2012-10-17","Statement":[{{"Sid":"SealfsObjects{tag}","Effect":"Allow","Action":"s3:GetObject","Resource":["{}"]}},{{"Sid":"SealfsKeys{tag}","Effect":"Allow","Action":"kms:Decrypt","Resource":"*","Condition":{{"StringEquals":{{"{FILE_CONDITION}":["{}"]}}}}}}]}}"#,
+            x.arn(),
+            x.file_id
+        );
+        let mut d = GrantDoc::parse(&doc).unwrap();
+        assert!(d.grants(&x));
+        assert!(d.keys_for(&x.arn(), &x.file_id).is_empty());
+        // Sharing again names the key beside the old wildcard.
+        d.add("owner", &x);
+        assert_eq!(d.keys_for(&x.arn(), &x.file_id).len(), 1);
     }
 
     #[test]

@@ -11,6 +11,7 @@ fn file(key: &str, n: u32) -> SharedFile {
         bucket: "bucket".into(),
         key: format!("vol/{key}"),
         file_id: hex::encode(id),
+        key_arn: "arn:aws:kms:us-east-1:123456789012:key/vol".into(),
     }
 }
 

@@ -9,10 +9,11 @@ use super::{EncryptionContext, GeneratedKey, KeyError, KeyService};
 use crate::crypto::DataKey;
 use async_trait::async_trait;
 use lru::LruCache;
+use parking_lot::Mutex;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::OnceCell;
 
@@ -46,7 +47,7 @@ impl<K: KeyService> CachingKeyService<K> {
     }
 
     fn lookup(&self, ck: &CacheKey) -> Option<DataKey> {
-        let mut lru = self.lru.lock().unwrap();
+        let mut lru = self.lru.lock();
         match lru.get(ck) {
             Some((dk, at)) if at.elapsed() < self.max_age => Some(dk.clone()),
             Some(_) => {
@@ -59,7 +60,7 @@ impl<K: KeyService> CachingKeyService<K> {
 
     /// Number of keys held (expired ones included until touched).
     pub fn len(&self) -> usize {
-        self.lru.lock().unwrap().len()
+        self.lru.lock().len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -82,10 +83,7 @@ impl<K: KeyService> KeyService for CachingKeyService<K> {
         // A key we just generated will be needed to read the file back: cache it
         // so that a read within max_age costs no Decrypt.
         let ck = Self::cache_key(&g.key_id, &g.wrapped, ctx);
-        self.lru
-            .lock()
-            .unwrap()
-            .put(ck, (g.key.clone(), Instant::now()));
+        self.lru.lock().put(ck, (g.key.clone(), Instant::now()));
         Ok(g)
     }
 
@@ -102,7 +100,6 @@ impl<K: KeyService> KeyService for CachingKeyService<K> {
         let flight = self
             .in_flight
             .lock()
-            .unwrap()
             .entry(ck)
             .or_insert_with(|| Arc::new(OnceCell::new()))
             .clone();
@@ -114,16 +111,13 @@ impl<K: KeyService> KeyService for CachingKeyService<K> {
                 }
                 let r = self.inner.decrypt(key_id, wrapped, ctx).await;
                 if let Ok(dk) = &r {
-                    self.lru
-                        .lock()
-                        .unwrap()
-                        .put(ck, (dk.clone(), Instant::now()));
+                    self.lru.lock().put(ck, (dk.clone(), Instant::now()));
                 }
                 r
             })
             .await
             .clone();
-        let mut in_flight = self.in_flight.lock().unwrap();
+        let mut in_flight = self.in_flight.lock();
         if in_flight.get(&ck).is_some_and(|f| Arc::ptr_eq(f, &flight)) {
             in_flight.remove(&ck);
         }

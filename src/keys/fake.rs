@@ -10,9 +10,10 @@ use crate::crypto::DataKey;
 use aes_gcm::aead::Aead;
 use aes_gcm::{Aes256Gcm, KeyInit, Nonce};
 use async_trait::async_trait;
+use parking_lot::Mutex;
 use rand::RngCore;
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Default)]
@@ -43,38 +44,29 @@ impl FakeKms {
             "arn:aws:kms:us-east-1:000000000000:key/{}",
             hex::encode(&master[..8])
         );
-        self.state
-            .lock()
-            .unwrap()
-            .masters
-            .insert(arn.clone(), master);
+        self.state.lock().masters.insert(arn.clone(), master);
         arn
     }
 
     pub fn add_alias(&self, alias: &str, arn: &str) {
         self.state
             .lock()
-            .unwrap()
             .aliases
             .insert(alias.to_string(), arn.to_string());
     }
 
     /// Every later call naming this key (or unwrapping a blob made under it) is denied.
     pub fn deny(&self, key_arn: &str) {
-        self.state
-            .lock()
-            .unwrap()
-            .denied
-            .insert(key_arn.to_string());
+        self.state.lock().denied.insert(key_arn.to_string());
     }
 
     /// The next calls fail with these errors, in order, before any real work.
     pub fn inject(&self, errors: impl IntoIterator<Item = KeyError>) {
-        self.state.lock().unwrap().injected.extend(errors);
+        self.state.lock().injected.extend(errors);
     }
 
     pub fn set_latency(&self, latency: Option<Duration>) {
-        *self.latency.lock().unwrap() = latency;
+        *self.latency.lock() = latency;
     }
 
     pub fn calls(&self) -> KmsCalls {
@@ -82,18 +74,18 @@ impl FakeKms {
     }
 
     async fn enter(&self) -> Result<(), KeyError> {
-        let latency = *self.latency.lock().unwrap();
+        let latency = *self.latency.lock();
         if let Some(d) = latency {
             tokio::time::sleep(d).await;
         }
-        match self.state.lock().unwrap().injected.pop_front() {
+        match self.state.lock().injected.pop_front() {
             Some(e) => Err(e),
             None => Ok(()),
         }
     }
 
     fn master(&self, key_id: &str, action: &'static str) -> Result<(String, [u8; 32]), KeyError> {
-        let st = self.state.lock().unwrap();
+        let st = self.state.lock();
         let arn = st
             .aliases
             .get(key_id)

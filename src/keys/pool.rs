@@ -7,9 +7,10 @@
 
 use super::{EncryptionContext, GeneratedKey, KeyError, KeyService};
 use crate::crypto::FileId;
+use parking_lot::Mutex;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 /// GenerateDataKey calls in flight while refilling.
 const FILL_CONCURRENCY: usize = 8;
@@ -46,7 +47,7 @@ impl KeyPool {
 
     /// Keys ready to hand out now.
     pub fn ready(&self) -> usize {
-        self.ready.lock().unwrap().len()
+        self.ready.lock().len()
     }
 
     async fn generate(&self) -> Result<NewFileKey, KeyError> {
@@ -73,7 +74,7 @@ impl KeyPool {
             let mut first_err = None;
             for k in batch {
                 match k {
-                    Ok(k) => self.ready.lock().unwrap().push_back(k),
+                    Ok(k) => self.ready.lock().push_back(k),
                     Err(e) => {
                         first_err.get_or_insert(e);
                     }
@@ -87,7 +88,7 @@ impl KeyPool {
 
     /// A key for a new file: from the pool when one is ready, else generated now.
     pub async fn take(self: &Arc<Self>) -> Result<NewFileKey, KeyError> {
-        let pooled = self.ready.lock().unwrap().pop_front();
+        let pooled = self.ready.lock().pop_front();
         self.spawn_refill();
         match pooled {
             Some(k) => Ok(k),

@@ -6,92 +6,19 @@
 //! key, KMS key id, file id, path binding) and wires the format to the store
 //! and key service.
 
-use crate::crypto::{DataKey, FileId, Header, IntegrityError, Layout, Opener, Sealer, HEADER_LEN};
+pub use keys::{meta, KeyRef, SealMeta, Verified, WriteKey};
+
+use crate::crypto::{Header, IntegrityError, Layout, Opener, Sealer, HEADER_LEN};
 use crate::error::{Error, Result};
-use crate::keys::{EncryptionContext, KeyPool, KeyService};
+use crate::keys::KeyService;
 use crate::store::{Metadata, MultipartUpload, ObjectInfo, ObjectStore, PutCondition, StoreError};
-use base64::engine::general_purpose::STANDARD as B64;
-use base64::Engine;
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
+use lru::LruCache;
+use parking_lot::Mutex;
 use std::ops::Range;
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-
-/// Metadata names (`x-amz-meta-<name>`) of the sealing fields.
-pub mod meta {
-    pub const VERSION: &str = "sealfs-v";
-    pub const KEY_ID: &str = "sealfs-kid";
-    pub const WRAPPED_KEY: &str = "sealfs-dk";
-    pub const FILE_ID: &str = "sealfs-fid";
-    pub const BINDING: &str = "sealfs-bind";
-}
-
-/// Which data key a file uses: the KMS key, the wrapped DK and the file id
-/// bound into it by the encryption context. Shared by every version of a file.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct KeyRef {
-    pub key_id: String,
-    pub wrapped: Vec<u8>,
-    pub file_id: FileId,
-}
-
-impl KeyRef {
-    pub fn context(&self) -> EncryptionContext {
-        EncryptionContext::for_file(&self.file_id)
-    }
-}
-
-/// The sealing fields of one object's metadata.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SealMeta {
-    pub key: KeyRef,
-    pub binding: [u8; 32],
-}
-
-impl SealMeta {
-    pub fn write_into(&self, m: &mut Metadata) {
-        m.insert(meta::VERSION.into(), "1".into());
-        m.insert(meta::KEY_ID.into(), self.key.key_id.clone());
-        m.insert(meta::WRAPPED_KEY.into(), B64.encode(&self.key.wrapped));
-        m.insert(meta::FILE_ID.into(), self.key.file_id.to_hex());
-        m.insert(meta::BINDING.into(), hex::encode(self.binding));
-    }
-
-    /// True when the metadata carries sealing fields at all (a sealfs object).
-    pub fn present(m: &Metadata) -> bool {
-        m.contains_key(meta::VERSION)
-    }
-
-    /// Reads the sealing fields; `Err(reason)` when they are missing or malformed.
-    pub fn read_from(m: &Metadata) -> std::result::Result<Self, String> {
-        let get = |k: &str| m.get(k).ok_or_else(|| format!("metadata {k} missing"));
-        if get(meta::VERSION)? != "1" {
-            return Err(format!(
-                "unsupported {} {}",
-                meta::VERSION,
-                m[meta::VERSION]
-            ));
-        }
-        let wrapped = B64
-            .decode(get(meta::WRAPPED_KEY)?)
-            .map_err(|_| format!("metadata {} is not base64", meta::WRAPPED_KEY))?;
-        let file_id = FileId::from_hex(get(meta::FILE_ID)?)
-            .ok_or_else(|| format!("metadata {} malformed", meta::FILE_ID))?;
-        let binding = hex::decode(get(meta::BINDING)?)
-            .ok()
-            .and_then(|b| b.try_into().ok())
-            .ok_or_else(|| format!("metadata {} malformed", meta::BINDING))?;
-        Ok(SealMeta {
-            key: KeyRef {
-                key_id: get(meta::KEY_ID)?.clone(),
-                wrapped,
-                file_id,
-            },
-            binding,
-        })
-    }
-}
 
 /// Tunables of the I/O layer (separate from the components, so tests and
 /// benchmarks can vary them).
@@ -118,31 +45,46 @@ impl Default for IoSettings {
     }
 }
 
-/// The data key a new version will be sealed with, and the condition that
-/// makes the write safe against a concurrent writer.
-pub struct WriteKey {
-    pub key_ref: KeyRef,
-    pub key: DataKey,
-    pub condition: PutCondition,
-}
-
 pub struct SealedStore {
     store: Arc<dyn ObjectStore>,
     keys: Arc<dyn KeyService>,
     settings: IoSettings,
+    /// The only KMS key data keys are unwrapped with (see [`keys`]).
+    pinned_key: String,
+    /// Versions known to verify, by (object key, ETag) (see [`keys`]).
+    verified: Mutex<LruCache<(String, String), KeyRef>>,
 }
+
+/// How many verified versions a store remembers.
+const VERIFIED_VERSIONS: usize = 4096;
 
 impl SealedStore {
     pub fn new(
         store: Arc<dyn ObjectStore>,
         keys: Arc<dyn KeyService>,
         settings: IoSettings,
+        pinned_key: impl Into<String>,
     ) -> Self {
         SealedStore {
             store,
             keys,
             settings,
+            pinned_key: pinned_key.into(),
+            verified: Mutex::new(LruCache::new(
+                std::num::NonZeroUsize::new(VERIFIED_VERSIONS).expect("non-zero"),
+            )),
         }
+    }
+
+    /// Another store over the same bucket, keys and pin, knowing nothing of
+    /// what this one verified (another client, in tests).
+    pub fn sibling(&self) -> SealedStore {
+        SealedStore::new(
+            self.store.clone(),
+            self.keys.clone(),
+            self.settings.clone(),
+            self.pinned_key.clone(),
+        )
     }
 
     pub fn store(&self) -> &Arc<dyn ObjectStore> {
@@ -157,7 +99,7 @@ impl SealedStore {
         &self.settings
     }
 
-    fn integrity(&self, key: &str, check: IntegrityError) -> Error {
+    pub(crate) fn integrity(&self, key: &str, check: IntegrityError) -> Error {
         Error::Integrity {
             bucket: self.store.bucket().to_string(),
             key: key.to_string(),
@@ -171,65 +113,6 @@ impl SealedStore {
             key: key.to_string(),
             reason: reason.into(),
         }
-    }
-
-    /// Unwraps an object's data key. KMS refusing the ciphertext under the
-    /// file's context means the metadata was tampered with: an integrity
-    /// failure of that object, reported as such.
-    async fn unwrap_key(&self, key: &str, kr: &KeyRef) -> Result<DataKey> {
-        match self
-            .keys
-            .decrypt(&kr.key_id, &kr.wrapped, &kr.context())
-            .await
-        {
-            Err(crate::keys::KeyError::InvalidCiphertext) => {
-                Err(self.integrity(key, IntegrityError::WrappedKey))
-            }
-            other => Ok(other?),
-        }
-    }
-
-    /// The key for writing a new version of `key`: the existing file's data key
-    /// (one DK per file, reused across versions) with `If-Match` on its ETag, or
-    /// a fresh key from the pool with `If-None-Match: *`.
-    pub async fn key_for_write(&self, key: &str, pool: &Arc<KeyPool>) -> Result<WriteKey> {
-        match self.store.head(key).await {
-            Ok(info) => {
-                let sm = SealMeta::read_from(&info.metadata)
-                    .map_err(|r| self.not_sealfs(key, format!("{r}; refusing to overwrite it")))?;
-                self.existing_key(sm.key, PutCondition::IfMatch(info.etag))
-                    .await
-            }
-            Err(StoreError::NotFound { .. }) => self.new_key(pool).await,
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    /// The write key of an existing file (its DK unwrapped, usually from cache).
-    pub async fn existing_key(&self, key_ref: KeyRef, condition: PutCondition) -> Result<WriteKey> {
-        let dk = self
-            .keys
-            .decrypt(&key_ref.key_id, &key_ref.wrapped, &key_ref.context())
-            .await?;
-        Ok(WriteKey {
-            key_ref,
-            key: dk,
-            condition,
-        })
-    }
-
-    /// A fresh data key for a new file, to be created with `If-None-Match: *`.
-    pub async fn new_key(&self, pool: &Arc<KeyPool>) -> Result<WriteKey> {
-        let k = pool.take().await?;
-        Ok(WriteKey {
-            key_ref: KeyRef {
-                key_id: k.generated.key_id,
-                wrapped: k.generated.wrapped,
-                file_id: k.file_id,
-            },
-            key: k.generated.key,
-            condition: PutCondition::IfNoneMatch,
-        })
     }
 
     /// Copies the sealed object at `from` to `to` without touching its data:
@@ -279,7 +162,11 @@ impl SealedStore {
                 {
                     continue
                 }
-                other => return Ok(other?),
+                other => {
+                    let etag = other?;
+                    self.remember_verified(to, &etag, &moved.key);
+                    return Ok(etag);
+                }
             }
         }
     }
@@ -372,6 +259,7 @@ impl SealedStore {
                     .await?
             }
         };
+        self.remember_verified(key, &etag, &wk.key_ref);
         Ok(etag)
     }
 
@@ -405,6 +293,7 @@ impl SealedStore {
         opener
             .check_binding(self.store.bucket(), key, &sm.binding)
             .map_err(|e| self.integrity(key, e))?;
+        self.remember_verified(key, &got.info.etag, &sm.key);
         Ok(SealedObject {
             key: key.to_string(),
             info: got.info,
@@ -534,6 +423,7 @@ impl SealedObject {
     }
 }
 
+mod keys;
 pub mod reader;
 pub mod spooled;
 pub mod stream;

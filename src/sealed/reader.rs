@@ -19,9 +19,10 @@ use super::SealedObject;
 use crate::error::{Error, Result};
 use crate::store::ObjectStore;
 use bytes::{Bytes, BytesMut};
+use parking_lot::Mutex;
 use std::collections::VecDeque;
 use std::ops::Range;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
@@ -105,14 +106,14 @@ impl PlainCache {
     }
 
     fn get(&self, k: &CacheKey) -> Option<Arc<Vec<u8>>> {
-        self.inner.lock().unwrap().lru.get(k).cloned()
+        self.inner.lock().lru.get(k).cloned()
     }
 
     fn put(&self, k: CacheKey, v: Arc<Vec<u8>>) {
         if v.len() > self.capacity {
             return;
         }
-        let mut c = self.inner.lock().unwrap();
+        let mut c = self.inner.lock();
         c.bytes += v.len();
         if let Some(old) = c.lru.put(k, v) {
             c.bytes -= old.len();
@@ -127,7 +128,7 @@ impl PlainCache {
 
     /// Plaintext bytes held now.
     pub fn bytes(&self) -> usize {
-        self.inner.lock().unwrap().bytes
+        self.inner.lock().bytes
     }
 }
 

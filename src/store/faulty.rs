@@ -6,10 +6,11 @@
 use super::{GetResult, ListPage, Metadata, ObjectInfo, ObjectStore, PutCondition, StoreError};
 use async_trait::async_trait;
 use bytes::Bytes;
+use parking_lot::Mutex;
 use rand::{Rng, SeedableRng};
 use std::collections::HashMap;
 use std::ops::Range;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 /// Operation names, as `fail_next` takes them.
 pub const OPS: [&str; 10] = [
@@ -54,36 +55,36 @@ impl FaultyStore {
     /// The next `n` calls of `op` fail.
     pub fn fail_next(&self, op: &'static str, n: u32) {
         assert!(OPS.contains(&op), "unknown operation {op}");
-        self.plan.lock().unwrap().next.insert(op, (0, n));
+        self.plan.lock().next.insert(op, (0, n));
     }
 
     /// The next `pass` calls of `op` succeed, then `n` fail (a crash or an
     /// outage half-way through a batch).
     pub fn fail_after(&self, op: &'static str, pass: u32, n: u32) {
         assert!(OPS.contains(&op), "unknown operation {op}");
-        self.plan.lock().unwrap().next.insert(op, (pass, n));
+        self.plan.lock().next.insert(op, (pass, n));
     }
 
     /// Every call fails with probability `rate` (seeded: reproducible).
     pub fn fail_at_rate(&self, rate: f64, seed: u64) {
-        let mut p = self.plan.lock().unwrap();
+        let mut p = self.plan.lock();
         p.rate = rate;
         p.rng = rand::rngs::StdRng::seed_from_u64(seed);
     }
 
     /// No more faults.
     pub fn heal(&self) {
-        let mut p = self.plan.lock().unwrap();
+        let mut p = self.plan.lock();
         p.next.clear();
         p.rate = 0.0;
     }
 
     pub fn injected(&self) -> u64 {
-        self.plan.lock().unwrap().injected
+        self.plan.lock().injected
     }
 
     fn check(&self, op: &'static str) -> Result<(), StoreError> {
-        let mut p = self.plan.lock().unwrap();
+        let mut p = self.plan.lock();
         let planned = match p.next.get_mut(op) {
             Some((pass, _)) if *pass > 0 => {
                 *pass -= 1;

@@ -7,9 +7,10 @@ use super::{
 };
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
+use parking_lot::Mutex;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Range;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 #[derive(Clone)]
@@ -55,7 +56,7 @@ impl MemoryStore {
 
     /// Raw bytes of an object, as another S3 client would see them.
     pub fn raw(&self, key: &str) -> Option<(Bytes, Metadata)> {
-        let st = self.state.lock().unwrap();
+        let st = self.state.lock();
         st.objects
             .get(key)
             .map(|o| (o.data.clone(), o.metadata.clone()))
@@ -63,7 +64,7 @@ impl MemoryStore {
 
     /// Replaces an object's bytes and/or metadata behind sealfs's back (tests).
     pub fn tamper(&self, key: &str, data: Option<Bytes>, metadata: Option<Metadata>) {
-        let mut st = self.state.lock().unwrap();
+        let mut st = self.state.lock();
         let etag = Self::new_etag(&mut st);
         let o = st.objects.get_mut(key).expect("object to tamper with");
         if let Some(d) = data {
@@ -76,12 +77,12 @@ impl MemoryStore {
     }
 
     pub fn keys(&self) -> Vec<String> {
-        self.state.lock().unwrap().objects.keys().cloned().collect()
+        self.state.lock().objects.keys().cloned().collect()
     }
 
     /// Number of multipart uploads started and neither completed nor aborted.
     pub fn pending_uploads(&self) -> usize {
-        self.state.lock().unwrap().uploads.len()
+        self.state.lock().uploads.len()
     }
 
     fn new_etag(st: &mut State) -> String {
@@ -146,7 +147,7 @@ impl ObjectStore for MemoryStore {
 
     async fn head(&self, key: &str) -> Result<ObjectInfo, StoreError> {
         bump(&self.counts.head);
-        let st = self.state.lock().unwrap();
+        let st = self.state.lock();
         st.objects
             .get(key)
             .map(|o| Self::info(key, o))
@@ -160,7 +161,7 @@ impl ObjectStore for MemoryStore {
         if_match: Option<&str>,
     ) -> Result<GetResult, StoreError> {
         bump(&self.counts.get);
-        let st = self.state.lock().unwrap();
+        let st = self.state.lock();
         let o = st.objects.get(key).ok_or_else(|| self.not_found(key))?;
         if let Some(etag) = if_match {
             if o.etag != etag {
@@ -197,7 +198,7 @@ impl ObjectStore for MemoryStore {
         cond: &PutCondition,
     ) -> Result<String, StoreError> {
         bump(&self.counts.put);
-        let mut st = self.state.lock().unwrap();
+        let mut st = self.state.lock();
         self.check(&st, key, cond)?;
         Ok(self.store(&mut st, key, body, metadata.clone()))
     }
@@ -210,7 +211,7 @@ impl ObjectStore for MemoryStore {
     ) -> Result<ListPage, StoreError> {
         bump(&self.counts.list);
         const PAGE: usize = 1000;
-        let st = self.state.lock().unwrap();
+        let st = self.state.lock();
         let mut page = ListPage::default();
         let mut prefixes = BTreeSet::new();
         let mut count = 0;
@@ -261,7 +262,7 @@ impl ObjectStore for MemoryStore {
         cond: &PutCondition,
     ) -> Result<String, StoreError> {
         bump(&self.counts.copy);
-        let mut st = self.state.lock().unwrap();
+        let mut st = self.state.lock();
         let source = st.objects.get(from).ok_or_else(|| self.not_found(from))?;
         if source_etag.is_some_and(|e| e != source.etag) {
             return Err(StoreError::PreconditionFailed {
@@ -276,13 +277,13 @@ impl ObjectStore for MemoryStore {
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
         bump(&self.counts.delete);
-        self.state.lock().unwrap().objects.remove(key);
+        self.state.lock().objects.remove(key);
         Ok(())
     }
 
     async fn create_multipart(&self, key: &str, metadata: &Metadata) -> Result<String, StoreError> {
         bump(&self.counts.create_multipart);
-        let mut st = self.state.lock().unwrap();
+        let mut st = self.state.lock();
         st.next_id += 1;
         let id = format!("upload-{}", st.next_id);
         st.uploads.insert(
@@ -304,7 +305,7 @@ impl ObjectStore for MemoryStore {
         body: Bytes,
     ) -> Result<String, StoreError> {
         bump(&self.counts.upload_part);
-        let mut st = self.state.lock().unwrap();
+        let mut st = self.state.lock();
         let etag = Self::new_etag(&mut st);
         let up = st
             .uploads
@@ -323,7 +324,7 @@ impl ObjectStore for MemoryStore {
         cond: &PutCondition,
     ) -> Result<String, StoreError> {
         bump(&self.counts.complete_multipart);
-        let mut st = self.state.lock().unwrap();
+        let mut st = self.state.lock();
         self.check(&st, key, cond)?;
         let up = st
             .uploads
@@ -349,7 +350,7 @@ impl ObjectStore for MemoryStore {
 
     async fn abort_multipart(&self, _key: &str, upload_id: &str) -> Result<(), StoreError> {
         bump(&self.counts.abort_multipart);
-        self.state.lock().unwrap().uploads.remove(upload_id);
+        self.state.lock().uploads.remove(upload_id);
         Ok(())
     }
 }

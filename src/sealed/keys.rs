@@ -1,0 +1,320 @@
+//! Which data key a version is sealed with, and which keys may be unwrapped:
+//! the one place a key is chosen.
+//!
+//! Two rules hold here for every path (mount reads and writes, `put`, `get`,
+//! `verify`, recovery, rekey, the write-back spool):
+//!
+//! - **Strict pinning.** Every KMS `Decrypt` names the KMS key this store was
+//!   pinned to (the volume's key from its authenticated config, or for a
+//!   grantee the key its owner-written grant names), never the key id an
+//!   object's metadata claims. An object claiming another key is an
+//!   integrity failure of that object.
+//! - **Keys for writing come from verified objects.** A new version reuses a
+//!   file's data key and file id only if the current version verified with
+//!   them (key unwrapped under the pinned key, key commitment, header MAC,
+//!   header file id equal to the metadata's, path binding). Otherwise it is
+//!   sealed under a fresh key and file id. Versions that verified, or that
+//!   this process wrote, are remembered by (object key, ETag), so a rewrite
+//!   after a read or a write costs no extra request.
+
+use super::SealedStore;
+use crate::crypto::{DataKey, FileId, IntegrityError, Opener, HEADER_LEN};
+use crate::error::{Error, Result};
+use crate::keys::{EncryptionContext, KeyPool};
+use crate::store::{Metadata, PutCondition, StoreError};
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use std::sync::Arc;
+
+/// Metadata names (`x-amz-meta-<name>`) of the sealing fields.
+pub mod meta {
+    pub const VERSION: &str = "sealfs-v";
+    pub const KEY_ID: &str = "sealfs-kid";
+    pub const WRAPPED_KEY: &str = "sealfs-dk";
+    pub const FILE_ID: &str = "sealfs-fid";
+    pub const BINDING: &str = "sealfs-bind";
+}
+
+/// Longest wrapped key accepted from metadata (KMS blobs are a few hundred
+/// bytes; anything near S3's 2 KB metadata limit is not one).
+const MAX_WRAPPED_KEY: usize = 1024;
+
+/// Which data key a file uses: the KMS key, the wrapped DK and the file id
+/// bound into it by the encryption context. Shared by every version of a file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyRef {
+    pub key_id: String,
+    pub wrapped: Vec<u8>,
+    pub file_id: FileId,
+}
+
+impl KeyRef {
+    pub fn context(&self) -> EncryptionContext {
+        EncryptionContext::for_file(&self.file_id)
+    }
+}
+
+/// The sealing fields of one object's metadata.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SealMeta {
+    pub key: KeyRef,
+    pub binding: [u8; 32],
+}
+
+impl SealMeta {
+    pub fn write_into(&self, m: &mut Metadata) {
+        m.insert(meta::VERSION.into(), "1".into());
+        m.insert(meta::KEY_ID.into(), self.key.key_id.clone());
+        m.insert(meta::WRAPPED_KEY.into(), B64.encode(&self.key.wrapped));
+        m.insert(meta::FILE_ID.into(), self.key.file_id.to_hex());
+        m.insert(meta::BINDING.into(), hex::encode(self.binding));
+    }
+
+    /// True when the metadata carries sealing fields at all (a sealfs object).
+    pub fn present(m: &Metadata) -> bool {
+        m.contains_key(meta::VERSION)
+    }
+
+    /// Reads the sealing fields; `Err(reason)` when they are missing or
+    /// malformed. Total: any map gives a value or a reason, never a panic.
+    pub fn read_from(m: &Metadata) -> std::result::Result<Self, String> {
+        let get = |k: &str| m.get(k).ok_or_else(|| format!("metadata {k} missing"));
+        let version = get(meta::VERSION)?;
+        if version != "1" {
+            return Err(format!(
+                "unsupported {} {:?}",
+                meta::VERSION,
+                version.chars().take(16).collect::<String>()
+            ));
+        }
+        let wrapped_b64 = get(meta::WRAPPED_KEY)?;
+        if wrapped_b64.len() > MAX_WRAPPED_KEY * 4 / 3 + 4 {
+            return Err(format!("metadata {} too long", meta::WRAPPED_KEY));
+        }
+        let wrapped = B64
+            .decode(wrapped_b64)
+            .map_err(|_| format!("metadata {} is not base64", meta::WRAPPED_KEY))?;
+        if wrapped.is_empty() {
+            return Err(format!("metadata {} is empty", meta::WRAPPED_KEY));
+        }
+        let file_id = FileId::from_hex(get(meta::FILE_ID)?)
+            .ok_or_else(|| format!("metadata {} malformed", meta::FILE_ID))?;
+        let binding = hex::decode(get(meta::BINDING)?)
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| format!("metadata {} malformed", meta::BINDING))?;
+        Ok(SealMeta {
+            key: KeyRef {
+                key_id: get(meta::KEY_ID)?.clone(),
+                wrapped,
+                file_id,
+            },
+            binding,
+        })
+    }
+}
+
+/// The data key a new version will be sealed with, and the condition that
+/// makes the write safe against a concurrent writer.
+pub struct WriteKey {
+    pub key_ref: KeyRef,
+    pub key: DataKey,
+    pub condition: PutCondition,
+}
+
+/// One version of an object whose header verified with its data key.
+pub struct Verified {
+    pub etag: String,
+    pub key_ref: KeyRef,
+}
+
+impl SealedStore {
+    /// The KMS key every data key of this store must be wrapped under.
+    pub fn pinned_key(&self) -> &str {
+        &self.pinned_key
+    }
+
+    /// Unwraps an object's data key under the pinned KMS key. A key id in
+    /// the metadata other than the pinned one, or KMS refusing the
+    /// ciphertext under the file's context, is an integrity failure of that
+    /// object.
+    pub(super) async fn unwrap_key(&self, key: &str, kr: &KeyRef) -> Result<DataKey> {
+        if kr.key_id != self.pinned_key {
+            return Err(self.integrity(key, IntegrityError::ForeignKey(short(&kr.key_id))));
+        }
+        match self
+            .keys
+            .decrypt(&self.pinned_key, &kr.wrapped, &kr.context())
+            .await
+        {
+            Err(crate::keys::KeyError::InvalidCiphertext) => {
+                Err(self.integrity(key, IntegrityError::WrappedKey))
+            }
+            other => Ok(other?),
+        }
+    }
+
+    /// Records that version `etag` of `key` verified (or was written by this
+    /// process) with `key_ref`.
+    pub fn remember_verified(&self, key: &str, etag: &str, key_ref: &KeyRef) {
+        self.verified
+            .lock()
+            .put((key.to_string(), etag.to_string()), key_ref.clone());
+    }
+
+    fn known_verified(&self, key: &str, etag: &str) -> Option<KeyRef> {
+        self.verified
+            .lock()
+            .get(&(key.to_string(), etag.to_string()))
+            .cloned()
+    }
+
+    /// Fetches the header of `key` (exactly version `etag` when given) and
+    /// verifies it: sealing metadata, key under the pinned KMS key, key
+    /// commitment, header MAC, header file id, path binding.
+    pub async fn verify_header(&self, key: &str, etag: Option<&str>) -> Result<Verified> {
+        if let Some(kr) = etag.and_then(|e| self.known_verified(key, e)) {
+            return Ok(Verified {
+                etag: etag.unwrap_or_default().to_string(),
+                key_ref: kr,
+            });
+        }
+        let got = match self.store.get(key, Some(0..HEADER_LEN as u64), etag).await {
+            Err(StoreError::InvalidRange { .. }) => {
+                return Err(self.not_sealfs(key, "empty object"))
+            }
+            other => other?,
+        };
+        let sm = SealMeta::read_from(&got.info.metadata).map_err(|r| self.not_sealfs(key, r))?;
+        if got.body.len() < HEADER_LEN {
+            return Err(self.integrity(key, IntegrityError::BadLength(got.info.size)));
+        }
+        let dk = self.unwrap_key(key, &sm.key).await?;
+        let opener = Opener::new(&dk, &got.body[..HEADER_LEN], &sm.key.file_id)
+            .map_err(|e| self.integrity(key, e))?;
+        opener
+            .check_binding(self.store.bucket(), key, &sm.binding)
+            .map_err(|e| self.integrity(key, e))?;
+        self.remember_verified(key, &got.info.etag, &sm.key);
+        Ok(Verified {
+            etag: got.info.etag,
+            key_ref: sm.key,
+        })
+    }
+
+    /// The key for writing a new version of `key` from a client that knows
+    /// nothing of it (`sealfs put`): the current version's data key if that
+    /// version verifies, with `If-Match` on it; a fresh key with
+    /// `If-None-Match: *` when there is none; a fresh key with `If-Match` if
+    /// it does not verify. An object that is not sealfs's is never replaced.
+    pub async fn key_for_write(&self, key: &str, pool: &Arc<KeyPool>) -> Result<WriteKey> {
+        match self.verify_header(key, None).await {
+            Ok(v) => {
+                self.existing_key(v.key_ref, PutCondition::IfMatch(v.etag))
+                    .await
+            }
+            Err(Error::Store(StoreError::NotFound { .. })) => self.new_key(pool).await,
+            Err(e @ Error::NotSealfs { .. }) => Err(Error::NotSealfs {
+                bucket: self.store.bucket().to_string(),
+                key: key.to_string(),
+                reason: format!("{e}; refusing to overwrite it"),
+            }),
+            Err(e @ Error::Integrity { .. }) => {
+                let etag = self.store.head(key).await?.etag;
+                tracing::warn!(error = %e, "the existing object does not verify; the new version is sealed under a fresh data key and file id");
+                let mut wk = self.new_key(pool).await?;
+                wk.condition = PutCondition::IfMatch(etag);
+                Ok(wk)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The key for a new version of `key` replacing version `base` (whose
+    /// metadata named `hint`), written under `condition`. The file's own
+    /// key only if version `base` verifies; a fresh key and file id when
+    /// there is no base, or it does not verify (logged), or it is gone.
+    pub async fn key_for_version(
+        &self,
+        key: &str,
+        base: Option<&str>,
+        hint: Option<&KeyRef>,
+        condition: PutCondition,
+        pool: &Arc<KeyPool>,
+    ) -> Result<WriteKey> {
+        let fresh = |condition| async move {
+            let mut wk = self.new_key(pool).await?;
+            wk.condition = condition;
+            Ok(wk)
+        };
+        let (Some(etag), Some(_)) = (base, hint) else {
+            return fresh(condition).await;
+        };
+        match self.verify_header(key, Some(etag)).await {
+            Ok(v) => self.existing_key(v.key_ref, condition).await,
+            Err(e @ (Error::Integrity { .. } | Error::NotSealfs { .. })) => {
+                tracing::warn!(error = %e, "the version being replaced does not verify; the new version is sealed under a fresh data key and file id");
+                fresh(condition).await
+            }
+            // Replaced or removed meanwhile: the conditional write decides,
+            // and the content is no longer that file's anyway.
+            Err(Error::Store(
+                StoreError::PreconditionFailed { .. } | StoreError::NotFound { .. },
+            )) => fresh(condition).await,
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The write key of a version that verified (its DK unwrapped under the
+    /// pinned key, usually from the decrypt cache).
+    async fn existing_key(&self, key_ref: KeyRef, condition: PutCondition) -> Result<WriteKey> {
+        let dk = self.unwrap_key("", &key_ref).await?;
+        Ok(WriteKey {
+            key_ref,
+            key: dk,
+            condition,
+        })
+    }
+
+    /// A fresh data key for a new file, to be created with `If-None-Match: *`.
+    pub async fn new_key(&self, pool: &Arc<KeyPool>) -> Result<WriteKey> {
+        let k = pool.take().await?;
+        Ok(WriteKey {
+            key_ref: KeyRef {
+                key_id: k.generated.key_id,
+                wrapped: k.generated.wrapped,
+                file_id: k.file_id,
+            },
+            key: k.generated.key,
+            condition: PutCondition::IfNoneMatch,
+        })
+    }
+}
+
+/// A key id from metadata, cut to a length fit for a log line.
+fn short(s: &str) -> String {
+    s.chars().take(128).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any metadata map gives sealing fields or a reason, never a panic.
+        #[test]
+        fn read_from_is_total(m in proptest::collection::btree_map(
+            prop_oneof![
+                Just(meta::VERSION.to_string()), Just(meta::KEY_ID.to_string()),
+                Just(meta::WRAPPED_KEY.to_string()), Just(meta::FILE_ID.to_string()),
+                Just(meta::BINDING.to_string()), "[a-z-]{1,12}",
+            ],
+            prop_oneof![Just("1".to_string()), "[0-9a-f]{32}", "[0-9a-f]{64}", "[A-Za-z0-9+/=]{0,64}", any::<String>()],
+            0..8,
+        )) {
+            let m: Metadata = m.into_iter().collect();
+            let _ = SealMeta::read_from(&m);
+        }
+    }
+}
