@@ -83,6 +83,8 @@ impl Error {
                 StoreError::Throttled { .. } | StoreError::Unavailable { .. } => EIO,
                 StoreError::InvalidRange { .. } => EIO,
                 StoreError::Other { .. } => EIO,
+                StoreError::Tampered { .. } => EIO,
+                StoreError::MetadataTooLarge { .. } => libc::ENOSPC,
             },
             Error::Key(e) => match e {
                 KeyError::AccessDenied { .. } => EACCES,

@@ -27,6 +27,21 @@ pub struct FuseAdapter {
     ttl: Duration,
     dirs: Arc<Mutex<HashMap<u64, Arc<Vec<DirEntry>>>>>,
     next_dir: AtomicU64,
+    /// The user who mounted: sharing acts with their IAM credentials.
+    owner_uid: u32,
+}
+
+/// With `allow_other`, any local user reaches this mount; a grant is made
+/// with the mount owner's IAM credentials, so only the owner (or root) may
+/// change one. `None` when `uid` may; the refusal otherwise.
+fn share_refused(name: &str, uid: u32, owner_uid: u32) -> Option<Error> {
+    let changes_grants = name == crate::fs::SHARE || name == crate::fs::UNSHARE;
+    (changes_grants && uid != owner_uid && uid != 0).then(|| {
+        Error::posix(
+            libc::EPERM,
+            format!("uid {uid} may not change {name}: only the mount's owner (uid {owner_uid}) or root shares through this mount"),
+        )
+    })
 }
 
 impl FuseAdapter {
@@ -37,6 +52,7 @@ impl FuseAdapter {
             rt,
             ttl,
             dirs: Arc::default(),
+            owner_uid: unsafe { libc::getuid() },
             next_dir: AtomicU64::new(1),
         }
     }
@@ -557,7 +573,7 @@ impl fuser::Filesystem for FuseAdapter {
 
     fn setxattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         n: &OsStr,
         value: &[u8],
@@ -569,6 +585,10 @@ impl fuser::Filesystem for FuseAdapter {
             Ok(n) => n,
             Err(e) => return reply.error(e),
         };
+        if let Some(e) = share_refused(&n, req.uid(), self.owner_uid) {
+            tracing::warn!("{e}");
+            return reply.error(Errno::from_i32(e.errno()));
+        }
         let (fs, value) = (self.fs.clone(), value.to_vec());
         self.serve(
             "setxattr",
@@ -619,11 +639,15 @@ impl fuser::Filesystem for FuseAdapter {
         reply.error(Errno::from_i32(libc::ENOTTY));
     }
 
-    fn removexattr(&self, _req: &Request, ino: INodeNo, n: &OsStr, reply: ReplyEmpty) {
+    fn removexattr(&self, req: &Request, ino: INodeNo, n: &OsStr, reply: ReplyEmpty) {
         let n = match xattr_name(n) {
             Ok(n) => n,
             Err(e) => return reply.error(e),
         };
+        if let Some(e) = share_refused(&n, req.uid(), self.owner_uid) {
+            tracing::warn!("{e}");
+            return reply.error(Errno::from_i32(e.errno()));
+        }
         let fs = self.fs.clone();
         self.serve(
             "removexattr",
@@ -664,5 +688,21 @@ impl fuser::Filesystem for FuseAdapter {
                 )
             },
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_owner_or_root_changes_grants() {
+        assert!(share_refused(crate::fs::SHARE, 1000, 1000).is_none());
+        assert!(share_refused(crate::fs::UNSHARE, 0, 1000).is_none());
+        let e = share_refused(crate::fs::SHARE, 1001, 1000).unwrap();
+        assert_eq!(e.errno(), libc::EPERM);
+        assert!(share_refused(crate::fs::UNSHARE, 1001, 1000).is_some());
+        // Other attributes are the file's own business (its mode decides).
+        assert!(share_refused("user.color", 1001, 1000).is_none());
     }
 }

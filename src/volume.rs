@@ -12,9 +12,10 @@
 //! kept in `$SEALFS_CONFIG_DIR` or `~/.config/sealfs/pins.json`) catches it on
 //! every machine that has used the volume before.
 
+use crate::crypto::attributes::AttributeKeys;
 use crate::error::{Error, Result};
 use crate::keys::{EncryptionContext, KeyService};
-use crate::store::{Metadata, ObjectStore, PutCondition, StoreError};
+use crate::store::{AttestedStore, AttributeRule, Metadata, ObjectStore, PutCondition, StoreError};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use bytes::Bytes;
@@ -24,8 +25,12 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 
-pub const FORMAT: u32 = 1;
+/// The format new volumes get. Format 2 authenticates every object's
+/// attributes (see [`crate::store::attested`]); format 1 volumes, made
+/// before, read MAC-less objects under the legacy rule.
+pub const FORMAT: u32 = 2;
 pub const INTERNAL_DIR: &str = ".sealfs";
 const CONFIG_NAME: &str = "volume.json";
 
@@ -82,8 +87,8 @@ impl VolumeConfig {
     /// data key pinned to its KMS key.
     pub fn sealed_store(
         &self,
-        store: std::sync::Arc<dyn ObjectStore>,
-        keys: std::sync::Arc<dyn KeyService>,
+        store: Arc<dyn ObjectStore>,
+        keys: Arc<dyn KeyService>,
     ) -> crate::sealed::SealedStore {
         crate::sealed::SealedStore::new(store, keys, self.io_settings(), self.kms_key_arn.clone())
     }
@@ -141,25 +146,65 @@ impl VolumeConfig {
         Ok(cfg)
     }
 
-    /// Checks the MAC under the KMS-unwrapped volume key; `Ok(Err(reason))` when
-    /// the config does not verify, `Err` when KMS could not be asked.
-    pub async fn verify(&self, keys: &dyn KeyService) -> Result<std::result::Result<(), String>> {
-        if self.format != FORMAT {
-            return Ok(Err(format!("unsupported volume format {}", self.format)));
-        }
+    /// The volume key, unwrapped under the config's KMS key (from the
+    /// decrypt cache after the first time); `Ok(Err(reason))` when KMS
+    /// refuses it as not this volume's.
+    async fn volume_key(
+        &self,
+        keys: &dyn KeyService,
+    ) -> Result<std::result::Result<crate::crypto::DataKey, String>> {
         let Ok(wrapped) = B64.decode(&self.wrapped_volume_key) else {
             return Ok(Err("wrapped volume key is not base64".into()));
         };
         let ctx = EncryptionContext::for_volume(&self.volume_id);
-        let vk = match keys.decrypt(&self.kms_key_arn, &wrapped, &ctx).await {
+        match keys.decrypt(&self.kms_key_arn, &wrapped, &ctx).await {
+            Ok(vk) => Ok(Ok(vk)),
+            Err(crate::keys::KeyError::InvalidCiphertext) => Ok(Err(format!(
+                "the volume key was not wrapped under {} for this volume (config tampered)",
+                self.kms_key_arn
+            ))),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// `inner` with this volume's attributes authenticated and its xattrs
+    /// encrypted ([`AttestedStore`]): what every owner path writes through.
+    pub async fn attested_store(
+        &self,
+        prefix: &str,
+        inner: Arc<dyn ObjectStore>,
+        keys: &dyn KeyService,
+    ) -> Result<Arc<dyn ObjectStore>> {
+        let vk = self
+            .volume_key(keys)
+            .await?
+            .map_err(|reason| Error::VolumeConfig {
+                bucket: inner.bucket().to_string(),
+                key: config_key(prefix),
+                reason,
+            })?;
+        let rule = if self.format >= 2 {
+            AttributeRule::Strict
+        } else {
+            AttributeRule::Legacy
+        };
+        Ok(Arc::new(AttestedStore::new(
+            inner,
+            AttributeKeys::derive(vk.expose()),
+            prefix,
+            rule,
+        )))
+    }
+
+    /// Checks the MAC under the KMS-unwrapped volume key; `Ok(Err(reason))` when
+    /// the config does not verify, `Err` when KMS could not be asked.
+    pub async fn verify(&self, keys: &dyn KeyService) -> Result<std::result::Result<(), String>> {
+        if !(1..=FORMAT).contains(&self.format) {
+            return Ok(Err(format!("unsupported volume format {}", self.format)));
+        }
+        let vk = match self.volume_key(keys).await? {
             Ok(vk) => vk,
-            Err(crate::keys::KeyError::InvalidCiphertext) => {
-                return Ok(Err(format!(
-                    "the volume key was not wrapped under {} for this volume (config tampered)",
-                    self.kms_key_arn
-                )))
-            }
-            Err(e) => return Err(e.into()),
+            Err(reason) => return Ok(Err(reason)),
         };
         let expected = hex::encode(self.mac_with(vk.expose()));
         if subtle::ConstantTimeEq::ct_eq(expected.as_bytes(), self.mac.as_bytes()).into() {
@@ -336,6 +381,17 @@ impl Pins {
         }
     }
 
+    /// The KMS key pinned for the volume that encloses `object_url` (the
+    /// nearest pinned volume URL above it), if this machine knows one.
+    pub fn enclosing_key(&self, object_url: &str) -> Result<Option<String>> {
+        Ok(self
+            .read()?
+            .into_iter()
+            .filter(|(u, _)| object_url.starts_with(&format!("{}/", u.trim_end_matches('/'))))
+            .max_by_key(|(u, _)| u.len())
+            .map(|(_, p)| p.kms_key_arn))
+    }
+
     /// Replaces the record for `url` (after `sealfs init`).
     pub fn record(&self, url: &str, cfg: &VolumeConfig) -> Result<()> {
         let mut pins = self.read()?;
@@ -422,6 +478,11 @@ mod tests {
             "{err}"
         );
         pins.check("s3://b/team/volume2", &planted).unwrap();
+        assert_eq!(
+            pins.enclosing_key("s3://b/team/vol/a/b.txt").unwrap(),
+            Some(cfg.kms_key_arn.clone())
+        );
+        assert_eq!(pins.enclosing_key("s3://b/team/volx").unwrap(), None);
 
         // Unreadable pins are an error, never a reset that trusts the bucket.
         std::fs::write(dir.path().join("pins.json"), b"{garbage").unwrap();
@@ -456,6 +517,31 @@ mod tests {
             Err(Error::VolumeConfig { .. })
         ));
         assert!(VolumeConfig::create(&kms, "k", 1000).await.is_err());
+    }
+
+    use proptest::strategy::Strategy;
+
+    proptest::proptest! {
+        /// Any bytes at the config's key load as an error, never a panic.
+        #[test]
+        fn any_config_bytes_are_refused_or_verified(
+            body in proptest::prop_oneof![
+                proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+                "\\{\"format\":[0-9]{1,12},\"volume_id\":\"[a-z]{0,5}\",\"kms_key_arn\":\"k\",\"segment_size\":[0-9]{1,12},\"wrapped_volume_key\":\"[A-Za-z0-9+/=]{0,12}\",\"created_unix\":[0-9]{1,20},\"mac\":\"\"\\}"
+                    .prop_map(String::into_bytes),
+            ]
+        ) {
+            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            rt.block_on(async {
+                let store = MemoryStore::new("b");
+                let kms = FakeKms::new();
+                store
+                    .put(&config_key("v"), Bytes::from(body), &Metadata::new(), &PutCondition::None)
+                    .await
+                    .unwrap();
+                assert!(load(&store, &kms, "v").await.is_err());
+            });
+        }
     }
 
     #[test]

@@ -232,3 +232,20 @@ proptest! {
         prop_assert!(open(&dk(8), &fid, &ext).is_err());
     }
 }
+
+proptest! {
+    /// Hostile bytes and lengths from S3: the header parser, the length
+    /// inverse and the opener answer an error, never a panic.
+    #[test]
+    fn any_header_and_length_parse_or_are_refused(
+        bytes in proptest::collection::vec(any::<u8>(), 0..300),
+        len in any::<u64>(),
+        log2 in 0u8..=40,
+    ) {
+        let _ = sealfs::crypto::Header::parse(&bytes);
+        if (12..=24).contains(&log2) {
+            let _ = sealfs::crypto::Layout::new(1u32 << log2).plain_len(len);
+        }
+        let _ = sealfs::crypto::Opener::new(&dk(1), &bytes, &FileId([1; 16]));
+    }
+}

@@ -1,5 +1,6 @@
 //! The `sealfs` command line: argument parsing, logging, and dispatch.
 
+mod grantee;
 mod init;
 mod mount;
 mod policy;
@@ -10,6 +11,7 @@ mod transfer;
 mod verify;
 
 use crate::app::{AwsOptions, Wiring};
+use crate::grants::GrantSettings;
 use clap::{Parser, Subcommand};
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -86,6 +88,18 @@ enum Command {
         /// Managed policies IAM lets a user have attached (10, or up to 20 if raised).
         #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..=20))]
         iam_policy_limit: u16,
+        /// The permissions boundary a grantee must carry: `standard` (the one
+        /// `sealfs grantee setup` gives), an ARN, or `none` (for an IAM emulator
+        /// that cannot keep user boundaries).
+        #[arg(long, env = "SEALFS_GRANTEE_BOUNDARY", default_value = "standard")]
+        grantee_boundary: crate::grants::BoundaryCheck,
+    },
+    /// Set an IAM user up as a grantee (run by an IAM administrator, once per
+    /// user and volume): the sealfs permissions boundary, extended to the
+    /// volume, and the policy that lets the user read its own grants.
+    Grantee {
+        #[command(subcommand)]
+        action: grantee::Action,
     },
     /// Revoke a file's grants: from the users named, or from everyone with --all.
     Unshare {
@@ -137,8 +151,23 @@ enum Command {
     },
 }
 
+/// Every sealfs process holds plaintext data keys: it makes itself
+/// non-dumpable, so it leaves no core file and other processes of the same
+/// user cannot ptrace it or read its memory through /proc.
+fn harden_process() {
+    // SAFETY: prctl with PR_SET_DUMPABLE takes plain integers.
+    let r = unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    if r != 0 {
+        eprintln!(
+            "sealfs: warning: could not make the process non-dumpable: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
 /// Entry point of the binary; returns the process exit code.
 pub fn main() -> i32 {
+    harden_process();
     let cli = Cli::parse();
     init_logging();
     let opts = AwsOptions {
@@ -201,11 +230,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             file,
             users,
             iam_policy_limit,
+            grantee_boundary,
         } => {
             let t = target::Target::parse(file)?;
-            let r = share::change(&opts, &t, users, share::Change::Share, *iam_policy_limit).await;
-            return r;
+            let settings = share::settings(*iam_policy_limit, grantee_boundary.clone());
+            return share::change(&opts, &t, users, share::Change::Share, settings).await;
         }
+        Command::Grantee { action } => return grantee::run(&opts, action).await,
         Command::Unshare { file, users, all } => {
             let t = target::Target::parse(file)?;
             let change = if *all {
@@ -213,7 +244,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             } else {
                 share::Change::Unshare
             };
-            return share::change(&opts, &t, users, change, 10).await;
+            return share::change(&opts, &t, users, change, GrantSettings::default()).await;
         }
         Command::Shares { file } => return share::list(&opts, &target::Target::parse(file)?).await,
         Command::Shared => return share::shared_with_me(&opts).await,
@@ -298,4 +329,13 @@ fn progress_bar(total: u64, verb: &str) -> Option<indicatif::ProgressBar> {
     );
     pb.set_message(verb.to_string());
     Some(pb)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_process_is_not_dumpable() {
+        super::harden_process();
+        assert_eq!(unsafe { libc::prctl(libc::PR_GET_DUMPABLE, 0, 0, 0, 0) }, 0);
+    }
 }

@@ -51,6 +51,11 @@ pub struct MountArgs {
     /// account's quota was raised, up to 20); sharing past it fails with ENOSPC.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..=20))]
     pub iam_policy_limit: u16,
+    /// The permissions boundary a grantee must carry: `standard` (the one
+    /// `sealfs grantee setup` gives), an ARN, or `none` (for an IAM emulator
+    /// that cannot keep user boundaries).
+    #[arg(long, env = "SEALFS_GRANTEE_BOUNDARY", default_value = "standard")]
+    pub grantee_boundary: crate::grants::BoundaryCheck,
     /// Close returns once the file is sealed (ciphertext only) into a local
     /// spool; uploads run in the background. fsync still waits for S3, and
     /// unmount waits until the spool is empty. Also `-o write_back`.
@@ -374,7 +379,10 @@ async fn prepare(
     if let Some(pins) = Pins::default_location() {
         pins.check(&format!("s3://{}/{prefix}", url.bucket), &cfg)?;
     }
-    let sealed = cfg.sealed_store(w.store.clone(), keys.clone());
+    let store = cfg
+        .attested_store(&prefix, w.store.clone(), keys.as_ref())
+        .await?;
+    let sealed = cfg.sealed_store(store, keys.clone());
     let pool = KeyPool::new(keys, cfg.kms_key_arn.clone(), 32);
     let warm = pool.clone();
     tokio::spawn(async move {
@@ -405,6 +413,7 @@ async fn prepare(
         w.grant_service.clone(),
         GrantSettings {
             attached_policy_limit: args.iam_policy_limit.into(),
+            boundary: args.grantee_boundary.clone(),
             ..GrantSettings::default()
         },
     ));

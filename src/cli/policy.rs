@@ -1,12 +1,21 @@
-//! `sealfs policy owner|grantee`: the least-privilege IAM policies for the
-//! two roles in sharing.
+//! `sealfs policy owner|grantee|boundary`: the least-privilege IAM policies
+//! for the two roles in sharing, and the permissions boundary that keeps an
+//! owner's grants from carrying anything but read access to shared files.
+//!
+//! The owner may write policies under `/sealfs/` (grants), but may attach
+//! them only to users whose permissions boundary is the sealfs boundary
+//! (`iam:PermissionsBoundary` condition), never to itself, and may neither
+//! change boundaries nor edit the boundary policy. Whatever a grant policy
+//! says, a grantee can at most read objects and decrypt with the keys the
+//! boundary names.
 
 use crate::app::Wiring;
-use crate::grants::POLICY_PATH;
+use crate::grants::{BOUNDARY_NAME, BOUNDARY_PATH, GRANTEE_NAME, GRANTEE_PATH, POLICY_PATH};
 use crate::url::S3Url;
 use crate::volume;
 use anyhow::{bail, Context};
 use serde_json::{json, Value};
+use std::collections::BTreeSet;
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
@@ -14,6 +23,8 @@ pub enum Role {
     Owner,
     /// Receives files: `sealfs shared` and `sealfs get`.
     Grantee,
+    /// The permissions boundary every grantee carries (for this volume).
+    Boundary,
 }
 
 /// The policy document for `role` on the volume at `bucket`/`prefix`,
@@ -26,6 +37,8 @@ pub fn document(role: Role, bucket: &str, prefix: &str, key_arn: &str) -> anyhow
     let (partition, account) = (fields[1], fields[4]);
     let iam = |resource: &str| format!("arn:{partition}:iam::{account}:{resource}");
     let grant_policies = iam(&format!("policy{POLICY_PATH}*"));
+    let boundary = iam(&format!("policy{BOUNDARY_PATH}{BOUNDARY_NAME}"));
+    let grantee_policy = iam(&format!("policy{GRANTEE_PATH}{GRANTEE_NAME}"));
     let doc = match role {
         Role::Owner => {
             let prefix = prefix.trim_end_matches('/');
@@ -73,7 +86,34 @@ pub fn document(role: Role, bucket: &str, prefix: &str, key_arn: &str) -> anyhow
                         "Effect": "Allow",
                         "Action": ["iam:AttachUserPolicy", "iam:DetachUserPolicy"],
                         "Resource": iam("user/*"),
-                        "Condition": {"ArnLike": {"iam:PolicyARN": grant_policies}},
+                        "Condition": {
+                            "ArnLike": {"iam:PolicyARN": grant_policies},
+                            "StringEquals": {"iam:PermissionsBoundary": boundary},
+                        },
+                    },
+                    {
+                        "Sid": "SealfsNoGrantsOnMyself",
+                        "Effect": "Deny",
+                        "Action": "iam:AttachUserPolicy",
+                        "Resource": iam("user/${aws:username}"),
+                    },
+                    {
+                        "Sid": "SealfsBoundariesAreFixed",
+                        "Effect": "Deny",
+                        "Action": [
+                            "iam:PutUserPermissionsBoundary", "iam:DeleteUserPermissionsBoundary",
+                            "iam:PutRolePermissionsBoundary", "iam:DeleteRolePermissionsBoundary"
+                        ],
+                        "Resource": "*",
+                    },
+                    {
+                        "Sid": "SealfsBoundaryIsFixed",
+                        "Effect": "Deny",
+                        "Action": [
+                            "iam:CreatePolicyVersion", "iam:DeletePolicy", "iam:DeletePolicyVersion",
+                            "iam:SetDefaultPolicyVersion"
+                        ],
+                        "Resource": [boundary, grantee_policy],
                     },
                     {
                         "Sid": "SealfsWriteGrants",
@@ -94,25 +134,86 @@ pub fn document(role: Role, bucket: &str, prefix: &str, key_arn: &str) -> anyhow
                 ],
             })
         }
+        Role::Boundary => {
+            let prefix = prefix.trim_end_matches('/');
+            let objects = if prefix.is_empty() {
+                format!("arn:{partition}:s3:::{bucket}/*")
+            } else {
+                format!("arn:{partition}:s3:::{bucket}/{prefix}/*")
+            };
+            boundary_document(
+                partition,
+                account,
+                &[objects].into(),
+                &[key_arn.to_string()].into(),
+            )
+        }
         Role::Grantee => json!({
             "Version": "2012-10-17",
-            "Statement": [
-                {
-                    "Sid": "SealfsFindMyGrants",
-                    "Effect": "Allow",
-                    "Action": "iam:ListAttachedUserPolicies",
-                    "Resource": iam("user/${aws:username}"),
-                },
-                {
-                    "Sid": "SealfsReadMyGrants",
-                    "Effect": "Allow",
-                    "Action": ["iam:GetPolicy", "iam:GetPolicyVersion"],
-                    "Resource": iam(&format!("policy{POLICY_PATH}${{aws:username}}/*")),
-                },
-            ],
+            "Statement": own_grants(partition, account),
         }),
     };
     Ok(doc)
+}
+
+/// Sids of the boundary's two resource statements (read back to extend it).
+const BOUNDARY_OBJECTS: &str = "SealfsReadShared";
+const BOUNDARY_KEYS: &str = "SealfsDecryptShared";
+
+/// The boundary allowing at most: reading `objects`, decrypting with `keys`,
+/// and reading the user's own grants.
+pub fn boundary_document(
+    partition: &str,
+    account: &str,
+    objects: &BTreeSet<String>,
+    keys: &BTreeSet<String>,
+) -> Value {
+    let mut statements = vec![
+        json!({"Sid": BOUNDARY_OBJECTS, "Effect": "Allow", "Action": "s3:GetObject", "Resource": objects}),
+        json!({"Sid": BOUNDARY_KEYS, "Effect": "Allow", "Action": "kms:Decrypt", "Resource": keys}),
+    ];
+    statements.extend(own_grants(partition, account));
+    json!({"Version": "2012-10-17", "Statement": statements})
+}
+
+/// Finding and reading one's own grant policies (and nothing else in IAM).
+fn own_grants(partition: &str, account: &str) -> Vec<Value> {
+    let iam = |resource: &str| format!("arn:{partition}:iam::{account}:{resource}");
+    vec![
+        json!({
+            "Sid": "SealfsFindMyGrants",
+            "Effect": "Allow",
+            "Action": "iam:ListAttachedUserPolicies",
+            "Resource": iam("user/${aws:username}"),
+        }),
+        json!({
+            "Sid": "SealfsReadMyGrants",
+            "Effect": "Allow",
+            "Action": ["iam:GetPolicy", "iam:GetPolicyVersion"],
+            "Resource": iam(&format!("policy{POLICY_PATH}${{aws:username}}/*")),
+        }),
+    ]
+}
+
+/// The volumes (object ARNs) and keys an existing boundary document names.
+pub fn boundary_resources(doc: &Value) -> (BTreeSet<String>, BTreeSet<String>) {
+    let mut objects = BTreeSet::new();
+    let mut keys = BTreeSet::new();
+    for s in doc["Statement"].as_array().into_iter().flatten() {
+        let into = match s["Sid"].as_str() {
+            Some(BOUNDARY_OBJECTS) => &mut objects,
+            Some(BOUNDARY_KEYS) => &mut keys,
+            _ => continue,
+        };
+        match &s["Resource"] {
+            Value::String(r) => {
+                into.insert(r.clone());
+            }
+            Value::Array(a) => into.extend(a.iter().filter_map(|r| r.as_str().map(str::to_string))),
+            _ => {}
+        }
+    }
+    (objects, keys)
 }
 
 /// Prints the policy, reading the volume's KMS key from its config unless given.
@@ -157,6 +258,74 @@ mod tests {
             "arn:aws:iam::111122223333:policy/sealfs/*"
         );
         assert!(d.to_string().len() < 6144);
+    }
+
+    #[test]
+    fn owner_attaches_only_to_boundary_carriers_and_never_to_itself() {
+        let d = document(Role::Owner, "bkt", "team/vol", KEY).unwrap();
+        let st = d["Statement"].as_array().unwrap();
+        let by_sid = |sid: &str| st.iter().find(|s| s["Sid"] == sid).unwrap().clone();
+        let attach = by_sid("SealfsAttachGrants");
+        assert_eq!(
+            attach["Condition"]["StringEquals"]["iam:PermissionsBoundary"],
+            "arn:aws:iam::111122223333:policy/sealfs-boundary/sealfs-grantee-boundary"
+        );
+        let me = by_sid("SealfsNoGrantsOnMyself");
+        assert_eq!(me["Effect"], "Deny");
+        assert_eq!(
+            me["Resource"],
+            "arn:aws:iam::111122223333:user/${aws:username}"
+        );
+        assert_eq!(by_sid("SealfsBoundariesAreFixed")["Effect"], "Deny");
+        let fixed = by_sid("SealfsBoundaryIsFixed");
+        assert!(fixed["Resource"]
+            .to_string()
+            .contains("sealfs-boundary/sealfs-grantee-boundary"));
+        // The policies the owner may write are under /sealfs/ only, and the
+        // boundary is not among them ("policy/sealfs/*" does not match
+        // "policy/sealfs-boundary/...").
+        assert_eq!(
+            by_sid("SealfsWriteGrants")["Resource"],
+            "arn:aws:iam::111122223333:policy/sealfs/*"
+        );
+        // No Allow anywhere grants a wildcard action.
+        for s in st {
+            if s["Effect"] == "Allow" {
+                assert!(!s["Action"].to_string().contains('*'), "{s}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_boundary_allows_reading_the_volume_and_nothing_else() {
+        let d = document(Role::Boundary, "bkt", "vol", KEY).unwrap();
+        let mut actions = BTreeSet::new();
+        for s in d["Statement"].as_array().unwrap() {
+            assert_eq!(s["Effect"], "Allow");
+            match &s["Action"] {
+                Value::String(a) => {
+                    actions.insert(a.clone());
+                }
+                Value::Array(a) => {
+                    actions.extend(a.iter().map(|x| x.as_str().unwrap().to_string()))
+                }
+                _ => panic!(),
+            }
+        }
+        let expected: BTreeSet<String> = [
+            "s3:GetObject",
+            "kms:Decrypt",
+            "iam:ListAttachedUserPolicies",
+            "iam:GetPolicy",
+            "iam:GetPolicyVersion",
+        ]
+        .into_iter()
+        .map(str::to_string)
+        .collect();
+        assert_eq!(actions, expected);
+        let (objects, keys) = boundary_resources(&d);
+        assert_eq!(objects, ["arn:aws:s3:::bkt/vol/*".to_string()].into());
+        assert_eq!(keys, [KEY.to_string()].into());
     }
 
     #[test]

@@ -27,14 +27,17 @@ pub enum Change {
     UnshareAll,
 }
 
-fn grants(w: &Wiring, policy_limit: u16) -> Grants {
-    Grants::new(
-        w.grant_service.clone(),
-        GrantSettings {
-            attached_policy_limit: policy_limit.into(),
-            ..GrantSettings::default()
-        },
-    )
+/// Grant settings from the command line.
+pub fn settings(policy_limit: u16, boundary: crate::grants::BoundaryCheck) -> GrantSettings {
+    GrantSettings {
+        attached_policy_limit: policy_limit.into(),
+        boundary,
+        ..GrantSettings::default()
+    }
+}
+
+fn grants(w: &Wiring, settings: GrantSettings) -> Grants {
+    Grants::new(w.grant_service.clone(), settings)
 }
 
 pub async fn change(
@@ -42,7 +45,7 @@ pub async fn change(
     target: &Target,
     who: &[String],
     change: Change,
-    policy_limit: u16,
+    settings: GrantSettings,
 ) -> anyhow::Result<()> {
     let url = match target {
         Target::Mounted { path, .. } => {
@@ -55,7 +58,7 @@ pub async fn change(
         Target::S3(url) => url,
     };
     let w = Wiring::new(opts, &url.bucket).await;
-    let g = grants(&w, policy_limit);
+    let g = grants(&w, settings);
     let file = verified_file(&w, url).await?;
     match change {
         Change::Share => {
@@ -81,8 +84,7 @@ pub async fn change(
 /// The file at `url`, verified under its volume's pinned key: only a file
 /// that verifies is shared, and its grant names the file id it verified with.
 async fn verified_file(w: &Wiring, url: &S3Url) -> anyhow::Result<SharedFile> {
-    let cfg = super::transfer::volume_of(w, &url.bucket, &url.key).await?;
-    let sealed = cfg.sealed_store(w.store.clone(), w.keys.service.clone());
+    let (_, sealed) = super::transfer::volume_of(w, &url.bucket, &url.key).await?;
     Ok(SharedFile::verified(&sealed, &url.key).await?)
 }
 
@@ -96,7 +98,7 @@ pub async fn list(opts: &AwsOptions, target: &Target) -> anyhow::Result<()> {
         Target::S3(url) => {
             let w = Wiring::new(opts, &url.bucket).await;
             let file = verified_file(&w, url).await?;
-            grants(&w, 10).grantees(&file).await?
+            grants(&w, GrantSettings::default()).grantees(&file).await?
         }
     };
     for name in who {
@@ -153,8 +155,7 @@ async fn plain_size(store: &dyn ObjectStore, key: &str) -> crate::Result<u64> {
 pub async fn rekey(opts: &AwsOptions, url: &S3Url) -> anyhow::Result<()> {
     let w = Wiring::new(opts, &url.bucket).await;
     let keys = w.keys.service.clone();
-    let cfg = super::transfer::volume_of(&w, &url.bucket, &url.key).await?;
-    let sealed = cfg.sealed_store(w.store.clone(), keys.clone());
+    let (cfg, sealed) = super::transfer::volume_of(&w, &url.bucket, &url.key).await?;
     let obj = sealed.open(&url.key).await?;
     let old = SharedFile {
         bucket: url.bucket.clone(),
@@ -200,7 +201,7 @@ pub async fn rekey(opts: &AwsOptions, url: &S3Url) -> anyhow::Result<()> {
         Err(e) => return Err(e.into()),
     }
     let new_id = wk.key_ref.file_id.to_hex();
-    let moved = grants(&w, 10)
+    let moved = grants(&w, GrantSettings::default())
         .rekeyed(&old, &new_id)
         .await
         .with_context(|| {
@@ -230,6 +231,9 @@ fn attr_error(path: &Path, what: &str) -> anyhow::Error {
     let err = std::io::Error::last_os_error();
     let hint = match err.raw_os_error() {
         Some(libc::EINVAL) => "no such IAM user, or not a valid name",
+        Some(libc::EPERM) => {
+            "the user is not set up as a grantee: an IAM administrator runs `sealfs grantee setup USER s3://BUCKET/VOLUME`"
+        }
         Some(libc::EACCES) => {
             "the mount's AWS credentials lack the IAM rights to share (see `sealfs policy owner`)"
         }

@@ -13,13 +13,24 @@ use anyhow::{bail, Context};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-/// The config of the volume holding `key`, checked against the local pin.
-pub(super) async fn volume_of(w: &Wiring, bucket: &str, key: &str) -> anyhow::Result<VolumeConfig> {
-    let (prefix, cfg) = volume::find(w.store.as_ref(), w.keys.service.as_ref(), key).await?;
+/// The config of the volume holding `key`, checked against the local pin,
+/// and the volume's sealed store: data keys pinned to its KMS key,
+/// attributes authenticated.
+pub(super) async fn volume_of(
+    w: &Wiring,
+    bucket: &str,
+    key: &str,
+) -> anyhow::Result<(VolumeConfig, SealedStore)> {
+    let keys = w.keys.service.clone();
+    let (prefix, cfg) = volume::find(w.store.as_ref(), keys.as_ref(), key).await?;
     if let Some(pins) = Pins::default_location() {
         pins.check(&format!("s3://{bucket}/{prefix}"), &cfg)?;
     }
-    Ok(cfg)
+    let store = cfg
+        .attested_store(&prefix, w.store.clone(), keys.as_ref())
+        .await?;
+    let sealed = cfg.sealed_store(store, keys);
+    Ok((cfg, sealed))
 }
 
 /// A store for reading `url`, pinned to a KMS key an owner vouched for: the
@@ -28,8 +39,19 @@ pub(super) async fn volume_of(w: &Wiring, bucket: &str, key: &str) -> anyhow::Re
 /// (grant documents are written by owners, never by whoever can write the
 /// bucket). The object's own key id is never trusted.
 pub(super) async fn reading_store(w: &Wiring, url: &S3Url) -> anyhow::Result<SealedStore> {
+    // A volume this machine has pinned: its key, with no request at all.
+    if let Some(pins) = Pins::default_location() {
+        if let Some(arn) = pins.enclosing_key(&format!("s3://{}/{}", url.bucket, url.key))? {
+            return Ok(SealedStore::new(
+                w.store.clone(),
+                w.keys.service.clone(),
+                IoSettings::default(),
+                arn,
+            ));
+        }
+    }
     let volume_err = match volume_of(w, &url.bucket, &url.key).await {
-        Ok(cfg) => return Ok(cfg.sealed_store(w.store.clone(), w.keys.service.clone())),
+        Ok((_, sealed)) => return Ok(sealed),
         Err(e) => e,
     };
     let info = w.store.head(&url.key).await?;
@@ -83,8 +105,7 @@ pub async fn put(w: &Wiring, local: &Path, url: &S3Url) -> anyhow::Result<()> {
         );
     }
     let keys = w.keys.service.clone();
-    let cfg = volume_of(w, &url.bucket, &key).await?;
-    let sealed = cfg.sealed_store(w.store.clone(), keys.clone());
+    let (cfg, sealed) = volume_of(w, &url.bucket, &key).await?;
     let pool = KeyPool::new(keys, cfg.kms_key_arn.clone(), 0);
     let wk = sealed.key_for_write(&key, &pool).await?;
     let mut file = tokio::fs::File::open(local)

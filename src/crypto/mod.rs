@@ -6,6 +6,7 @@
 //! bytes back, or an [`IntegrityError`] that names the check that failed.
 //! Nothing here ever releases plaintext from a segment whose tag did not verify.
 
+pub mod attributes;
 mod header;
 mod layout;
 mod schedule;
@@ -42,9 +43,14 @@ impl DataKey {
     }
 
     /// Builds a key from a slice, as returned by KMS; `None` unless it is 32 bytes.
+    /// Copies a key straight into its zeroized home (no stray stack copy).
     pub fn from_slice(bytes: &[u8]) -> Option<Self> {
-        let arr: [u8; 32] = bytes.try_into().ok()?;
-        Some(Self::from_bytes(arr))
+        if bytes.len() != 32 {
+            return None;
+        }
+        let mut key = Zeroizing::new([0u8; 32]);
+        key.copy_from_slice(bytes);
+        Some(DataKey(key))
     }
 
     pub fn expose(&self) -> &[u8; 32] {

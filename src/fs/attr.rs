@@ -16,9 +16,6 @@ use base64::Engine;
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// S3's limit on user metadata: keys and values, in bytes.
-pub const METADATA_LIMIT: usize = 2048;
-
 const TYPE: &str = "sealfs-type";
 const MODE: &str = "sealfs-mode";
 const UID: &str = "sealfs-uid";
@@ -27,7 +24,7 @@ const MTIME: &str = "sealfs-mtime";
 const ATIME: &str = "sealfs-atime";
 pub(crate) const CTIME: &str = "sealfs-ctime";
 const RDEV: &str = "sealfs-rdev";
-const XATTR_PREFIX: &str = "sealfs-x-";
+use crate::store::attested::XATTR_PREFIX;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -254,11 +251,6 @@ impl Attr {
         self.write_into(&mut m);
         m
     }
-}
-
-/// Bytes S3 counts against the user-metadata limit.
-pub fn metadata_size(m: &Metadata) -> usize {
-    m.iter().map(|(k, v)| k.len() + v.len()).sum()
 }
 
 #[cfg(test)]

@@ -570,11 +570,17 @@ impl SealFs {
                 }
             }
         }
-        let heads: Vec<(String, bool, Option<ObjectInfo>)> = futures::stream::iter(to_head)
+        let heads: Vec<Option<(String, bool, Option<ObjectInfo>)>> = futures::stream::iter(to_head)
             .map(|(name, key, is_dir)| async move {
                 match self.store.head(&key).await {
-                    Ok(info) => Ok((name, is_dir, Some(info))),
-                    Err(StoreError::NotFound { .. }) => Ok((name, is_dir, None)),
+                    Ok(info) => Ok(Some((name, is_dir, Some(info)))),
+                    Err(StoreError::NotFound { .. }) => Ok(Some((name, is_dir, None))),
+                    // One object whose attributes do not verify costs
+                    // that entry (its lookup answers EIO), never the listing.
+                    Err(e @ StoreError::Tampered { .. }) => {
+                        tracing::error!(error = %e, "not listed");
+                        Ok(None)
+                    }
                     Err(e) => Err(Error::from(e)),
                 }
             })
@@ -583,7 +589,9 @@ impl SealFs {
             .await?;
 
         let mut t = self.table.lock();
-        for (name, is_dir, info) in heads {
+        // A listing with a refused entry is not complete: its lookup must ask S3.
+        let refused = heads.iter().any(Option::is_none);
+        for (name, is_dir, info) in heads.into_iter().flatten() {
             let seen = match (is_dir, info) {
                 (false, Some(info)) => self.seen_object(&info),
                 // Deleted between the LIST and the HEAD: not listed.
@@ -636,7 +644,7 @@ impl SealFs {
             }
         }
         // Trusted as complete only if every name is in the table still.
-        let complete = found.keys().all(|n| t.child(ino, n).is_some());
+        let complete = !refused && found.keys().all(|n| t.child(ino, n).is_some());
         drop(t);
         if complete {
             self.mark_listed(ino, started.elapsed());
@@ -698,6 +706,8 @@ fn valid_name(name: &str) -> bool {
         && byte_names::decode(name).is_some_and(|b| b.len() <= NAME_MAX)
 }
 
+#[cfg(test)]
+mod attribute_tests;
 #[cfg(test)]
 pub(crate) mod fault_tests;
 #[cfg(test)]

@@ -32,7 +32,14 @@ pub(crate) fn rig_over(
         read_run: 8 * 4096,
         read_concurrency: 2,
     };
-    let sealed = SealedStore::new(wrap(&mem), keys.clone(), io, arn.clone());
+    // Attributes authenticated as in a format-2 volume.
+    let attested: Arc<dyn crate::store::ObjectStore> = Arc::new(crate::store::AttestedStore::new(
+        wrap(&mem),
+        crate::crypto::attributes::AttributeKeys::derive(&[0x5e; 32]),
+        "vol",
+        crate::store::AttributeRule::Strict,
+    ));
+    let sealed = SealedStore::new(attested, keys.clone(), io, arn.clone());
     let pool = KeyPool::new(keys, arn, 0);
     let cache = tempfile::tempdir().unwrap();
     let settings = FsSettings {
@@ -461,8 +468,9 @@ async fn racing_create_has_one_winner() {
 
 /// Objects that are not sealfs objects are listed, and reading them is EIO.
 #[tokio::test]
-async fn foreign_objects_are_listed_but_not_readable() {
+async fn foreign_objects_are_refused_and_cost_only_themselves() {
     let r = rig();
+    r.write_file(ROOT, "mine", b"ok").await;
     r.mem
         .put(
             "vol/plain.txt",
@@ -472,13 +480,14 @@ async fn foreign_objects_are_listed_but_not_readable() {
         )
         .await
         .unwrap();
-    assert_eq!(r.names(ROOT).await, vec!["plain.txt"]);
-    let e = r.fs.lookup(ROOT, "plain.txt").await.unwrap();
-    assert_eq!(e.attr.size, 5);
-    let fh = r.fs.open(e.ino, libc::O_RDONLY).await.unwrap();
-    let err = r.fs.read(fh, 0, 10).await.unwrap_err();
+    // In a format-2 volume an object without authenticated attributes is
+    // not listed, and looking it up is EIO; the rest of the volume works.
+    assert_eq!(r.names(ROOT).await, vec!["mine"]);
+    let err = r.fs.lookup(ROOT, "plain.txt").await.unwrap_err();
     assert_eq!(err.errno(), libc::EIO);
-    assert!(err.to_string().contains("not a sealfs object"), "{err}");
+    assert!(err.to_string().contains("no attribute MAC"), "{err}");
+    let e = r.fs.lookup(ROOT, "mine").await.unwrap();
+    assert_eq!(r.read_file(e.ino).await, b"ok");
 }
 
 /// A read pinned to one version fails rather than mix in another version.

@@ -3,25 +3,49 @@
 //!
 //! Other namespaces are not supported: reads answer ENODATA (so tools that
 //! probe `security.capability` on every write stay quiet) and writes ENOTSUP.
-//! The whole of an object's metadata must fit S3's 2 KB limit; a set that
-//! would exceed it fails with ENOSPC and stores nothing.
+//! Values are encrypted in S3 ([`crate::store::attested`]); a set too large
+//! for S3's 2 KB of object metadata is kept, encrypted, in the volume's
+//! internal area. A file's whole set is limited to [`XATTR_SET_LIMIT`]
+//! bytes of names and values (ext4 holds about 4 KB); a change beyond
+//! fails with ENOSPC and stores nothing.
 
-use super::attr::{metadata_size, METADATA_LIMIT};
 use super::inode::Inode;
 use super::{enoent, share, SealFs};
 use crate::error::{Error, Result};
+use crate::store::attested::{metadata_size, MAC, METADATA_LIMIT, XATTR_PREFIX};
 use crate::store::Metadata;
 use libc::{EEXIST, ENODATA, ENOSPC, ENOTSUP};
 
 const XATTR_CREATE: i32 = 1;
 const XATTR_REPLACE: i32 = 2;
 
+/// Most bytes of names and values in one file's `user.*` xattrs.
+pub const XATTR_SET_LIMIT: usize = 64 << 10;
+
+/// Checks that metadata `m` (plaintext form) can be stored: its attributes
+/// and sealing fields within S3's limit (with room for the MAC), its xattrs
+/// within [`XATTR_SET_LIMIT`].
 pub(super) fn check_metadata_size(m: &Metadata) -> Result<()> {
-    let size = metadata_size(m);
+    let (xattrs, rest): (Metadata, Metadata) = m
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .partition(|(k, _)| k.starts_with(XATTR_PREFIX));
+    let size = metadata_size(&rest) + MAC.len() + 64;
     if size > METADATA_LIMIT {
         return Err(Error::posix(
             ENOSPC,
             format!("object metadata would be {size} bytes, over S3's {METADATA_LIMIT}-byte limit for user metadata"),
+        ));
+    }
+    // Decoded sizes: names are hex, values base64.
+    let set: usize = xattrs
+        .iter()
+        .map(|(k, v)| (k.len() - XATTR_PREFIX.len()) / 2 + v.len() * 3 / 4)
+        .sum();
+    if set > XATTR_SET_LIMIT {
+        return Err(Error::posix(
+            ENOSPC,
+            format!("extended attributes would take {set} bytes, over the {XATTR_SET_LIMIT}-byte limit per file"),
         ));
     }
     Ok(())

@@ -9,6 +9,7 @@
 //! the truth).
 
 use super::policy::{object_arn, GrantDoc, SharedFile, POLICY_SIZE_LIMIT};
+use super::{BoundaryCheck, BOUNDARY_NAME, BOUNDARY_PATH};
 use super::{GrantError, GrantService, ManagedPolicy, User, POLICY_PATH};
 use crate::error::{Error, Result};
 use futures::{StreamExt, TryStreamExt};
@@ -28,6 +29,8 @@ pub struct GrantSettings {
     pub index_ttl: Duration,
     /// How long `getfattr -n user.share` and revoke-all trust it.
     pub query_ttl: Duration,
+    /// The permissions boundary a grantee must carry.
+    pub boundary: BoundaryCheck,
 }
 
 impl Default for GrantSettings {
@@ -38,6 +41,7 @@ impl Default for GrantSettings {
             version_limit: 5,
             index_ttl: Duration::from_secs(10),
             query_ttl: Duration::from_secs(1),
+            boundary: BoundaryCheck::Standard,
         }
     }
 }
@@ -238,9 +242,38 @@ impl Grants {
         Ok(())
     }
 
+    /// Refuses a grantee without the sealfs permissions boundary: a grant
+    /// policy on such a user could carry any permission (IAM refuses the
+    /// attachment too, under the owner policy; this says why, and what to run).
+    async fn check_boundary(&self, user: &User) -> Result<()> {
+        let required = match &self.settings.boundary {
+            BoundaryCheck::Off => return Ok(()),
+            BoundaryCheck::Arn(arn) => arn.clone(),
+            BoundaryCheck::Standard => {
+                super::policy_arn(&self.iam.caller().await?, BOUNDARY_PATH, BOUNDARY_NAME)
+            }
+        };
+        if user.boundary.as_deref() == Some(required.as_str()) {
+            return Ok(());
+        }
+        let what = format!(
+            "cannot share with {}: the user does not carry the sealfs permissions boundary {required} \
+             (an IAM administrator runs `sealfs grantee setup {} s3://BUCKET/VOLUME` once)",
+            user.name, user.name
+        );
+        // A refusal the owner must act on: logged here, at warning level,
+        // and not again by the adapter.
+        tracing::warn!("{what}");
+        Err(Error::Reported {
+            errno: libc::EPERM,
+            what,
+        })
+    }
+
     /// Grants `who` read access to `file`. Idempotent.
     pub async fn share(&self, who: &str, file: &SharedFile) -> Result<User> {
         let user = self.resolve(who).await?;
+        self.check_boundary(&user).await?;
         let sharer = self.sharer().await?;
         let _w = self.write_lock.lock().await;
         let policies = self.policies_of(&user.name).await?;

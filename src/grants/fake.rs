@@ -21,6 +21,10 @@ struct Policy {
 #[derive(Default)]
 struct State {
     users: BTreeSet<String>,
+    boundaries: BTreeMap<String, String>,
+    /// The owner policy's rules, when enforced: /sealfs/ policies attach
+    /// only to users carrying this boundary, and never to the caller.
+    required_boundary: Option<String>,
     policies: BTreeMap<String, Policy>,
     attached: BTreeMap<String, Vec<String>>,
     denied: HashSet<&'static str>,
@@ -40,6 +44,16 @@ impl FakeIam {
         let mut st = State::default();
         st.users.insert(caller.to_string());
         st.users.extend(users.iter().map(|u| u.to_string()));
+        // A correctly set-up account: every grantee carries the boundary.
+        let boundary = format!(
+            "arn:aws:iam::{ACCOUNT}:policy{}{}",
+            super::BOUNDARY_PATH,
+            super::BOUNDARY_NAME
+        );
+        st.boundaries = users
+            .iter()
+            .map(|u| (u.to_string(), boundary.clone()))
+            .collect();
         FakeIam {
             caller: Mutex::new(caller.to_string()),
             attach_limit: 10,
@@ -50,6 +64,18 @@ impl FakeIam {
     /// Who makes the calls from now on (another user's credentials).
     pub fn set_caller(&self, name: &str) {
         *self.caller.lock() = name.to_string();
+    }
+
+    /// Enforces what `sealfs policy owner` asks of IAM: grant policies are
+    /// attached only to users whose permissions boundary is `boundary`, and
+    /// never to the caller.
+    pub fn enforce_owner_policy(&self, boundary: &str) {
+        self.state.lock().required_boundary = Some(boundary.to_string());
+    }
+
+    /// Removes a user's permissions boundary (a user never set up as a grantee).
+    pub fn clear_boundary(&self, user: &str) {
+        self.state.lock().boundaries.remove(user);
     }
 
     /// Makes every call of `action` (e.g. "iam:CreatePolicy") fail with AccessDenied.
@@ -143,6 +169,7 @@ impl GrantService for FakeIam {
         Ok(User {
             name: name.into(),
             arn: user_arn(name),
+            boundary: st.boundaries.get(name).cloned(),
         })
     }
 
@@ -277,6 +304,21 @@ impl GrantService for FakeIam {
         Ok(())
     }
 
+    async fn put_user_boundary(&self, user: &str, arn: &str) -> GrantResult<()> {
+        let mut st = self.begin("iam:PutUserPermissionsBoundary")?;
+        if !st.users.contains(user) {
+            return Err(missing(format!("user {user}")));
+        }
+        if st.required_boundary.is_some() {
+            return Err(GrantError::AccessDenied {
+                action: "iam:PutUserPermissionsBoundary",
+                message: "explicit deny: owners do not change boundaries".into(),
+            });
+        }
+        st.boundaries.insert(user.into(), arn.into());
+        Ok(())
+    }
+
     async fn attach(&self, user: &str, arn: &str) -> GrantResult<()> {
         let mut st = self.begin("iam:AttachUserPolicy")?;
         if !st.users.contains(user) {
@@ -284,6 +326,21 @@ impl GrantService for FakeIam {
         }
         if !st.policies.contains_key(arn) {
             return Err(missing(arn));
+        }
+        if let Some(required) = &st.required_boundary {
+            let grant = arn.contains(&format!(":policy{}", super::POLICY_PATH));
+            if grant && *user == *self.caller.lock() {
+                return Err(GrantError::AccessDenied {
+                    action: "iam:AttachUserPolicy",
+                    message: "explicit deny: a grant policy on the caller itself".into(),
+                });
+            }
+            if grant && st.boundaries.get(user) != Some(required) {
+                return Err(GrantError::AccessDenied {
+                    action: "iam:AttachUserPolicy",
+                    message: format!("{user} does not carry the permissions boundary {required}"),
+                });
+            }
         }
         let limit = self.attach_limit;
         let list = st.attached.entry(user.into()).or_default();

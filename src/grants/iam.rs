@@ -118,6 +118,10 @@ impl GrantService for IamGrantService {
         Ok(User {
             name: u.user_name().to_string(),
             arn: u.arn().to_string(),
+            boundary: u
+                .permissions_boundary()
+                .and_then(|b| b.permissions_boundary_arn())
+                .map(str::to_string),
         })
     }
 
@@ -303,6 +307,17 @@ impl GrantService for IamGrantService {
             .send()
             .await
             .map_err(|e| fail("iam:DetachUserPolicy", e))?;
+        Ok(())
+    }
+
+    async fn put_user_boundary(&self, user: &str, arn: &str) -> GrantResult<()> {
+        self.iam
+            .put_user_permissions_boundary()
+            .user_name(user)
+            .permissions_boundary(arn)
+            .send()
+            .await
+            .map_err(|e| fail("iam:PutUserPermissionsBoundary", e))?;
         Ok(())
     }
 }

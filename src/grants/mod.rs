@@ -24,12 +24,54 @@ use async_trait::async_trait;
 
 /// Path under which every sealfs grant policy lives.
 pub const POLICY_PATH: &str = "/sealfs/";
+/// Path and name of the permissions boundary every grantee carries. Outside
+/// [`POLICY_PATH`], so the owner policy's rights on grant policies never
+/// reach it.
+pub const BOUNDARY_PATH: &str = "/sealfs-boundary/";
+pub const BOUNDARY_NAME: &str = "sealfs-grantee-boundary";
+/// Path and name of the policy that lets a grantee read its own grants.
+pub const GRANTEE_PATH: &str = "/sealfs-grantee/";
+pub const GRANTEE_NAME: &str = "sealfs-grantee";
+
+/// The ARN of a policy at `path` (`/x/`) named `name`, in the caller's
+/// partition and account.
+pub fn policy_arn(caller: &Caller, path: &str, name: &str) -> String {
+    let partition = caller.arn.split(':').nth(1).unwrap_or("aws");
+    format!("arn:{partition}:iam::{}:policy{path}{name}", caller.account)
+}
+
+/// Which permissions boundary a user must carry before anything is shared
+/// with them.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub enum BoundaryCheck {
+    /// [`BOUNDARY_NAME`] in the sharer's account.
+    #[default]
+    Standard,
+    /// A boundary of the account's own making.
+    Arn(String),
+    /// No check (for an IAM emulator that cannot keep user boundaries; in
+    /// AWS the owner policy's condition still refuses the attachment).
+    Off,
+}
+
+impl std::str::FromStr for BoundaryCheck {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "" | "standard" => BoundaryCheck::Standard,
+            "none" | "off" => BoundaryCheck::Off,
+            arn => BoundaryCheck::Arn(arn.to_string()),
+        })
+    }
+}
 
 /// An IAM user that can receive grants.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct User {
     pub name: String,
     pub arn: String,
+    /// The ARN of the user's permissions boundary, if any.
+    pub boundary: Option<String>,
 }
 
 /// Who is calling (from STS): the ARN and the account.
@@ -127,6 +169,8 @@ pub trait GrantService: Send + Sync {
     async fn delete_policy(&self, arn: &str) -> GrantResult<()>;
     async fn attach(&self, user: &str, arn: &str) -> GrantResult<()>;
     async fn detach(&self, user: &str, arn: &str) -> GrantResult<()>;
+    /// Sets the user's permissions boundary (administrators, `sealfs grantee setup`).
+    async fn put_user_boundary(&self, user: &str, arn: &str) -> GrantResult<()>;
 }
 
 #[cfg(test)]

@@ -413,6 +413,20 @@ mod tests {
     }
 
     proptest! {
+        /// Grant documents come from IAM (written by anyone with the rights):
+        /// any text parses or is refused, never a panic.
+        #[test]
+        fn any_document_parses_or_is_refused(
+            doc in prop_oneof![
+                any::<String>(),
+                "[{}\\[\\]\":,A-Za-z0-9%*$ ]{0,200}",
+                Just(r#"{"Statement":[{"Sid":"SealfsKeys6f","Resource":7,"Condition":{"StringEquals":{"kms:EncryptionContext:sealfs:file":[1,{}]}}}]}"#.to_string()),
+                Just(r#"{"Statement":{"Sid":"SealfsObjectszz"}}"#.to_string()),
+            ]
+        ) {
+            let _ = GrantDoc::parse(&doc);
+        }
+
         #[test]
         fn round_trip(entries in proptest::collection::vec(("[a-z]{1,8}", "[ -~]{1,40}", any::<u8>()), 0..20)) {
             let mut d = GrantDoc::default();

@@ -278,3 +278,38 @@ fn caller_names() {
     assert_eq!(role.display_name(), "Admin/sess");
     assert_eq!(role.user_name(), None);
 }
+
+/// The permissions-boundary pattern: grants go only to users carrying the
+/// sealfs boundary, never to the owner, and owners cannot hand out boundaries.
+#[tokio::test]
+async fn grants_need_the_boundary_and_never_reach_the_owner() {
+    let (iam, g) = setup();
+    let boundary = format!("arn:aws:iam::123456789012:policy{BOUNDARY_PATH}{BOUNDARY_NAME}");
+    iam.enforce_owner_policy(&boundary);
+    let a = file("a", 1);
+    g.share("alice", &a).await.unwrap();
+    // bob was never set up: a clear EPERM naming the command, nothing granted.
+    iam.clear_boundary("bob");
+    let err = g.share("bob", &a).await.unwrap_err();
+    assert_eq!(err.errno(), libc::EPERM);
+    assert!(
+        err.to_string().contains("sealfs grantee setup bob"),
+        "{err}"
+    );
+    assert!(iam.attached_to("bob").is_empty());
+    // Skipping the client check does not help: IAM (here, the fake with the
+    // owner policy's conditions) refuses the attachment.
+    let lax = Grants::new(
+        iam.clone(),
+        GrantSettings {
+            boundary: BoundaryCheck::Off,
+            ..GrantSettings::default()
+        },
+    );
+    assert!(lax.share("bob", &a).await.is_err());
+    assert!(iam.attached_to("bob").is_empty());
+    // The owner cannot share with itself (its policy denies the attachment)
+    // nor give bob a boundary.
+    assert!(lax.share("owner", &a).await.is_err());
+    assert!(iam.put_user_boundary("bob", &boundary).await.is_err());
+}

@@ -78,6 +78,14 @@ where
     }
 }
 
+/// Moves a plaintext key out of a KMS response into a [`DataKey`], and
+/// zeroizes the response's buffer (which would otherwise be freed with the
+/// key still in it).
+fn take_key(plaintext: &mut Option<aws_smithy_types::Blob>) -> Option<DataKey> {
+    let buf = zeroize::Zeroizing::new(plaintext.take()?.into_inner());
+    DataKey::from_slice(&buf)
+}
+
 #[async_trait]
 impl KeyService for KmsKeyService {
     async fn generate_data_key(
@@ -86,7 +94,7 @@ impl KeyService for KmsKeyService {
         ctx: &EncryptionContext,
     ) -> Result<GeneratedKey, KeyError> {
         self.counter.count_generate();
-        let out = self
+        let mut out = self
             .client
             .generate_data_key()
             .key_id(key_id)
@@ -99,9 +107,7 @@ impl KeyService for KmsKeyService {
             action: "kms:GenerateDataKey",
             message: m.to_string(),
         };
-        let key = out
-            .plaintext()
-            .and_then(|b| DataKey::from_slice(b.as_ref()))
+        let key = take_key(&mut out.plaintext)
             .ok_or_else(|| other("response has no 32-byte plaintext key"))?;
         let wrapped = out
             .ciphertext_blob()
@@ -121,7 +127,7 @@ impl KeyService for KmsKeyService {
         ctx: &EncryptionContext,
     ) -> Result<DataKey, KeyError> {
         self.counter.count_decrypt();
-        let out = self
+        let mut out = self
             .client
             .decrypt()
             .key_id(key_id)
@@ -130,9 +136,7 @@ impl KeyService for KmsKeyService {
             .send()
             .await
             .map_err(|e| map_err("kms:Decrypt", key_id, e))?;
-        out.plaintext()
-            .and_then(|b| DataKey::from_slice(b.as_ref()))
-            .ok_or(KeyError::InvalidCiphertext)
+        take_key(&mut out.plaintext).ok_or(KeyError::InvalidCiphertext)
     }
 }
 

@@ -154,6 +154,28 @@ impl SealedStore {
         }
     }
 
+    /// Verifies the sealing of the object at `key` whose metadata gave `sm`
+    /// and whose bytes start with `head`: data key unwrapped under the pin,
+    /// key commitment, header MAC, header file id, path binding. Returns the
+    /// opener of its segments.
+    pub(super) async fn verify_sealing(
+        &self,
+        key: &str,
+        sm: &SealMeta,
+        head: &[u8],
+    ) -> Result<Opener> {
+        let header = head
+            .get(..HEADER_LEN)
+            .ok_or_else(|| self.integrity(key, IntegrityError::BadLength(head.len() as u64)))?;
+        let dk = self.unwrap_key(key, &sm.key).await?;
+        let opener =
+            Opener::new(&dk, header, &sm.key.file_id).map_err(|e| self.integrity(key, e))?;
+        opener
+            .check_binding(self.store.bucket(), key, &sm.binding)
+            .map_err(|e| self.integrity(key, e))?;
+        Ok(opener)
+    }
+
     /// Records that version `etag` of `key` verified (or was written by this
     /// process) with `key_ref`.
     pub fn remember_verified(&self, key: &str, etag: &str, key_ref: &KeyRef) {
@@ -186,15 +208,7 @@ impl SealedStore {
             other => other?,
         };
         let sm = SealMeta::read_from(&got.info.metadata).map_err(|r| self.not_sealfs(key, r))?;
-        if got.body.len() < HEADER_LEN {
-            return Err(self.integrity(key, IntegrityError::BadLength(got.info.size)));
-        }
-        let dk = self.unwrap_key(key, &sm.key).await?;
-        let opener = Opener::new(&dk, &got.body[..HEADER_LEN], &sm.key.file_id)
-            .map_err(|e| self.integrity(key, e))?;
-        opener
-            .check_binding(self.store.bucket(), key, &sm.binding)
-            .map_err(|e| self.integrity(key, e))?;
+        self.verify_sealing(key, &sm, &got.body).await?;
         self.remember_verified(key, &got.info.etag, &sm.key);
         Ok(Verified {
             etag: got.info.etag,

@@ -140,12 +140,7 @@ impl SealedStore {
             };
             let mut metadata = got.info.metadata.clone();
             let sm = SealMeta::read_from(&metadata).map_err(|r| self.not_sealfs(from, r))?;
-            let dk = self.unwrap_key(from, &sm.key).await?;
-            let opener = Opener::new(&dk, &got.body, &sm.key.file_id)
-                .map_err(|e| self.integrity(from, e))?;
-            opener
-                .check_binding(self.store.bucket(), from, &sm.binding)
-                .map_err(|e| self.integrity(from, e))?;
+            let opener = self.verify_sealing(from, &sm, &got.body).await?;
             let moved = SealMeta {
                 binding: opener.binding(self.store.bucket(), to),
                 key: sm.key,
@@ -287,12 +282,7 @@ impl SealedStore {
         let plain_len = layout
             .plain_len(got.info.size)
             .map_err(|e| self.integrity(key, e))?;
-        let dk = self.unwrap_key(key, &sm.key).await?;
-        let opener = Opener::new(&dk, &got.body[..HEADER_LEN], &sm.key.file_id)
-            .map_err(|e| self.integrity(key, e))?;
-        opener
-            .check_binding(self.store.bucket(), key, &sm.binding)
-            .map_err(|e| self.integrity(key, e))?;
+        let opener = self.verify_sealing(key, &sm, &got.body).await?;
         self.remember_verified(key, &got.info.etag, &sm.key);
         Ok(SealedObject {
             key: key.to_string(),

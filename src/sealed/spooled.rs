@@ -121,20 +121,13 @@ impl SealedStore {
     ) -> Result<Metadata> {
         let sm = SealMeta::read_from(metadata)
             .map_err(|r| Error::posix(libc::EIO, format!("spooled metadata: {r}")))?;
-        let dk = self
-            .keys
-            .decrypt(&sm.key.key_id, &sm.key.wrapped, &sm.key.context())
-            .await?;
+        let dk = self.unwrap_key(to, &sm.key).await?;
         let opener = Opener::new(
             &dk,
             &header[..HEADER_LEN.min(header.len())],
             &sm.key.file_id,
         )
-        .map_err(|e| Error::Integrity {
-            bucket: self.store.bucket().to_string(),
-            key: to.to_string(),
-            check: e,
-        })?;
+        .map_err(|e| self.integrity(to, e))?;
         let mut out = metadata.clone();
         SealMeta {
             binding: opener.binding(self.store.bucket(), to),

@@ -4,11 +4,13 @@
 //! The trait is deliberately close to S3's own operations so that request
 //! counts seen through the in-memory store predict those against S3.
 
+pub mod attested;
 mod faulty;
 mod memory;
 mod multipart;
 mod s3;
 
+pub use attested::{AttestedStore, AttributeRule};
 pub use faulty::FaultyStore;
 pub use memory::MemoryStore;
 pub use multipart::MultipartUpload;
@@ -134,6 +136,19 @@ pub enum StoreError {
     },
     #[error("requested range not satisfiable on s3://{bucket}/{key}")]
     InvalidRange { bucket: String, key: String },
+    /// Object metadata that does not authenticate ([`attested`]).
+    #[error("s3://{bucket}/{key} failed verification: attributes: {reason}")]
+    Tampered {
+        bucket: String,
+        key: String,
+        reason: String,
+    },
+    #[error("object metadata of s3://{bucket}/{key} would be {size} bytes, over S3's 2 KB limit for user metadata")]
+    MetadataTooLarge {
+        bucket: String,
+        key: String,
+        size: usize,
+    },
     #[error("S3 {action} failed: {message}")]
     Other {
         action: &'static str,

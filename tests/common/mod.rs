@@ -125,6 +125,10 @@ impl Stack {
         cmd.env("AWS_CONFIG_FILE", "/nonexistent")
             .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
             .env("SEALFS_CONFIG_DIR", config_dir)
+            // moto cannot keep user permissions boundaries (docs/SHARING.md);
+            // the boundary check itself is tested against the fake IAM and,
+            // for its refusal, through a mount in tests/attacker.rs.
+            .env("SEALFS_GRANTEE_BOUNDARY", "none")
             .env_remove("SEALFS_LOG")
             .envs(self.user_env(user));
         cmd
@@ -211,3 +215,32 @@ pub fn content(n: usize, seed: u64) -> Vec<u8> {
 }
 
 pub const MARKER: &[u8] = b"SEALFS-TEST-PLAINTEXT-MARKER";
+
+/// The grantee's sealfs grant policies, as IAM holds them now.
+pub async fn grant_docs(
+    stack: &Stack,
+    grantee: &str,
+) -> Vec<(String, sealfs::grants::GrantDoc, usize)> {
+    let iam = stack.iam("admin");
+    let listed = iam
+        .list_policies()
+        .path_prefix(format!("/sealfs/{grantee}/"))
+        .send()
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    for p in listed.policies() {
+        let v = iam
+            .get_policy_version()
+            .policy_arn(p.arn().unwrap())
+            .version_id(p.default_version_id().unwrap())
+            .send()
+            .await
+            .unwrap();
+        let raw = v.policy_version().unwrap().document().unwrap().to_string();
+        let doc = sealfs::grants::GrantDoc::parse(&raw).unwrap();
+        let size = doc.size();
+        out.push((p.policy_name().unwrap().to_string(), doc, size));
+    }
+    out
+}

@@ -191,7 +191,10 @@ impl Mounted {
         self.object_at(&format!("{}/{rel}", self.prefix)).await
     }
 
-    async fn object_at(&self, key: &str) -> (Vec<u8>, std::collections::HashMap<String, String>) {
+    pub async fn object_at(
+        &self,
+        key: &str,
+    ) -> (Vec<u8>, std::collections::HashMap<String, String>) {
         let o = self
             .stack
             .s3("admin")

@@ -1,0 +1,176 @@
+//! `sealfs grantee setup USER s3://BUCKET/VOLUME`: what an IAM administrator
+//! runs once per grantee and volume, so that owners can share with the user
+//! and nothing an owner writes into a grant can give the user more than
+//! read access to shared files.
+//!
+//! 1. The account's sealfs permissions boundary (`/sealfs-boundary/`) is
+//!    created, or extended to this volume's objects and KMS key.
+//! 2. It becomes the user's permissions boundary.
+//! 3. The user gets the policy to find and read its own grants
+//!    (`/sealfs-grantee/`), which `sealfs shared` and `sealfs get` use.
+
+use super::policy::{boundary_document, boundary_resources, document, Role};
+use crate::app::{AwsOptions, Wiring};
+use crate::grants::{
+    policy_arn, GrantError, GrantService, BOUNDARY_NAME, BOUNDARY_PATH, GRANTEE_NAME, GRANTEE_PATH,
+};
+use crate::url::S3Url;
+use crate::volume;
+use anyhow::Context;
+use serde_json::Value;
+
+#[derive(clap::Subcommand, Clone, Debug)]
+pub enum Action {
+    /// Set USER up to receive files of the volume at URL.
+    Setup {
+        /// The IAM user name.
+        user: String,
+        /// s3://BUCKET/PREFIX of the volume.
+        url: String,
+        /// The volume's KMS key ARN (default: read from the volume config).
+        #[arg(long)]
+        kms_key: Option<String>,
+    },
+}
+
+pub async fn run(opts: &AwsOptions, action: &Action) -> anyhow::Result<()> {
+    let Action::Setup { user, url, kms_key } = action;
+    let url = S3Url::parse(url)?;
+    let w = Wiring::new(opts, &url.bucket).await;
+    let key_arn = match kms_key {
+        Some(k) => k.clone(),
+        None => {
+            volume::load(w.store.as_ref(), w.keys.service.as_ref(), url.prefix())
+                .await
+                .context("reading the volume's KMS key (or pass --kms-key ARN)")?
+                .kms_key_arn
+        }
+    };
+    setup(w.grant_service.as_ref(), user, &url, &key_arn).await
+}
+
+/// Sets `user` up for the volume at `url` whose data keys are under `key_arn`.
+pub async fn setup(
+    iam: &dyn GrantService,
+    user: &str,
+    url: &S3Url,
+    key_arn: &str,
+) -> anyhow::Result<()> {
+    let caller = iam.caller().await?;
+    let boundary = policy_arn(&caller, BOUNDARY_PATH, BOUNDARY_NAME);
+    let wanted = document(Role::Boundary, &url.bucket, url.prefix(), key_arn)?;
+    let (objects, keys) = boundary_resources(&wanted);
+    let partition = caller.arn.split(':').nth(1).unwrap_or("aws");
+    match iam.get_policy(&boundary).await {
+        Ok(p) => {
+            let current = parse(&iam.policy_document(&boundary, &p.default_version).await?)?;
+            let (mut have_objects, mut have_keys) = boundary_resources(&current);
+            let before = (have_objects.len(), have_keys.len());
+            have_objects.extend(objects);
+            have_keys.extend(keys);
+            if before != (have_objects.len(), have_keys.len()) {
+                let doc = boundary_document(partition, &caller.account, &have_objects, &have_keys);
+                new_version(iam, &boundary, &doc.to_string()).await?;
+                eprintln!("extended the permissions boundary {boundary} to {url}");
+            }
+        }
+        Err(GrantError::NoSuchEntity { .. }) => {
+            iam.create_policy(
+                BOUNDARY_NAME,
+                BOUNDARY_PATH,
+                &wanted.to_string(),
+                "sealfs: the most a grantee may do (read shared files)",
+            )
+            .await?;
+            eprintln!("created the permissions boundary {boundary}");
+        }
+        Err(e) => return Err(e.into()),
+    }
+    iam.put_user_boundary(user, &boundary)
+        .await
+        .with_context(|| format!("setting {user}'s permissions boundary"))?;
+    let reader = policy_arn(&caller, GRANTEE_PATH, GRANTEE_NAME);
+    if let Err(GrantError::NoSuchEntity { .. }) = iam.get_policy(&reader).await {
+        let doc = document(Role::Grantee, &url.bucket, url.prefix(), key_arn)?;
+        iam.create_policy(
+            GRANTEE_NAME,
+            GRANTEE_PATH,
+            &doc.to_string(),
+            "sealfs: find and read one's own grants",
+        )
+        .await?;
+    }
+    iam.attach(user, &reader).await?;
+    eprintln!("{user} can now receive files of {url} (boundary {boundary})");
+    Ok(())
+}
+
+/// A policy document as IAM returns it (URL-encoded or not).
+fn parse(document: &str) -> anyhow::Result<Value> {
+    let text = if document.trim_start().starts_with('{') {
+        document.to_string()
+    } else {
+        percent_encoding::percent_decode_str(document)
+            .decode_utf8()
+            .context("policy document is not UTF-8")?
+            .into_owned()
+    };
+    serde_json::from_str(&text).context("policy document is not JSON")
+}
+
+/// Makes `doc` the default version, removing the oldest one first when IAM's
+/// five are in use.
+async fn new_version(iam: &dyn GrantService, arn: &str, doc: &str) -> anyhow::Result<()> {
+    let versions = iam.list_versions(arn).await?;
+    if versions.len() >= 5 {
+        if let Some(oldest) = versions
+            .iter()
+            .filter(|v| !v.is_default)
+            .min_by_key(|v| v.created)
+        {
+            iam.delete_version(arn, &oldest.id).await?;
+        }
+    }
+    iam.create_version(arn, doc).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::grants::FakeIam;
+
+    #[tokio::test]
+    async fn setup_creates_then_extends_the_boundary_and_sets_the_user_up() {
+        let iam = FakeIam::new("admin", &["carol"]);
+        iam.clear_boundary("carol");
+        let key = "arn:aws:kms:us-east-1:123456789012:key/k";
+        for v in ["s3://b/v1", "s3://b/v2", "s3://b/v2"] {
+            setup(&iam, "carol", &S3Url::parse(v).unwrap(), key)
+                .await
+                .unwrap();
+        }
+        let boundary = "arn:aws:iam::123456789012:policy/sealfs-boundary/sealfs-grantee-boundary";
+        let p = iam.get_policy(boundary).await.unwrap();
+        let doc = parse(
+            &iam.policy_document(boundary, &p.default_version)
+                .await
+                .unwrap(),
+        )
+        .unwrap();
+        let (objects, keys) = boundary_resources(&doc);
+        assert_eq!(
+            objects.into_iter().collect::<Vec<_>>(),
+            vec!["arn:aws:s3:::b/v1/*", "arn:aws:s3:::b/v2/*"]
+        );
+        assert_eq!(keys.len(), 1);
+        assert_eq!(
+            iam.get_user("carol").await.unwrap().boundary.as_deref(),
+            Some(boundary)
+        );
+        assert_eq!(
+            iam.attached_to("carol"),
+            vec!["arn:aws:iam::123456789012:policy/sealfs-grantee/sealfs-grantee"]
+        );
+    }
+}
