@@ -10,7 +10,7 @@ use common::mounted::Mounted;
 use common::*;
 use serde_json::json;
 use std::collections::HashMap;
-use std::process::{Command, Output};
+use std::process::Command;
 
 /// An IAM user who can do anything to the bucket's objects and nothing else.
 async fn attacker(stack: &Stack) -> String {
@@ -60,18 +60,6 @@ async fn put_raw(m: &Mounted, user: &str, rel: &str, body: Vec<u8>, meta: HashMa
         .unwrap();
 }
 
-fn sh_any(m: &Mounted, script: &str) -> Output {
-    run(Command::new("bash")
-        .arg("-c")
-        .arg(script)
-        .current_dir(m.tmp.path())
-        .env("M", m.mnt()))
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
 fn log(m: &Mounted) -> String {
     std::fs::read_to_string(m.local("sealfs.log")).unwrap_or_default()
 }
@@ -114,10 +102,7 @@ async fn grant_hijack_is_refused() {
     set_metadata(&m, &mallory, "shared.txt", shared).await;
     // Through the mount (a fresh lookup: the TTL is 1 s).
     std::thread::sleep(std::time::Duration::from_millis(1100));
-    let out = sh_any(
-        &m,
-        &format!("setfattr -n user.share -v {alice} $M/shared.txt"),
-    );
+    let out = m.sh_any(&format!("setfattr -n user.share -v {alice} $M/shared.txt"));
     assert!(!out.status.success());
     assert!(
         text(&out.stderr).contains("Input/output error"),
@@ -164,7 +149,7 @@ async fn write_key_redirection_seals_nothing_under_the_planted_key() {
     }
     set_metadata(&m, &mallory, "target", target).await;
     std::thread::sleep(std::time::Duration::from_millis(1100));
-    let out = sh_any(&m, "echo new > $M/target");
+    let out = m.sh_any("echo new > $M/target");
     assert!(
         !out.status.success(),
         "overwrite of a redirected file succeeded"
@@ -225,7 +210,7 @@ async fn content_under_a_foreign_key_is_refused_by_owner_and_grantee() {
     assert!(!text(&out.stdout).contains("attacker"));
     // The owner: EIO on that file (attributes and key both refuse it).
     m.remount();
-    let out = sh_any(&m, "cat $M/doc.txt");
+    let out = m.sh_any("cat $M/doc.txt");
     assert!(!out.status.success());
     assert!(!text(&out.stdout).contains("attacker"));
     m.sh("echo still > $M/alive && cat $M/alive");
@@ -289,7 +274,7 @@ async fn hostile_metadata_costs_one_eio_per_object() {
     let listing = fresh.sh("ls $M");
     assert!(listing.contains("good"), "{listing}");
     for name in &bad {
-        let out = sh_any(&fresh, &format!("cat $M/{name} || ls $M/{name}"));
+        let out = fresh.sh_any(&format!("cat $M/{name} || ls $M/{name}"));
         assert!(!out.status.success(), "{name} was served");
         assert!(!text(&out.stdout).contains("victim"), "{name} leaked");
     }
@@ -316,7 +301,7 @@ async fn attributes_are_authenticated_and_xattrs_encrypted() {
         edited.insert(field.into(), value.into());
         set_metadata(&m, &mallory, "p", edited).await;
         let mut fresh = m.another().mount();
-        let out = sh_any(&fresh, "stat -c %a $M/p");
+        let out = fresh.sh_any("stat -c %a $M/p");
         assert!(
             !out.status.success(),
             "{field}: stat gave {}",
@@ -378,7 +363,7 @@ async fn sharing_needs_the_grantee_boundary() {
     let m = m.mount();
     let bob = m.stack.new_user("bob", Some(&grantee_policy())).await;
     m.sh("echo x > $M/f");
-    let out = sh_any(&m, &format!("setfattr -n user.share -v {bob} $M/f"));
+    let out = m.sh_any(&format!("setfattr -n user.share -v {bob} $M/f"));
     assert!(!out.status.success());
     assert!(
         text(&out.stderr).contains("Operation not permitted"),

@@ -12,7 +12,7 @@ mod common;
 use common::mounted::Mounted;
 use common::*;
 use serde_json::{json, Value};
-use std::process::{Command, Output};
+use std::process::Output;
 
 /// A policy as moto can evaluate it: moto sees every non-S3 resource as
 /// "*", so statements naming KMS keys or IAM ARNs would never match there;
@@ -40,19 +40,6 @@ fn grantee_policy() -> Value {
         {"Effect": "Allow", "Action": "iam:ListAttachedUserPolicies", "Resource": "x"},
         {"Effect": "Allow", "Action": ["iam:GetPolicy", "iam:GetPolicyVersion"], "Resource": "x"},
     ]}))
-}
-
-/// Runs a bash script in the mount's directory; returns the output whatever the status.
-fn sh_any(m: &Mounted, script: &str) -> Output {
-    run(Command::new("bash")
-        .arg("-c")
-        .arg(script)
-        .current_dir(m.tmp.path())
-        .env("M", m.mnt()))
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
 }
 
 /// `sealfs get URL -` as `user`.
@@ -186,7 +173,7 @@ async fn share_rename_unshare_delete() {
     let after = get_as(&m, &alice, "d/a2.txt");
     assert!(!after.status.success());
     assert!(text(&after.stderr).contains("denied"));
-    let none = sh_any(&m, "getfattr -n user.share --only-values $M/d/a2.txt");
+    let none = m.sh_any("getfattr -n user.share --only-values $M/d/a2.txt");
     assert!(!none.status.success());
     assert!(
         text(&none.stderr).contains("No such attribute"),
@@ -239,7 +226,7 @@ async fn grantees_survive_remount_and_revoke_all() {
         b.as_str()
     );
     m.sh("setfattr -x user.share $M/f");
-    assert!(!sh_any(&m, "getfattr -n user.share $M/f").status.success());
+    assert!(!m.sh_any("getfattr -n user.share $M/f").status.success());
     assert!(grant_docs(&m.stack, &a).await.is_empty());
     assert!(grant_docs(&m.stack, &b).await.is_empty());
     assert!(!get_as(&m, &a, "f").status.success());
@@ -251,7 +238,7 @@ async fn bad_shares_fail_clearly_and_change_nothing() {
     let m = Mounted::new("share-errors").mount();
     let a = m.stack.new_user("gx", Some(&grantee_policy())).await;
     m.sh("echo data > $M/f; mkdir $M/d");
-    let out = sh_any(&m, "setfattr -n user.share -v no-such-user-7f3a $M/f");
+    let out = m.sh_any("setfattr -n user.share -v no-such-user-7f3a $M/f");
     assert!(
         text(&out.stderr).contains("Invalid argument"),
         "{}",
@@ -260,7 +247,7 @@ async fn bad_shares_fail_clearly_and_change_nothing() {
     let log = std::fs::read_to_string(m.local("sealfs.log")).unwrap();
     assert!(log.contains("no such IAM user"), "the log names the cause");
     assert!(grant_docs(&m.stack, "no-such-user-7f3a").await.is_empty());
-    let out = sh_any(&m, &format!("setfattr -n user.share -v {a} $M/d"));
+    let out = m.sh_any(&format!("setfattr -n user.share -v {a} $M/d"));
     assert!(
         text(&out.stderr).contains("Is a directory"),
         "{}",
@@ -288,10 +275,9 @@ async fn bad_shares_fail_clearly_and_change_nothing() {
         text(&out.stderr)
     );
     // An ARN that names another account's user is refused too.
-    let out = sh_any(
-        &m,
-        &format!("setfattr -n user.share -v arn:aws:iam::999999999999:user/{a} $M/f"),
-    );
+    let out = m.sh_any(&format!(
+        "setfattr -n user.share -v arn:aws:iam::999999999999:user/{a} $M/f"
+    ));
     assert!(
         text(&out.stderr).contains("Invalid argument"),
         "{}",
@@ -321,7 +307,7 @@ async fn owner_without_iam_rights_gets_eacces() {
     let m = m.mount();
     m.sh("echo untouched > $M/f");
     let before = file_id(&m, "f").await;
-    let out = sh_any(&m, &format!("setfattr -n user.share -v {grantee} $M/f"));
+    let out = m.sh_any(&format!("setfattr -n user.share -v {grantee} $M/f"));
     assert!(
         text(&out.stderr).contains("Permission denied"),
         "{}",
@@ -463,9 +449,8 @@ async fn exhausted_grantee_gets_enospc() {
     let m = m.mount();
     let g = m.stack.new_user("gf", Some(&grantee_policy())).await;
     m.sh("mkdir $M/s; for i in $(seq -w 1 90); do echo $i > $M/s/f$i; done");
-    let out = sh_any(
-        &m,
-        &format!("n=0; for f in $M/s/*; do setfattr -n user.share -v {g} $f || break; n=$((n+1)); done; echo $n"),
+    let out = m.sh_any(
+                &format!("n=0; for f in $M/s/*; do setfattr -n user.share -v {g} $f || break; n=$((n+1)); done; echo $n"),
     );
     let shared: usize = text(&out.stdout).trim().parse().unwrap();
     assert!(

@@ -191,6 +191,10 @@ pub fn ok(cmd: &mut Command) -> Output {
     out
 }
 
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).to_string()
 }

@@ -186,6 +186,16 @@ impl Mounted {
         String::from_utf8_lossy(&out.stdout).to_string()
     }
 
+    /// Runs a bash script in the mount's directory (`$M` is the mountpoint);
+    /// returns the output whatever the status.
+    pub fn sh_any(&self, script: &str) -> std::process::Output {
+        run(Command::new("bash")
+            .arg("-c")
+            .arg(script)
+            .current_dir(self.tmp.path())
+            .env("M", self.mnt()))
+    }
+
     /// The raw object at `rel` under the volume (body, user metadata), read as admin.
     pub async fn object(&self, rel: &str) -> (Vec<u8>, std::collections::HashMap<String, String>) {
         self.object_at(&format!("{}/{rel}", self.prefix)).await
