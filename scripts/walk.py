@@ -3,8 +3,10 @@
 
     walk.py SEALFS_BIN VOLUME_URL WORKDIR ENTRIES [--max-rss-mib N] [--cached-entries N]
 
-Writes ENTRIES empty objects straight into the volume's prefix (100 per
-directory, in two levels; they list as empty files), mounts the volume, and
+Creates ENTRIES named pipes through a first mount (100 per directory, in two
+levels: each one zero-byte object with authenticated attributes and no data
+key, the cheapest entry a volume can hold; objects written straight into the
+bucket would be refused, having no attribute MAC), mounts the volume afresh, and
 walks it with `find`, `ls -lR` and `du` twice, the kernel's caches dropped in
 between (so the kernel forgets the inodes, as it does under memory pressure).
 Prints the daemon's RSS after each walk and its peak, and the inodes it
@@ -21,8 +23,6 @@ import os
 import subprocess
 import sys
 import time
-
-import boto3
 
 
 def daemon_pid(mnt):
@@ -51,6 +51,21 @@ def inodes(mnt):
     return json.loads(out).get("inodes")
 
 
+def create(sealfs, url, work, rels):
+    """The tree, made through a mount of its own (unmounted after)."""
+    mnt = os.path.join(work, "create-mnt")
+    os.makedirs(mnt, exist_ok=True)
+    subprocess.run([sealfs, "mount", url, mnt, "--cache-dir", os.path.join(work, "create-cache"),
+                    "--log-file", os.path.join(work, "create.log")], check=True)
+    try:
+        for d in sorted({os.path.dirname(r) for r in rels}):
+            os.makedirs(os.path.join(mnt, d), exist_ok=True)
+        with concurrent.futures.ThreadPoolExecutor(32) as pool:
+            list(pool.map(lambda r: os.mkfifo(os.path.join(mnt, r)), rels))
+    finally:
+        subprocess.run(["fusermount3", "-u", mnt], check=False)
+
+
 def main():
     sealfs, url, work, entries = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
     def opt(name, default):
@@ -60,14 +75,12 @@ def main():
     # WALK_ROUNDS=1: one walk only (a huge tree on a slow emulator).
     rounds = range(1, int(os.environ.get("WALK_ROUNDS", "2")) + 1)
     cap = 50_000 if cap_arg is None else cap_arg
-    bucket, _, prefix = url[len("s3://"):].partition("/")
-    s3 = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"])
+    prefix = url[len("s3://"):].partition("/")[2]
     keys = [f"{prefix}/d{i // 10000:03d}/e{(i // 100) % 100:02d}/f{i % 100:02d}" for i in range(entries)]
     t0 = time.time()
     # WALK_REUSE=1: the objects are there from an earlier run (to compare builds).
     if os.environ.get("WALK_REUSE") != "1":
-        with concurrent.futures.ThreadPoolExecutor(32) as pool:
-            list(pool.map(lambda k: s3.put_object(Bucket=bucket, Key=k, Body=b""), keys))
+        create(sealfs, url, work, [k[len(prefix) + 1:] for k in keys])
     made = time.time() - t0
     mnt = os.path.join(work, "walk-mnt")
     os.makedirs(mnt, exist_ok=True)
