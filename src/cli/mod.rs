@@ -94,8 +94,9 @@ enum Command {
         #[arg(long, env = "SEALFS_GRANTEE_BOUNDARY", default_value = "standard")]
         grantee_boundary: crate::grants::BoundaryCheck,
     },
-    /// Set an IAM user up as a grantee (run by an IAM administrator, once per
-    /// user and volume): the sealfs permissions boundary, extended to the
+    /// Set an IAM user up to receive files (administrators, once per user and volume).
+    ///
+    /// Gives the user the sealfs permissions boundary, extended to the
     /// volume, and the policy that lets the user read its own grants.
     Grantee {
         #[command(subcommand)]
@@ -117,7 +118,7 @@ enum Command {
     },
     /// List the files shared with you (with your own credentials).
     Shared,
-    /// Print the least-privilege IAM policy for a volume's owner or a grantee.
+    /// Print the least-privilege IAM policy for a volume's owner or a grantee, or the grantee boundary.
     Policy {
         #[arg(value_enum)]
         role: policy::Role,

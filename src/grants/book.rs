@@ -59,7 +59,8 @@ type Index = Arc<Vec<GrantPolicy>>;
 pub struct Grants {
     iam: Arc<dyn GrantService>,
     settings: GrantSettings,
-    sharer: tokio::sync::OnceCell<String>,
+    /// Who calls IAM (from STS, asked once).
+    caller: tokio::sync::OnceCell<super::Caller>,
     write_lock: tokio::sync::Mutex<()>,
     index: Mutex<Option<(Instant, Index)>>,
 }
@@ -81,7 +82,7 @@ impl Grants {
         Grants {
             iam,
             settings,
-            sharer: tokio::sync::OnceCell::new(),
+            caller: tokio::sync::OnceCell::new(),
             write_lock: tokio::sync::Mutex::new(()),
             index: Mutex::new(None),
         }
@@ -125,12 +126,15 @@ impl Grants {
         Ok(user)
     }
 
+    async fn caller(&self) -> Result<&super::Caller> {
+        Ok(self
+            .caller
+            .get_or_try_init(|| async { self.iam.caller().await })
+            .await?)
+    }
+
     async fn sharer(&self) -> Result<String> {
-        let name = self
-            .sharer
-            .get_or_try_init(|| async { self.iam.caller().await.map(|c| c.display_name()) })
-            .await?;
-        Ok(name.clone())
+        Ok(self.caller().await?.display_name())
     }
 
     /// Reads one policy's default document; `None` when it is not a sealfs grant policy.
@@ -250,7 +254,7 @@ impl Grants {
             BoundaryCheck::Off => return Ok(()),
             BoundaryCheck::Arn(arn) => arn.clone(),
             BoundaryCheck::Standard => {
-                super::policy_arn(&self.iam.caller().await?, BOUNDARY_PATH, BOUNDARY_NAME)
+                super::policy_arn(self.caller().await?, BOUNDARY_PATH, BOUNDARY_NAME)
             }
         };
         if user.boundary.as_deref() == Some(required.as_str()) {

@@ -167,6 +167,15 @@ impl AttestedStore {
         }
         let m = std::mem::take(&mut info.metadata);
         let Some(mac) = m.get(MAC) else {
+            // A directory marker without any sealfs metadata reads as an
+            // implicit directory (the mount's defaults): what deleting the
+            // marker gives, which nobody can detect anyway. Some
+            // S3-compatible stores (SeaweedFS) keep no metadata on keys
+            // ending in '/'.
+            if key.ends_with('/') && !m.keys().any(|k| is_sealfs(k)) {
+                info.metadata = m;
+                return Ok(info);
+            }
             if self.rule == AttributeRule::Strict {
                 return Err(self.tampered(key, "no attribute MAC (required in this volume)"));
             }
@@ -420,6 +429,21 @@ mod tests {
         .unwrap();
         assert!(matches!(
             s.get("vol/bare", None, None).await,
+            Err(StoreError::Tampered { .. })
+        ));
+        // A marker with no sealfs metadata at all is an implicit directory;
+        // one with some but no MAC is refused.
+        let other = meta(&[("other", "x")]);
+        mem.put("vol/d/", Bytes::new(), &other, &PutCondition::None)
+            .await
+            .unwrap();
+        assert_eq!(s.head("vol/d/").await.unwrap().metadata, other);
+        let partial = meta(&[("sealfs-mode", "777")]);
+        mem.put("vol/e/", Bytes::new(), &partial, &PutCondition::None)
+            .await
+            .unwrap();
+        assert!(matches!(
+            s.head("vol/e/").await,
             Err(StoreError::Tampered { .. })
         ));
     }
