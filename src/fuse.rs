@@ -31,19 +31,6 @@ pub struct FuseAdapter {
     owner_uid: u32,
 }
 
-/// With `allow_other`, any local user reaches this mount; a grant is made
-/// with the mount owner's IAM credentials, so only the owner (or root) may
-/// change one. `None` when `uid` may; the refusal otherwise.
-fn share_refused(name: &str, uid: u32, owner_uid: u32) -> Option<Error> {
-    let changes_grants = name == crate::fs::SHARE || name == crate::fs::UNSHARE;
-    (changes_grants && uid != owner_uid && uid != 0).then(|| {
-        Error::posix(
-            libc::EPERM,
-            format!("uid {uid} may not change {name}: only the mount's owner (uid {owner_uid}) or root shares through this mount"),
-        )
-    })
-}
-
 impl FuseAdapter {
     pub fn new(fs: Arc<SealFs>, rt: tokio::runtime::Handle) -> Self {
         let ttl = fs.settings().metadata_ttl;
@@ -585,7 +572,7 @@ impl fuser::Filesystem for FuseAdapter {
             Ok(n) => n,
             Err(e) => return reply.error(e),
         };
-        if let Some(e) = share_refused(&n, req.uid(), self.owner_uid) {
+        if let Some(e) = crate::fs::share_refused(&n, req.uid(), self.owner_uid) {
             tracing::warn!("{e}");
             return reply.error(Errno::from_i32(e.errno()));
         }
@@ -644,7 +631,7 @@ impl fuser::Filesystem for FuseAdapter {
             Ok(n) => n,
             Err(e) => return reply.error(e),
         };
-        if let Some(e) = share_refused(&n, req.uid(), self.owner_uid) {
+        if let Some(e) = crate::fs::share_refused(&n, req.uid(), self.owner_uid) {
             tracing::warn!("{e}");
             return reply.error(Errno::from_i32(e.errno()));
         }
@@ -688,21 +675,5 @@ impl fuser::Filesystem for FuseAdapter {
                 )
             },
         );
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_the_owner_or_root_changes_grants() {
-        assert!(share_refused(crate::fs::SHARE, 1000, 1000).is_none());
-        assert!(share_refused(crate::fs::UNSHARE, 0, 1000).is_none());
-        let e = share_refused(crate::fs::SHARE, 1001, 1000).unwrap();
-        assert_eq!(e.errno(), libc::EPERM);
-        assert!(share_refused(crate::fs::UNSHARE, 1001, 1000).is_some());
-        // Other attributes are the file's own business (its mode decides).
-        assert!(share_refused("user.color", 1001, 1000).is_none());
     }
 }

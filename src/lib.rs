@@ -9,18 +9,21 @@
 //! - [`grants`]: per-file sharing through IAM policies;
 //! - [`app`] and [`cli`]: where concrete types are wired together.
 
-pub mod app;
-pub mod aws_error;
+// Public only what the binary, the integration tests and the benches use:
+// the command line, the format and the grant documents. Everything else is
+// crate-private, so the compiler reports what nothing uses.
+pub(crate) mod app;
+pub(crate) mod aws_error;
 pub mod cli;
 pub mod crypto;
-pub mod error;
-pub mod fs;
-pub mod fuse;
+pub(crate) mod error;
+pub(crate) mod fs;
+pub(crate) mod fuse;
 pub mod grants;
-pub mod keys;
-pub mod sealed;
-pub mod store;
-pub mod url;
-pub mod volume;
+pub(crate) mod keys;
+pub(crate) mod sealed;
+pub(crate) mod store;
+pub(crate) mod url;
+pub(crate) mod volume;
 
 pub use error::{Error, Result};

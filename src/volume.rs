@@ -315,6 +315,7 @@ impl Pins {
         })
     }
 
+    #[cfg(test)]
     pub fn at(path: PathBuf) -> Self {
         Pins { path }
     }

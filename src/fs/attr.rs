@@ -40,15 +40,6 @@ pub enum Kind {
 }
 
 impl Kind {
-    /// Special files: content-less objects whose type (and device number)
-    /// are attributes.
-    pub fn is_special(self) -> bool {
-        matches!(
-            self,
-            Kind::Fifo | Kind::Socket | Kind::CharDevice | Kind::BlockDevice
-        )
-    }
-
     /// The kind of a `mknod` mode (`S_IFMT` bits); `None` for directories
     /// and symlinks, which have operations of their own.
     pub fn from_mode(mode: u32) -> Option<Kind> {

@@ -20,9 +20,8 @@ mod xattr;
 
 pub use attr::{Attr, Defaults, Kind};
 pub use inode::{DEFAULT_CACHED_ENTRIES, ROOT};
-pub use rename::RenameFinished;
 pub use setattr::SetAttr;
-pub use share::{SHARE, UNSHARE};
+pub use share::{share_refused, SHARE, UNSHARE};
 
 use crate::crypto::Layout;
 use crate::error::{Error, Result};

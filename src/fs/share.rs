@@ -22,6 +22,19 @@ pub(super) fn is_virtual(name: &str) -> bool {
     name == SHARE || name == UNSHARE
 }
 
+/// With `allow_other`, any local user reaches this mount; a grant is made
+/// with the mount owner's IAM credentials, so only the owner (or root) may
+/// change one. `None` when `uid` may; the refusal otherwise.
+pub fn share_refused(name: &str, uid: u32, owner_uid: u32) -> Option<Error> {
+    let changes_grants = is_virtual(name);
+    (changes_grants && uid != owner_uid && uid != 0).then(|| {
+        Error::posix(
+            libc::EPERM,
+            format!("uid {uid} may not change {name}: only the mount's owner (uid {owner_uid}) or root shares through this mount"),
+        )
+    })
+}
+
 /// The names in an attribute value: comma- or whitespace-separated.
 fn names(value: &[u8]) -> Result<Vec<String>> {
     let text = std::str::from_utf8(value)
@@ -145,6 +158,17 @@ mod tests {
     use crate::fs::tests::rig;
     use crate::fs::ROOT;
     use crate::grants::{FakeIam, GrantSettings};
+
+    #[test]
+    fn only_the_owner_or_root_changes_grants() {
+        assert!(share_refused(SHARE, 1000, 1000).is_none());
+        assert!(share_refused(UNSHARE, 0, 1000).is_none());
+        let e = share_refused(SHARE, 1001, 1000).unwrap();
+        assert_eq!(e.errno(), libc::EPERM);
+        assert!(share_refused(UNSHARE, 1001, 1000).is_some());
+        // Other attributes are the file's own business (its mode decides).
+        assert!(share_refused("user.color", 1001, 1000).is_none());
+    }
 
     fn shared_rig() -> (crate::fs::tests::Rig, Arc<FakeIam>) {
         let mut r = rig();

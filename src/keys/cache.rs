@@ -59,16 +59,9 @@ impl<K: KeyService> CachingKeyService<K> {
     }
 
     /// Number of keys held (expired ones included until touched).
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.lru.lock().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    pub fn inner(&self) -> &K {
-        &self.inner
     }
 }
 

@@ -193,6 +193,16 @@ mod tests {
     use crate::crypto::FileId;
 
     #[tokio::test]
+    async fn aliases_and_created_keys_resolve_to_their_arn() {
+        let kms = FakeKms::new();
+        let arn = kms.create_key("test").await.unwrap();
+        kms.add_alias("alias/team", &arn);
+        assert_eq!(kms.resolve_key("alias/team").await.unwrap(), arn);
+        assert_eq!(kms.resolve_key(&arn).await.unwrap(), arn);
+        assert!(kms.resolve_key("alias/none").await.is_err());
+    }
+
+    #[tokio::test]
     async fn wraps_under_context() {
         let kms = FakeKms::new();
         let arn = kms.add_key();

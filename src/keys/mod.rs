@@ -4,15 +4,17 @@
 //! Stack used by the app: `KeyPool(CachingKeyService(Retrying(KmsKeyService)))`.
 
 mod cache;
+#[cfg(test)]
 mod fake;
 mod kms;
 mod pool;
 mod retry;
 
 pub use cache::CachingKeyService;
+#[cfg(test)]
 pub use fake::FakeKms;
 pub use kms::KmsKeyService;
-pub use pool::{KeyPool, NewFileKey};
+pub use pool::KeyPool;
 pub use retry::{RetryPolicy, Retrying};
 
 use crate::crypto::{DataKey, FileId};

@@ -6,7 +6,7 @@
 //! key, KMS key id, file id, path binding) and wires the format to the store
 //! and key service.
 
-pub use keys::{meta, KeyRef, SealMeta, Verified, WriteKey};
+pub use keys::{meta, KeyRef, SealMeta, WriteKey};
 
 use crate::crypto::{Header, IntegrityError, Layout, Opener, Sealer, HEADER_LEN};
 use crate::error::{Error, Result};
@@ -418,5 +418,7 @@ pub mod reader;
 pub mod spooled;
 pub mod stream;
 
+#[cfg(test)]
+mod key_tests;
 #[cfg(test)]
 mod tests;

@@ -127,6 +127,7 @@ impl PlainCache {
     }
 
     /// Plaintext bytes held now.
+    #[cfg(test)]
     pub fn bytes(&self) -> usize {
         self.inner.lock().bytes
     }
@@ -189,7 +190,8 @@ impl Reader {
         &self.obj
     }
 
-    /// Chunks in flight or held by this reader (for tests and stats).
+    /// Chunks in flight or held by this reader (for tests).
+    #[cfg(test)]
     pub fn chunks_held(&self) -> usize {
         self.chunks.len()
     }

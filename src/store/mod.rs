@@ -5,13 +5,17 @@
 //! counts seen through the in-memory store predict those against S3.
 
 pub mod attested;
+#[cfg(test)]
 mod faulty;
+#[cfg(test)]
 mod memory;
 mod multipart;
 mod s3;
 
 pub use attested::{AttestedStore, AttributeRule};
+#[cfg(test)]
 pub use faulty::FaultyStore;
+#[cfg(test)]
 pub use memory::MemoryStore;
 pub use multipart::MultipartUpload;
 pub use s3::S3Store;
