@@ -56,6 +56,14 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// The level an error is logged at by the adapter ([`Error::log_level`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogLevel {
+    Debug,
+    Warn,
+    Error,
+}
+
 impl Error {
     pub fn io(context: impl Into<String>, cause: std::io::Error) -> Self {
         Error::Io {
@@ -68,6 +76,35 @@ impl Error {
         Error::Posix {
             errno,
             what: what.into(),
+        }
+    }
+
+    /// How loudly the adapter logs this error when it answers a call with
+    /// it: each failure is logged once, here or (for [`Error::Reported`])
+    /// at its source. Ordinary answers (ENOENT, EEXIST, ENOTEMPTY…) are not
+    /// failures of sealfs and stay at debug level.
+    pub fn log_level(&self) -> LogLevel {
+        use libc::*;
+        match self {
+            Error::Reported { .. } => LogLevel::Debug,
+            Error::Posix { errno, .. } => match *errno {
+                EIO => LogLevel::Error,
+                ENOSPC => LogLevel::Warn,
+                _ => LogLevel::Debug,
+            },
+            Error::Store(_)
+            | Error::Key(_)
+            | Error::Grant(_)
+            | Error::Integrity { .. }
+            | Error::NotSealfs { .. }
+            | Error::NoVolume { .. }
+            | Error::VolumeConfig { .. }
+            | Error::InvalidArgument(_)
+            | Error::Io { .. } => match self.errno() {
+                // The caller's rights or room, not a fault of the mount.
+                EACCES | ENOSPC => LogLevel::Warn,
+                _ => LogLevel::Error,
+            },
         }
     }
 
@@ -128,6 +165,15 @@ mod tests {
             check: IntegrityError::Segment(3),
         };
         assert_eq!(tamper.errno(), libc::EIO);
+        assert_eq!(tamper.log_level(), LogLevel::Error);
+        assert_eq!(denied.log_level(), LogLevel::Warn);
+        assert_eq!(Error::posix(libc::ENOENT, "x").log_level(), LogLevel::Debug);
+        assert_eq!(Error::posix(libc::EIO, "x").log_level(), LogLevel::Error);
+        let reported = Error::Reported {
+            errno: libc::EPERM,
+            what: "logged at its source".into(),
+        };
+        assert_eq!(reported.log_level(), LogLevel::Debug);
         assert!(tamper.to_string().contains("segment 3"));
         let kms_denied = Error::Key(KeyError::AccessDenied {
             action: "kms:Decrypt",

@@ -4,7 +4,7 @@
 //! threads never wait on S3 or KMS; errors become errnos through the one
 //! table in [`crate::Error::errno`], and every unexpected one is logged once.
 
-use crate::error::Error;
+use crate::error::{Error, LogLevel};
 use crate::fs::{byte_names, DirEntry, Entry, Kind, SealFs};
 use fuser::{
     AccessFlags, Errno, FileAttr, FileHandle, FileType, FopenFlags, Generation, INodeNo, InitFlags,
@@ -137,14 +137,10 @@ fn file_type(k: Kind) -> FileType {
 /// from a lookup, EEXIST, ENODATA...) that tools provoke all the time.
 fn errno(op: &str, e: &Error) -> Errno {
     let code = e.errno();
-    let ordinary = matches!(e, Error::Reported { .. })
-        || (matches!(e, Error::Posix { .. }) && code != libc::EIO && code != libc::ENOSPC);
-    if ordinary {
-        tracing::debug!(op, errno = code, "{e}");
-    } else if code == libc::EACCES || code == libc::ENOSPC {
-        tracing::warn!(op, "{e}");
-    } else {
-        tracing::error!(op, "{e}");
+    match e.log_level() {
+        LogLevel::Debug => tracing::debug!(op, errno = code, "{e}"),
+        LogLevel::Warn => tracing::warn!(op, "{e}"),
+        LogLevel::Error => tracing::error!(op, "{e}"),
     }
     Errno::from_i32(code)
 }

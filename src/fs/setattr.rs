@@ -122,7 +122,8 @@ impl SealFs {
             let info = self.store.head(&key).await?;
             let mut metadata = info.metadata.clone();
             attr.write_into(&mut metadata);
-            super::xattr::check_metadata_size(&metadata)?;
+            // The sealing fields are in `metadata` already (from the HEAD).
+            super::xattr::check_metadata_size(&metadata, 0)?;
             self.store
                 .copy(
                     &key,

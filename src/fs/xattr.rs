@@ -22,15 +22,16 @@ const XATTR_REPLACE: i32 = 2;
 /// Most bytes of names and values in one file's `user.*` xattrs.
 pub const XATTR_SET_LIMIT: usize = 64 << 10;
 
-/// Checks that metadata `m` (plaintext form) can be stored: its attributes
-/// and sealing fields within S3's limit (with room for the MAC), its xattrs
-/// within [`XATTR_SET_LIMIT`].
-pub(super) fn check_metadata_size(m: &Metadata) -> Result<()> {
+/// Checks that metadata `m` (plaintext form) can be stored beside sealing
+/// fields of `sealing` bytes not in `m`: its attributes and the sealing
+/// fields within S3's limit (with room for the MAC), its xattrs within
+/// [`XATTR_SET_LIMIT`].
+pub(super) fn check_metadata_size(m: &Metadata, sealing: usize) -> Result<()> {
     let (xattrs, rest): (Metadata, Metadata) = m
         .iter()
         .map(|(k, v)| (k.clone(), v.clone()))
         .partition(|(k, _)| k.starts_with(XATTR_PREFIX));
-    let size = metadata_size(&rest) + MAC.len() + 64;
+    let size = metadata_size(&rest) + sealing + MAC.len() + 64;
     if size > METADATA_LIMIT {
         return Err(Error::posix(
             ENOSPC,
@@ -129,15 +130,11 @@ impl SealFs {
             let mut candidate = i.attr.clone();
             candidate.xattrs.insert(name.to_string(), value.to_vec());
             // Leave room for the sealing fields, which ride in the same metadata.
-            let mut m = candidate.metadata();
-            if let Some(kr) = &i.key_ref {
-                crate::sealed::SealMeta {
-                    key: kr.clone(),
-                    binding: [0; 32],
-                }
-                .write_into(&mut m);
-            }
-            check_metadata_size(&m)?;
+            let sealing = i
+                .key_ref
+                .as_ref()
+                .map_or(0, crate::sealed::KeyRef::sealing_fields_size);
+            check_metadata_size(&candidate.metadata(), sealing)?;
             i.attr.xattrs.insert(name.to_string(), value.to_vec());
             Ok(())
         })

@@ -52,6 +52,19 @@ impl KeyRef {
     pub fn context(&self) -> EncryptionContext {
         EncryptionContext::for_file(&self.file_id)
     }
+
+    /// Bytes the sealing fields of a version sealed with this key take in
+    /// its object metadata, counted as S3 counts them (names and values):
+    /// the room attributes must leave.
+    pub fn sealing_fields_size(&self) -> usize {
+        let mut m = Metadata::new();
+        SealMeta {
+            key: self.clone(),
+            binding: [0; 32],
+        }
+        .write_into(&mut m);
+        crate::store::attested::metadata_size(&m)
+    }
 }
 
 /// The sealing fields of one object's metadata.
