@@ -413,3 +413,30 @@ async fn other_local_users_cannot_share() {
     // The owner can.
     m.sh(&format!("setfattr -n user.share -v {alice} $M/f"));
 }
+
+/// Another file's bytes under a file's own (genuine) metadata: its
+/// attributes verify, its content does not. Reading is EIO; the owner's full
+/// overwrite seals under a fresh data key and file id, with a log line,
+/// never under the key the metadata names.
+#[tokio::test]
+async fn an_overwrite_of_a_file_that_does_not_verify_gets_a_fresh_key() {
+    let m = Mounted::new("atk-fresh").mount();
+    let mallory = attacker(&m.stack).await;
+    m.sh("echo one > $M/f; echo two > $M/g");
+    let (_, f_meta) = m.object("f").await;
+    let (g_body, _) = m.object("g").await;
+    put_raw(&m, &mallory, "f", g_body, f_meta.clone()).await;
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let out = m.sh_any("cat $M/f");
+    assert!(!out.status.success());
+    assert!(!text(&out.stdout).contains("two"));
+    m.sh("echo fresh > $M/f");
+    let (_, now) = m.object("f").await;
+    assert_ne!(
+        now["sealfs-fid"], f_meta["sealfs-fid"],
+        "sealed under the old key"
+    );
+    assert_eq!(m.sh("cat $M/f").trim(), "fresh");
+    assert!(log(&m).contains("does not verify"), "{}", log(&m));
+    m.finish().await;
+}
