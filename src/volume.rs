@@ -289,6 +289,12 @@ pub async fn save(
     Ok(())
 }
 
+/// True when `url` lies below the volume URL `volume` (`s3://b/p` holds
+/// `s3://b/p/x`; `s3://b/` holds everything in the bucket).
+fn encloses(volume: &str, url: &str) -> bool {
+    url.starts_with(&format!("{}/", volume.trim_end_matches('/')))
+}
+
 /// Trust-on-first-use record of each volume's key, on this machine.
 pub struct Pins {
     path: PathBuf,
@@ -366,7 +372,7 @@ impl Pins {
                 // plant one (with a KMS key of their own) below any prefix.
                 if let Some((outer, _)) = pins
                     .iter()
-                    .find(|(u, _)| url.starts_with(&format!("{}/", u.trim_end_matches('/'))))
+                    .find(|(u, _)| encloses(u, url))
                 {
                     return Err(Error::InvalidArgument(format!(
                         "{url} has a volume config of its own inside the volume {outer} this machine knows; \
@@ -388,7 +394,7 @@ impl Pins {
         Ok(self
             .read()?
             .into_iter()
-            .filter(|(u, _)| object_url.starts_with(&format!("{}/", u.trim_end_matches('/'))))
+            .filter(|(u, _)| encloses(u, object_url))
             .max_by_key(|(u, _)| u.len())
             .map(|(_, p)| p.kms_key_arn))
     }

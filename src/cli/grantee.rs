@@ -11,13 +11,18 @@
 
 use super::policy::{boundary_document, boundary_resources, document, Role};
 use crate::app::{AwsOptions, Wiring};
+use crate::grants::policy::parse_document;
 use crate::grants::{
-    policy_arn, GrantError, GrantService, BOUNDARY_NAME, BOUNDARY_PATH, GRANTEE_NAME, GRANTEE_PATH,
+    policy_arn, replace_default_version, GrantError, GrantService, BOUNDARY_NAME, BOUNDARY_PATH,
+    GRANTEE_NAME, GRANTEE_PATH,
 };
 use crate::url::S3Url;
 use crate::volume;
 use anyhow::Context;
 use serde_json::Value;
+
+/// Versions IAM keeps per managed policy.
+const IAM_VERSION_LIMIT: usize = 5;
 
 #[derive(clap::Subcommand, Clone, Debug)]
 pub enum Action {
@@ -70,7 +75,8 @@ pub async fn setup(
             have_keys.extend(keys);
             if before != (have_objects.len(), have_keys.len()) {
                 let doc = boundary_document(partition, &caller.account, &have_objects, &have_keys);
-                new_version(iam, &boundary, &doc.to_string()).await?;
+                replace_default_version(iam, &boundary, &doc.to_string(), IAM_VERSION_LIMIT)
+                    .await?;
                 eprintln!("extended the permissions boundary {boundary} to {url}");
             }
         }
@@ -105,34 +111,9 @@ pub async fn setup(
     Ok(())
 }
 
-/// A policy document as IAM returns it (URL-encoded or not).
+/// A policy document as IAM returns it, as JSON.
 fn parse(document: &str) -> anyhow::Result<Value> {
-    let text = if document.trim_start().starts_with('{') {
-        document.to_string()
-    } else {
-        percent_encoding::percent_decode_str(document)
-            .decode_utf8()
-            .context("policy document is not UTF-8")?
-            .into_owned()
-    };
-    serde_json::from_str(&text).context("policy document is not JSON")
-}
-
-/// Makes `doc` the default version, removing the oldest one first when IAM's
-/// five are in use.
-async fn new_version(iam: &dyn GrantService, arn: &str, doc: &str) -> anyhow::Result<()> {
-    let versions = iam.list_versions(arn).await?;
-    if versions.len() >= 5 {
-        if let Some(oldest) = versions
-            .iter()
-            .filter(|v| !v.is_default)
-            .min_by_key(|v| v.created)
-        {
-            iam.delete_version(arn, &oldest.id).await?;
-        }
-    }
-    iam.create_version(arn, doc).await?;
-    Ok(())
+    parse_document(document).map_err(anyhow::Error::msg)
 }
 
 #[cfg(test)]

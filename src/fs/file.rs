@@ -70,6 +70,13 @@ pub(super) struct StagedInner {
 }
 
 impl StagedInner {
+    /// The ETag of the sealed version this content replaces: the version
+    /// whose key it may keep if that version verifies (none for a new file,
+    /// or one that was not a sealed object).
+    pub(super) fn sealed_base(&self) -> Option<&str> {
+        self.key_ref.as_ref().and(self.base_etag.as_deref())
+    }
+
     /// Marks the content changed; the first change writes the recovery
     /// journal, so that a crash from here on leaves data the next mount finds.
     pub(super) fn make_dirty(&mut self) {

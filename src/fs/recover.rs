@@ -207,32 +207,25 @@ impl SealFs {
         };
         let in_place = match (&current, &j.base_etag) {
             (Some(info), Some(base)) if info.etag == *base => {
-                let sm = SealMeta::read_from(&info.metadata).ok();
-                sm.map(|sm| {
+                // Only a sealed version can lend its key (if it verifies).
+                SealMeta::read_from(&info.metadata).ok().map(|_| {
                     let mut m = Attr::from_object(info, size, d);
                     m.size = size;
                     m.mtime = SystemTime::now();
-                    (Some((sm, info.etag.clone())), m.metadata())
+                    (Some(info.etag.clone()), m.metadata())
                 })
             }
             (None, None) => Some((None, fresh_attr())),
             _ => None,
         };
-        if let Some((existing, meta)) = in_place {
-            let wk = match existing {
-                Some((sm, etag)) => {
-                    self.sealed
-                        .key_for_version(
-                            &j.key,
-                            Some(&etag),
-                            Some(&sm.key),
-                            PutCondition::IfMatch(etag.clone()),
-                            &self.pool,
-                        )
-                        .await?
-                }
-                None => self.sealed.new_key(&self.pool).await?,
-            };
+        if let Some((base, meta)) = in_place {
+            let condition = base
+                .clone()
+                .map_or(PutCondition::IfNoneMatch, PutCondition::IfMatch);
+            let wk = self
+                .sealed
+                .key_for_version(&j.key, base.as_deref(), condition, &self.pool)
+                .await?;
             match self.upload_file(staged, &j.key, size, &meta, &wk).await {
                 Ok(()) => return Ok(Recovered::Uploaded { key: j.key.clone() }),
                 Err(Error::Store(StoreError::PreconditionFailed { .. })) => {}

@@ -150,13 +150,7 @@ impl SealFs {
         let key = self.key_of(&path);
         let wk = self
             .sealed
-            .key_for_version(
-                &key,
-                s.base_etag.as_deref(),
-                s.key_ref.as_ref(),
-                PutCondition::None,
-                &self.pool,
-            )
+            .key_for_version(&key, s.sealed_base(), PutCondition::None, &self.pool)
             .await?;
         let obj = self.spool.dir.join(format!(
             "{}-{:016x}.obj",

@@ -86,13 +86,7 @@ impl SealFs {
             .ok_or_else(|| enoent(&format!("inode {ino}")))?;
         let wk = self
             .sealed
-            .key_for_version(
-                &s.key,
-                s.base_etag.as_deref(),
-                s.key_ref.as_ref(),
-                PutCondition::None,
-                &self.pool,
-            )
+            .key_for_version(&s.key, s.sealed_base(), PutCondition::None, &self.pool)
             .await?;
         let source = Arc::new(s.file.try_clone().map_err(|e| Error::io("staging", e))?);
         let st = self
@@ -207,13 +201,7 @@ impl SealFs {
     ) -> Result<(String, KeyRef)> {
         let wk = self
             .sealed
-            .key_for_version(
-                key,
-                s.base_etag.as_deref(),
-                s.key_ref.as_ref(),
-                condition,
-                &self.pool,
-            )
+            .key_for_version(key, s.sealed_base(), condition, &self.pool)
             .await?;
         let mut f = staged_from_start(s).await?;
         let etag = self

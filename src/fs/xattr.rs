@@ -12,7 +12,7 @@
 use super::inode::Inode;
 use super::{enoent, share, SealFs};
 use crate::error::{Error, Result};
-use crate::store::attested::{metadata_size, MAC, METADATA_LIMIT, XATTR_PREFIX};
+use crate::store::attested::{MAC_ENTRY_SIZE, METADATA_LIMIT, XATTR_PREFIX};
 use crate::store::Metadata;
 use libc::{EEXIST, ENODATA, ENOSPC, ENOTSUP};
 
@@ -27,22 +27,20 @@ pub const XATTR_SET_LIMIT: usize = 64 << 10;
 /// fields within S3's limit (with room for the MAC), its xattrs within
 /// [`XATTR_SET_LIMIT`].
 pub(super) fn check_metadata_size(m: &Metadata, sealing: usize) -> Result<()> {
-    let (xattrs, rest): (Metadata, Metadata) = m
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .partition(|(k, _)| k.starts_with(XATTR_PREFIX));
-    let size = metadata_size(&rest) + sealing + MAC.len() + 64;
+    // Decoded sizes for xattrs: names are hex, values base64.
+    let (mut size, mut set) = (sealing + MAC_ENTRY_SIZE, 0);
+    for (k, v) in m {
+        match k.strip_prefix(XATTR_PREFIX) {
+            Some(name) => set += name.len() / 2 + v.len() * 3 / 4,
+            None => size += k.len() + v.len(),
+        }
+    }
     if size > METADATA_LIMIT {
         return Err(Error::posix(
             ENOSPC,
             format!("object metadata would be {size} bytes, over S3's {METADATA_LIMIT}-byte limit for user metadata"),
         ));
     }
-    // Decoded sizes: names are hex, values base64.
-    let set: usize = xattrs
-        .iter()
-        .map(|(k, v)| (k.len() - XATTR_PREFIX.len()) / 2 + v.len() * 3 / 4)
-        .sum();
     if set > XATTR_SET_LIMIT {
         return Err(Error::posix(
             ENOSPC,

@@ -218,8 +218,8 @@ impl Grants {
     /// version when IAM's limit is reached; an empty document deletes the policy.
     async fn write(&self, p: &GrantPolicy, doc: &GrantDoc) -> Result<()> {
         let arn = &p.policy.arn;
-        let versions = self.iam.list_versions(arn).await?;
         if doc.is_empty() {
+            let versions = self.iam.list_versions(arn).await?;
             match self.iam.detach(&p.grantee, arn).await {
                 Ok(()) | Err(GrantError::NoSuchEntity { .. }) => {}
                 Err(e) => return Err(e.into()),
@@ -232,16 +232,13 @@ impl Grants {
             tracing::info!(policy = %arn, grantee = %p.grantee, "grant policy emptied and deleted");
             return Ok(());
         }
-        if versions.len() >= self.settings.version_limit {
-            if let Some(oldest) = versions
-                .iter()
-                .filter(|v| !v.is_default)
-                .min_by_key(|v| (v.created, v.id.clone()))
-            {
-                self.iam.delete_version(arn, &oldest.id).await?;
-            }
-        }
-        self.iam.create_version(arn, &doc.render()).await?;
+        super::replace_default_version(
+            self.iam.as_ref(),
+            arn,
+            &doc.render(),
+            self.settings.version_limit,
+        )
+        .await?;
         self.note(&p.grantee, &p.policy, Some(doc));
         Ok(())
     }

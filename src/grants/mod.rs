@@ -173,5 +173,27 @@ pub trait GrantService: Send + Sync {
     async fn put_user_boundary(&self, user: &str, arn: &str) -> GrantResult<()>;
 }
 
+/// Makes `document` the default version of the policy `arn`, deleting the
+/// oldest non-default version first when the policy has `version_limit`.
+pub async fn replace_default_version(
+    iam: &dyn GrantService,
+    arn: &str,
+    document: &str,
+    version_limit: usize,
+) -> GrantResult<()> {
+    let versions = iam.list_versions(arn).await?;
+    if versions.len() >= version_limit {
+        if let Some(oldest) = versions
+            .iter()
+            .filter(|v| !v.is_default)
+            .min_by_key(|v| (v.created, v.id.clone()))
+        {
+            iam.delete_version(arn, &oldest.id).await?;
+        }
+    }
+    iam.create_version(arn, document).await?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests;

@@ -230,16 +230,7 @@ impl GrantDoc {
     /// as IAM returns it). Anything else is refused, so that sealfs never
     /// rewrites a policy it did not write.
     pub fn parse(document: &str) -> Result<Self, String> {
-        let text = if document.trim_start().starts_with('{') {
-            document.to_string()
-        } else {
-            percent_encoding::percent_decode_str(document)
-                .decode_utf8()
-                .map_err(|_| "policy document is not UTF-8".to_string())?
-                .into_owned()
-        };
-        let v: Value =
-            serde_json::from_str(&text).map_err(|e| format!("policy is not JSON: {e}"))?;
+        let v = parse_document(document)?;
         let statements = match &v["Statement"] {
             Value::Array(a) => a.clone(),
             s @ Value::Object(_) => vec![s.clone()],
@@ -280,6 +271,19 @@ fn resource(keys: &BTreeSet<String>) -> Value {
         1 => json!(keys.iter().next()),
         _ => json!(keys.iter().collect::<Vec<_>>()),
     }
+}
+
+/// A policy document as IAM returns it (URL-encoded or not), as JSON.
+pub fn parse_document(document: &str) -> Result<Value, String> {
+    let text = if document.trim_start().starts_with('{') {
+        document.to_string()
+    } else {
+        percent_encoding::percent_decode_str(document)
+            .decode_utf8()
+            .map_err(|_| "policy document is not UTF-8".to_string())?
+            .into_owned()
+    };
+    serde_json::from_str(&text).map_err(|e| format!("policy is not JSON: {e}"))
 }
 
 /// A JSON string or array of strings, as IAM allows for most elements.

@@ -76,19 +76,13 @@ async fn write_keys_come_only_from_verified_versions() {
         "never the redirected key"
     );
     assert!(matches!(wk.condition, PutCondition::IfMatch(_)));
-    // The same through key_for_version (the mount's path), given the
-    // redirected metadata as the hint.
+    // The same through key_for_version (the mount's path): the redirected
+    // metadata's key is never the one written under.
     let (_, m) = r.mem.raw("vol/target").unwrap();
     let hint = SealMeta::read_from(&m).unwrap().key;
     let etag = r.mem.head("vol/target").await.unwrap().etag;
     let wk = fresh
-        .key_for_version(
-            "vol/target",
-            Some(&etag),
-            Some(&hint),
-            PutCondition::None,
-            &r.pool,
-        )
+        .key_for_version("vol/target", Some(&etag), PutCondition::None, &r.pool)
         .await
         .unwrap();
     assert_ne!(wk.key_ref.file_id, hint.file_id);
@@ -104,13 +98,7 @@ async fn write_keys_come_only_from_verified_versions() {
         .load(std::sync::atomic::Ordering::Relaxed);
     let wk = r
         .sealed
-        .key_for_version(
-            "vol/kept",
-            Some(&etag),
-            Some(&kr),
-            PutCondition::None,
-            &r.pool,
-        )
+        .key_for_version("vol/kept", Some(&etag), PutCondition::None, &r.pool)
         .await
         .unwrap();
     assert_eq!(wk.key_ref, kr);

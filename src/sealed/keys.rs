@@ -237,7 +237,7 @@ impl SealedStore {
     pub async fn key_for_write(&self, key: &str, pool: &Arc<KeyPool>) -> Result<WriteKey> {
         match self.verify_header(key, None).await {
             Ok(v) => {
-                self.existing_key(v.key_ref, PutCondition::IfMatch(v.etag))
+                self.existing_key(key, v.key_ref, PutCondition::IfMatch(v.etag))
                     .await
             }
             Err(Error::Store(StoreError::NotFound { .. })) => self.new_key(pool).await,
@@ -257,15 +257,15 @@ impl SealedStore {
         }
     }
 
-    /// The key for a new version of `key` replacing version `base` (whose
-    /// metadata named `hint`), written under `condition`. The file's own
-    /// key only if version `base` verifies; a fresh key and file id when
-    /// there is no base, or it does not verify (logged), or it is gone.
+    /// The key for a new version of `key` replacing `base`, the ETag of the
+    /// sealed version it replaces (none for a new file), written under
+    /// `condition`. The file's own key only if version `base` verifies; a
+    /// fresh key and file id when there is no base, or it does not verify
+    /// (logged), or it is gone.
     pub async fn key_for_version(
         &self,
         key: &str,
         base: Option<&str>,
-        hint: Option<&KeyRef>,
         condition: PutCondition,
         pool: &Arc<KeyPool>,
     ) -> Result<WriteKey> {
@@ -274,11 +274,11 @@ impl SealedStore {
             wk.condition = condition;
             Ok(wk)
         };
-        let (Some(etag), Some(_)) = (base, hint) else {
+        let Some(etag) = base else {
             return fresh(condition).await;
         };
         match self.verify_header(key, Some(etag)).await {
-            Ok(v) => self.existing_key(v.key_ref, condition).await,
+            Ok(v) => self.existing_key(key, v.key_ref, condition).await,
             Err(e @ (Error::Integrity { .. } | Error::NotSealfs { .. })) => {
                 tracing::warn!(error = %e, "the version being replaced does not verify; the new version is sealed under a fresh data key and file id");
                 fresh(condition).await
@@ -292,10 +292,15 @@ impl SealedStore {
         }
     }
 
-    /// The write key of a version that verified (its DK unwrapped under the
-    /// pinned key, usually from the decrypt cache).
-    async fn existing_key(&self, key_ref: KeyRef, condition: PutCondition) -> Result<WriteKey> {
-        let dk = self.unwrap_key("", &key_ref).await?;
+    /// The write key of a version of `key` that verified (its DK unwrapped
+    /// under the pinned key, usually from the decrypt cache).
+    async fn existing_key(
+        &self,
+        key: &str,
+        key_ref: KeyRef,
+        condition: PutCondition,
+    ) -> Result<WriteKey> {
+        let dk = self.unwrap_key(key, &key_ref).await?;
         Ok(WriteKey {
             key_ref,
             key: dk,

@@ -42,6 +42,8 @@ pub const XREF: &str = "sealfs-xref";
 pub const XATTR_PREFIX: &str = "sealfs-x-";
 /// Entries of a MAC-less (format 1) object that are not believed.
 pub const LEGACY_UNTRUSTED: [&str; 4] = ["sealfs-mode", "sealfs-uid", "sealfs-gid", "sealfs-rdev"];
+/// Bytes the MAC entry takes in object metadata (its name and 64 hex digits).
+pub const MAC_ENTRY_SIZE: usize = MAC.len() + 64;
 /// S3's limit on user metadata: names and values, in bytes.
 pub const METADATA_LIMIT: usize = 2048;
 /// Where large xattr sets live, below the volume prefix.
@@ -127,8 +129,8 @@ impl AttestedStore {
         if !xattrs.is_empty() {
             let blob = self.keys.seal_xattrs(self.inner.bucket(), key, &xattrs);
             let inline = B64.encode(&blob);
-            // Room for the MAC entry (name + 64 hex digits) as well.
-            if metadata_size(&m) + XATTRS.len() + inline.len() + MAC.len() + 64 <= METADATA_LIMIT {
+            // Room for the MAC entry as well.
+            if metadata_size(&m) + XATTRS.len() + inline.len() + MAC_ENTRY_SIZE <= METADATA_LIMIT {
                 m.insert(XATTRS.into(), inline);
             } else {
                 let digest = hex::encode(Sha256::digest(&blob));
