@@ -83,14 +83,23 @@ impl VolumeConfig {
             ..crate::sealed::IoSettings::default()
         }
     }
-    /// The sealed-object store of this volume: its segment size, and every
-    /// data key pinned to its KMS key.
-    pub fn sealed_store(
+    /// The sealed-object store of the volume at `prefix` over `inner`: its
+    /// segment size, every data key pinned to its KMS key, and every
+    /// object's attributes checked and written through [`AttestedStore`]:
+    /// what every owner path (mount, put, share, rekey, verify) uses.
+    pub async fn sealed_store(
         &self,
-        store: Arc<dyn ObjectStore>,
+        prefix: &str,
+        inner: Arc<dyn ObjectStore>,
         keys: Arc<dyn KeyService>,
-    ) -> crate::sealed::SealedStore {
-        crate::sealed::SealedStore::new(store, keys, self.io_settings(), self.kms_key_arn.clone())
+    ) -> Result<crate::sealed::SealedStore> {
+        let store = self.attested_store(prefix, inner, keys.as_ref()).await?;
+        Ok(crate::sealed::SealedStore::new(
+            store,
+            keys,
+            self.io_settings(),
+            self.kms_key_arn.clone(),
+        ))
     }
 
     fn signed_bytes(&self) -> Vec<u8> {
@@ -168,8 +177,8 @@ impl VolumeConfig {
     }
 
     /// `inner` with this volume's attributes authenticated and its xattrs
-    /// encrypted ([`AttestedStore`]): what every owner path writes through.
-    pub async fn attested_store(
+    /// encrypted ([`AttestedStore`]).
+    async fn attested_store(
         &self,
         prefix: &str,
         inner: Arc<dyn ObjectStore>,

@@ -307,6 +307,10 @@ async fn attributes_are_authenticated_and_xattrs_encrypted() {
             "{field}: stat gave {}",
             text(&out.stdout)
         );
+        // `sealfs verify` reports it too.
+        let out = run(m.sealfs().args(["verify", &m.url()]));
+        assert!(!out.status.success(), "{field}: verify passed");
+        assert!(text(&out.stdout).contains("/p:"), "{}", text(&out.stdout));
         fresh.unmount();
         set_metadata(&m, &mallory, "p", meta.clone()).await;
     }

@@ -379,10 +379,9 @@ async fn prepare(
     if let Some(pins) = Pins::default_location() {
         pins.check(&format!("s3://{}/{prefix}", url.bucket), &cfg)?;
     }
-    let store = cfg
-        .attested_store(&prefix, w.store.clone(), keys.as_ref())
+    let sealed = cfg
+        .sealed_store(&prefix, w.store.clone(), keys.clone())
         .await?;
-    let sealed = cfg.sealed_store(store, keys.clone());
     let pool = KeyPool::new(keys, cfg.kms_key_arn.clone(), 32);
     let warm = pool.clone();
     tokio::spawn(async move {

@@ -26,10 +26,7 @@ pub(super) async fn volume_of(
     if let Some(pins) = Pins::default_location() {
         pins.check(&format!("s3://{bucket}/{prefix}"), &cfg)?;
     }
-    let store = cfg
-        .attested_store(&prefix, w.store.clone(), keys.as_ref())
-        .await?;
-    let sealed = cfg.sealed_store(store, keys);
+    let sealed = cfg.sealed_store(&prefix, w.store.clone(), keys).await?;
     Ok((cfg, sealed))
 }
 

@@ -53,7 +53,7 @@ pub async fn run(w: &Wiring, url: &S3Url) -> anyhow::Result<()> {
         .into_iter()
         .filter(|e| !is_marker(e) && !volume::is_internal(&e.key))
         .collect();
-    let sealed = cfg.sealed_store(w.store.clone(), keys);
+    let sealed = cfg.sealed_store(&prefix, w.store.clone(), keys).await?;
     let pb = if std::io::stderr().is_terminal() {
         let pb = indicatif::ProgressBar::new(objects.len() as u64);
         pb.set_style(
