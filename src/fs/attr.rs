@@ -380,3 +380,41 @@ mod tests {
         assert_eq!(a.mtime, UNIX_EPOCH + Duration::from_secs(9));
     }
 }
+
+/// What `setattr` changes; `None` fields stay as they are.
+#[derive(Default, Debug, Clone)]
+pub struct SetAttr {
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub size: Option<u64>,
+    pub mtime: Option<SystemTime>,
+    pub atime: Option<SystemTime>,
+}
+
+impl SetAttr {
+    /// Applies the changes to `a` at time `now`: a size change moves mtime
+    /// (unless one is given), and ctime always moves.
+    pub fn apply(&self, a: &mut Attr, now: SystemTime) {
+        if let Some(m) = self.mode {
+            a.mode = m & 0o7777;
+        }
+        if let Some(u) = self.uid {
+            a.uid = u;
+        }
+        if let Some(g) = self.gid {
+            a.gid = g;
+        }
+        if let Some(size) = self.size {
+            a.size = size;
+            a.mtime = now;
+        }
+        if let Some(m) = self.mtime {
+            a.mtime = m;
+        }
+        if let Some(t) = self.atime {
+            a.atime = t;
+        }
+        a.ctime = now;
+    }
+}

@@ -2,7 +2,7 @@
 //! bucket writer gets by editing object metadata (an EIO for that object,
 //! never wider access, another type, or a readable xattr).
 
-use super::setattr::SetAttr;
+use super::attr::SetAttr;
 use super::tests::{rig, rig_same_store, Rig};
 use super::ROOT;
 use crate::store::attested::{MAC, XATTRS, XREF};

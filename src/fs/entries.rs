@@ -1,34 +1,18 @@
 //! Creating and removing directory entries: mkdir, mknod (regular and
 //! special files), symlink and readlink, unlink and rmdir. Lookups and
-//! listings are in the parent module; renames in [`super::rename`].
+//! listings are in [`super::lookup`] and [`super::listing`]; renames in
+//! [`super::rename`].
 
 use super::attr::{Attr, Kind};
-use super::inode::Seen;
-use super::{enoent, Entry, SealFs};
+use super::namespace::Seen;
+use super::{Entry, SealFs};
 use crate::error::{Error, Result};
 use crate::store::{PutCondition, StoreError};
 use bytes::Bytes;
-use libc::{EEXIST, EINVAL, EISDIR, ENOENT, ENOTDIR, ENOTEMPTY};
-use std::time::{Duration, SystemTime};
+use libc::{EEXIST, EINVAL, EISDIR, ENOTDIR, ENOTEMPTY};
+use std::time::Duration;
 
 impl SealFs {
-    /// The checks every create-like operation makes: writable mount, valid
-    /// name, nothing there yet. Returns the new entry's path.
-    pub(super) async fn new_entry_path(&self, parent: u64, name: &str) -> Result<String> {
-        self.check_writable()?;
-        let path = self.check_new_name(parent, name)?;
-        self.ensure_absent(parent, name).await?;
-        Ok(path)
-    }
-
-    async fn ensure_absent(&self, parent: u64, name: &str) -> Result<()> {
-        match self.resolve(parent, name).await {
-            Ok(_) => Err(Error::posix(EEXIST, format!("{name}: file exists"))),
-            Err(e) if e.errno() == ENOENT => Ok(()),
-            Err(e) => Err(e),
-        }
-    }
-
     pub async fn mkdir(
         &self,
         parent: u64,
@@ -41,17 +25,8 @@ impl SealFs {
         let attr = Attr::new(Kind::Dir, mode, uid, gid);
         let marker = format!("{}/", self.key_of(&path));
         let ino = self.put_empty(parent, name, &marker, attr).await?;
-        self.mark_listed(ino, Duration::ZERO);
+        self.ns.mark_listed(ino, Duration::ZERO);
         self.entry(ino)
-    }
-
-    /// A directory's mtime/ctime move when its entries change (in memory; a
-    /// directory's times are persisted only by an explicit utimens/chmod).
-    pub(super) fn touch_dir(&self, dir: u64) {
-        if let Some(i) = self.table.lock().get_mut(dir) {
-            i.attr.mtime = SystemTime::now();
-            i.attr.ctime = i.attr.mtime;
-        }
     }
 
     pub async fn unlink(&self, parent: u64, name: &str) -> Result<()> {
@@ -67,29 +42,24 @@ impl SealFs {
             return Err(Error::posix(EISDIR, format!("{name}: is a directory")));
         }
         let path = self.child_path(parent, name)?;
-        let (remote, staged, file_id) = {
-            let t = self.table.lock();
-            let i = t.get(e.ino).ok_or_else(|| enoent(name))?;
-            let fid = i.key_ref.as_ref().map(|k| k.file_id.to_hex());
-            (i.remote, i.staged.clone(), fid)
-        };
-        if remote {
+        let facts = self.ns.facts(e.ino)?;
+        if facts.remote {
             let key = self.key_of(&path);
             self.pin_readers(e.ino, &key).await;
             self.store.delete(&key).await?;
-            self.grants_removed(&[(key, file_id)]).await;
+            self.grants_removed(&[(key, facts.file_id)]).await;
         }
-        if let Some(s) = staged {
-            s.mark_unlinked().await;
+        if let Some(s) = facts.staged {
+            s.lock().await.unlinked();
         }
-        self.table.lock().unlink(parent, name);
-        self.touch_dir(parent);
+        self.ns.unlink(parent, name);
+        self.ns.touch_dir(parent);
         Ok(())
     }
 
     /// True when the directory at `path` (inode `ino`) has no entries, remote or local.
     pub(super) async fn dir_is_empty(&self, ino: u64, path: &str) -> Result<bool> {
-        if !self.table.lock().local_children(ino).is_empty() {
+        if self.ns.has_local_children(ino) {
             return Ok(false);
         }
         let prefix = self.dir_prefix(path);
@@ -117,9 +87,8 @@ impl SealFs {
             Ok(()) | Err(StoreError::NotFound { .. }) => {}
             Err(e) => return Err(e.into()),
         }
-        self.table.lock().unlink(parent, name);
-        self.names.forget(e.ino);
-        self.touch_dir(parent);
+        self.ns.remove_dir(parent, name, e.ino);
+        self.ns.touch_dir(parent);
         Ok(())
     }
 
@@ -148,10 +117,8 @@ impl SealFs {
             )
             .await?;
         let ino = self.remember_new(parent, name, attr, etag, Some(wk.key_ref));
-        if let Some(i) = self.table.lock().get_mut(ino) {
-            i.target = Some(target.to_vec());
-        }
-        self.touch_dir(parent);
+        self.ns.set_symlink_target(ino, target.to_vec());
+        self.ns.touch_dir(parent);
         self.entry(ino)
     }
 
@@ -208,7 +175,7 @@ impl SealFs {
             other => other?,
         };
         let ino = self.remember_new(parent, name, attr, etag, None);
-        self.touch_dir(parent);
+        self.ns.touch_dir(parent);
         Ok(ino)
     }
 
@@ -221,7 +188,7 @@ impl SealFs {
         etag: String,
         key_ref: Option<crate::sealed::KeyRef>,
     ) -> u64 {
-        self.table.lock().upsert_remembered(
+        self.ns.record_remembered(
             parent,
             name,
             Seen {
@@ -234,22 +201,13 @@ impl SealFs {
     }
 
     pub async fn readlink(&self, ino: u64) -> Result<Vec<u8>> {
-        {
-            let t = self.table.lock();
-            let i = t.get(ino).ok_or_else(|| enoent(&format!("inode {ino}")))?;
-            if i.attr.kind != Kind::Symlink {
-                return Err(Error::posix(EINVAL, "not a symlink"));
-            }
-            if let Some(target) = &i.target {
-                return Ok(target.clone());
-            }
+        if let Some(target) = self.ns.symlink_target(ino)? {
+            return Ok(target);
         }
         let key = self.key_of(&self.path_of(ino)?);
         let obj = self.sealed.open(&key).await?;
         let bytes = obj.read(self.store.as_ref(), 0, obj.plain_len()).await?;
-        if let Some(i) = self.table.lock().get_mut(ino) {
-            i.target = Some(bytes.clone());
-        }
+        self.ns.set_symlink_target(ino, bytes.clone());
         Ok(bytes)
     }
 }

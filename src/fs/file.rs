@@ -1,27 +1,24 @@
-//! File I/O: handles, staged writes, verified reads, and the upload that
-//! makes a close, flush or fsync durable.
+//! File I/O: handles, staging, verified reads, and the commit that makes a
+//! close, flush or fsync durable.
 //!
-//! A file opened for writing is staged in a private file under the cache
-//! directory (0600): its current content is downloaded and verified first
-//! unless the open truncates. Writes go to the staged file; flush, fsync and
-//! the last close seal and upload it, conditional on the ETag seen at open
-//! (or on absence for a new file). On a conflict the local version is kept as
-//! a conflict copy beside the file and the caller gets EIO.
+//! A file opened for writing is staged ([`super::staged`]): its current
+//! content is downloaded and verified first unless the open truncates.
+//! Writes go to the staged file; flush, fsync and the last close commit it
+//! ([`super::upload`]), conditional on the ETag seen at open (or on absence
+//! for a new file). On a conflict the local version is kept as a conflict
+//! copy beside the file and the caller gets EIO.
 
 use super::attr::{Attr, Kind};
-use super::inode::Seen;
-use super::{enoent, Entry, SealFs};
+use super::staged::Staged;
+use super::upload::Committed;
+use super::{Entry, SealFs};
 use crate::error::{Error, Result};
 use crate::sealed::reader::Reader;
-use crate::sealed::stream::StreamingWrite;
-use crate::sealed::{KeyRef, SealedObject};
+use crate::sealed::SealedObject;
 use crate::store::StoreError;
 use libc::{EBADF, EIO, EISDIR};
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
-use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
 
 pub struct Handle {
     pub ino: u64,
@@ -31,205 +28,6 @@ pub struct Handle {
     etag: Option<String>,
     /// The pinned object and its read-ahead, from the first read on.
     read: tokio::sync::Mutex<Option<Reader>>,
-}
-
-/// Content of a file open for writing, shared by all its writable handles.
-pub struct Staged {
-    pub(super) inner: tokio::sync::Mutex<StagedInner>,
-}
-
-pub(super) struct StagedInner {
-    pub(super) file: std::fs::File,
-    path: PathBuf,
-    pub(super) size: u64,
-    pub(super) dirty: bool,
-    /// ETag the upload is conditional on; `None` for a file not yet in S3.
-    pub(super) base_etag: Option<String>,
-    pub(super) key_ref: Option<KeyRef>,
-    pub(super) unlinked: bool,
-    /// The object key the content belongs to (follows renames), for the journal.
-    pub(super) key: String,
-    /// Whether a recovery journal exists for this content (while dirty).
-    journal: bool,
-    /// Staging files in use by this mount (recovery leaves them alone).
-    live: super::recover::Live,
-    /// The multipart upload fed while a sequential writer writes.
-    pub(super) stream: Option<StreamingWrite>,
-    /// Whether the content so far was written from offset 0 onwards, so a
-    /// stream may (still) carry it.
-    pub(super) streamable: bool,
-    /// Attributes changed after the stream fixed the object's metadata.
-    pub(super) meta_changed: bool,
-    /// The attributes the stream's object carries.
-    pub(super) stream_attr: Option<Attr>,
-    /// A write to the staging file failed (the local disk is full): the
-    /// content has a hole, so it is never uploaded, journaled or recovered;
-    /// every later write, flush and close fails with this errno, and the last
-    /// close drops it (S3 keeps the file's previous version, if any).
-    pub(super) broken: Option<i32>,
-}
-
-impl StagedInner {
-    /// The ETag of the sealed version this content replaces: the version
-    /// whose key it may keep if that version verifies (none for a new file,
-    /// or one that was not a sealed object).
-    pub(super) fn sealed_base(&self) -> Option<&str> {
-        self.key_ref.as_ref().and(self.base_etag.as_deref())
-    }
-
-    /// Marks the content changed; the first change writes the recovery
-    /// journal, so that a crash from here on leaves data the next mount finds.
-    pub(super) fn make_dirty(&mut self) {
-        self.dirty = true;
-        if !self.journal {
-            self.write_journal();
-        }
-    }
-
-    fn write_journal(&mut self) {
-        match super::recover::write_journal(&self.path, &self.key, self.base_etag.as_deref()) {
-            Ok(()) => self.journal = true,
-            Err(e) => {
-                tracing::warn!(path = %self.path.display(), "cannot write recovery journal: {e}")
-            }
-        }
-    }
-
-    /// The content is in S3 (or kept as a conflict copy): nothing to recover.
-    pub(super) fn mark_clean(&mut self) {
-        self.dirty = false;
-        if self.journal {
-            super::recover::remove_journal(&self.path);
-            self.journal = false;
-        }
-    }
-
-    /// After a rename: the content now belongs to `key`, on top of `base_etag`.
-    pub(super) fn moved(&mut self, key: String, base_etag: String) {
-        // The stream's object is bound to the old name: it cannot be used.
-        self.drop_stream();
-        self.key = key;
-        self.base_etag = Some(base_etag);
-        if self.journal {
-            self.write_journal();
-        }
-    }
-}
-
-impl StagedInner {
-    /// A local write failed: the staged content is incomplete and must never
-    /// reach S3 (see `broken`).
-    pub(super) fn break_off(&mut self, errno: i32) {
-        self.broken = Some(errno);
-        self.drop_stream();
-        self.dirty = false;
-        if self.journal {
-            super::recover::remove_journal(&self.path);
-            self.journal = false;
-        }
-    }
-
-    /// The error every operation on broken staged content gets.
-    pub(super) fn check_broken(&self) -> Result<()> {
-        match self.broken {
-            Some(errno) => Err(Error::Reported {
-                errno,
-                what: format!(
-                    "{}: an earlier write to the local staging area failed (local disk full?); the changes made through this open file are dropped",
-                    self.key
-                ),
-            }),
-            None => Ok(()),
-        }
-    }
-
-    /// Gives up the stream (its upload is aborted); the next upload sends
-    /// the whole staged file.
-    pub(super) fn drop_stream(&mut self) {
-        self.stream = None;
-        self.streamable = false;
-    }
-}
-
-impl Drop for StagedInner {
-    fn drop(&mut self) {
-        self.live.lock().remove(&self.path);
-        if self.dirty && !self.unlinked {
-            tracing::error!(path = %self.path.display(), key = %self.key, "staged changes could not be uploaded; the data is kept in this file and uploaded by a later retry or the next mount");
-        } else {
-            let _ = std::fs::remove_file(&self.path);
-            if self.journal {
-                super::recover::remove_journal(&self.path);
-            }
-        }
-    }
-}
-
-impl Staged {
-    fn create(
-        fs: &SealFs,
-        key: String,
-        size: u64,
-        base_etag: Option<String>,
-        key_ref: Option<KeyRef>,
-    ) -> Result<Staged> {
-        let dir = &fs.settings.cache_dir;
-        let path = dir.join(format!(
-            "staged-{}-{:016x}",
-            std::process::id(),
-            rand::random::<u64>()
-        ));
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(|e| Error::io(format!("creating staging file {}", path.display()), e))?;
-        fs.live_staged.lock().insert(path.clone());
-        Ok(Staged {
-            inner: tokio::sync::Mutex::new(StagedInner {
-                file,
-                path,
-                size,
-                dirty: false,
-                base_etag,
-                key_ref,
-                unlinked: false,
-                key,
-                journal: false,
-                live: fs.live_staged.clone(),
-                stream: None,
-                streamable: size == 0,
-                meta_changed: false,
-                stream_attr: None,
-                broken: None,
-            }),
-        })
-    }
-
-    pub async fn mark_unlinked(&self) {
-        let mut s = self.inner.lock().await;
-        s.unlinked = true;
-        s.drop_stream();
-    }
-
-    pub(super) async fn set_len(&self, size: u64) -> Result<()> {
-        let mut s = self.inner.lock().await;
-        s.check_broken()?;
-        s.file
-            .set_len(size)
-            .map_err(|e| Error::io("truncating staged file", e))?;
-        s.size = size;
-        s.stream = None;
-        s.streamable = size == 0;
-        s.make_dirty();
-        Ok(())
-    }
-
-    pub(super) async fn mark_dirty(&self) {
-        self.inner.lock().await.make_dirty();
-    }
 }
 
 impl SealFs {
@@ -243,7 +41,7 @@ impl SealFs {
 
     fn new_handle(&self, ino: u64, writable: bool) -> u64 {
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        let etag = self.table.lock().get(ino).and_then(|i| i.etag.clone());
+        let etag = self.ns.etag(ino);
         let h = Arc::new(Handle {
             ino,
             writable,
@@ -255,7 +53,25 @@ impl SealFs {
     }
 
     pub(super) fn staged(&self, ino: u64) -> Option<Arc<Staged>> {
-        self.table.lock().get(ino).and_then(|i| i.staged.clone())
+        self.ns.staged(ino)
+    }
+
+    /// A new staging file for `key` (registered as live, so recovery leaves it).
+    fn new_staged(
+        &self,
+        key: String,
+        size: u64,
+        base_etag: Option<String>,
+        key_ref: Option<crate::sealed::KeyRef>,
+    ) -> Result<Staged> {
+        Staged::create(
+            &self.settings.cache_dir,
+            &self.live_staged,
+            key,
+            size,
+            base_etag,
+            key_ref,
+        )
     }
 
     /// Makes sure `ino` has staged content: the current object downloaded and
@@ -264,38 +80,33 @@ impl SealFs {
     pub(super) async fn stage(&self, ino: u64, truncate: bool) -> Result<Arc<Staged>> {
         if let Some(s) = self.staged(ino) {
             if truncate {
-                s.set_len(0).await?;
+                s.lock().await.set_len(0)?;
             }
             return Ok(s);
         }
-        let (path, remote, kind) = {
-            let t = self.table.lock();
-            let i = t.get(ino).ok_or_else(|| enoent(&format!("inode {ino}")))?;
-            (t.path(ino).unwrap_or_default(), i.remote, i.attr.kind)
-        };
+        let (path, remote, kind) = self.ns.staging_source(ino)?;
         if kind != Kind::File {
             return Err(Error::posix(EISDIR, "not a regular file"));
         }
         let key = self.key_of(&path);
         let staged = if !remote {
-            Staged::create(self, key.clone(), 0, None, None)?
+            self.new_staged(key.clone(), 0, None, None)?
         } else if truncate {
             let info = self.store.head(&key).await?;
             let seen = self.seen_object(&info);
-            Staged::create(self, key.clone(), 0, seen.etag, seen.key_ref)?
+            self.new_staged(key.clone(), 0, seen.etag, seen.key_ref)?
         } else {
             let obj = self.sealed.open(&key).await?;
-            let staged = Staged::create(
-                self,
+            let staged = self.new_staged(
                 key.clone(),
                 obj.plain_len(),
                 Some(obj.info().etag.clone()),
                 Some(obj.seal().key.clone()),
             )?;
             {
-                let s = staged.inner.lock().await;
+                let s = staged.lock().await;
                 let mut f = tokio::fs::File::from_std(
-                    s.file.try_clone().map_err(|e| Error::io("staging", e))?,
+                    s.file().try_clone().map_err(|e| Error::io("staging", e))?,
                 );
                 let io = self.sealed.settings();
                 obj.copy_to(
@@ -310,22 +121,10 @@ impl SealFs {
             staged
         };
         if truncate {
-            staged.inner.lock().await.make_dirty();
+            staged.lock().await.make_dirty();
         }
-        let staged = Arc::new(staged);
-        let mut t = self.table.lock();
-        let i = t.get_mut(ino).ok_or_else(|| enoent(&path))?;
-        if let Some(existing) = &i.staged {
-            // Another open staged it while we downloaded; use theirs.
-            return Ok(existing.clone());
-        }
-        if truncate {
-            i.attr.size = 0;
-            i.attr.mtime = SystemTime::now();
-            i.attr.ctime = i.attr.mtime;
-        }
-        i.staged = Some(staged.clone());
-        Ok(staged)
+        // Another open may have staged it while we downloaded: then theirs is used.
+        self.ns.install_staged(ino, Arc::new(staged), truncate)
     }
 
     pub async fn open(&self, ino: u64, flags: i32) -> Result<u64> {
@@ -341,13 +140,9 @@ impl SealFs {
             // that arrives meanwhile (FUSE sends release after close returns)
             // must not see itself as the last writer and upload, then drop,
             // the staged state this open is about to use.
-            if let Some(i) = self.table.lock().get_mut(ino) {
-                i.writers += 1;
-            }
+            self.ns.add_writer(ino);
             if let Err(e) = self.stage(ino, truncate).await {
-                if let Some(i) = self.table.lock().get_mut(ino) {
-                    i.writers = i.writers.saturating_sub(1);
-                }
+                self.ns.remove_writer(ino);
                 return Err(e);
             }
         }
@@ -363,26 +158,11 @@ impl SealFs {
         gid: u32,
     ) -> Result<(Entry, u64)> {
         let path = self.new_entry_path(parent, name).await?;
-        let staged = Staged::create(self, self.key_of(&path), 0, None, None)?;
-        staged.inner.lock().await.make_dirty();
-        let ino = {
-            let mut t = self.table.lock();
-            let ino = t.upsert_remembered(
-                parent,
-                name,
-                Seen {
-                    attr: Attr::new(Kind::File, mode, uid, gid),
-                    etag: None,
-                    key_ref: None,
-                    remote: false,
-                },
-            );
-            let i = t.get_mut(ino).expect("just inserted");
-            i.staged = Some(Arc::new(staged));
-            i.writers += 1;
-            ino
-        };
-        self.touch_dir(parent);
+        let staged = self.new_staged(self.key_of(&path), 0, None, None)?;
+        staged.lock().await.make_dirty();
+        let attr = Attr::new(Kind::File, mode, uid, gid);
+        let ino = self.ns.create_staged(parent, name, attr, Arc::new(staged));
+        self.ns.touch_dir(parent);
         let fh = self.new_handle(ino, true);
         Ok((self.entry(ino)?, fh))
     }
@@ -392,16 +172,7 @@ impl SealFs {
     pub async fn read(&self, fh: u64, offset: u64, size: u32) -> Result<bytes::Bytes> {
         let h = self.handle(fh)?;
         if let Some(staged) = self.staged(h.ino) {
-            let s = staged.inner.lock().await;
-            let end = (offset + size as u64).min(s.size);
-            if offset >= end {
-                return Ok(bytes::Bytes::new());
-            }
-            let mut buf = vec![0u8; (end - offset) as usize];
-            s.file
-                .read_exact_at(&mut buf, offset)
-                .map_err(|e| Error::io("reading staged file", e))?;
-            return Ok(buf.into());
+            return Ok(staged.lock().await.read_at(offset, size as u64)?.into());
         }
         let mut st = h.read.lock().await;
         if st.is_none() {
@@ -474,30 +245,15 @@ impl SealFs {
             .staged(h.ino)
             .ok_or_else(|| Error::posix(EBADF, "file not staged"))?;
         let size = {
-            let mut s = staged.inner.lock().await;
-            s.check_broken()?;
-            if let Err(e) = s.file.write_all_at(data, offset) {
-                let err = Error::io(
-                    format!(
-                        "writing the local staging file of {} failed, so the changes made through this open file will not be uploaded (S3 keeps its previous version)",
-                        s.key
-                    ),
-                    e,
-                );
-                s.break_off(err.errno());
-                return Err(err);
-            }
-            let old_size = s.size;
-            s.size = s.size.max(offset + data.len() as u64);
-            s.make_dirty();
-            self.feed_stream(h.ino, &mut s, offset, old_size).await;
-            s.size
+            let mut s = staged.lock().await;
+            let old_size = s.write_at(data, offset)?;
+            let attr = || self.ns.path_and_attr(h.ino).map(|(_, a)| a);
+            self.uploader()
+                .advance_stream(&mut s, offset, old_size, attr)
+                .await;
+            s.size()
         };
-        if let Some(i) = self.table.lock().get_mut(h.ino) {
-            i.attr.size = size;
-            i.attr.mtime = SystemTime::now();
-            i.attr.ctime = i.attr.mtime;
-        }
+        self.ns.wrote(h.ino, size);
         Ok(data.len() as u32)
     }
 
@@ -513,20 +269,20 @@ impl SealFs {
             return Ok(());
         };
         if self.settings.write_back {
-            let mut s = staged.inner.lock().await;
+            let mut s = staged.lock().await;
             s.check_broken()?;
             if self.spools(h.ino, &s) {
                 match self.spool_staged(h.ino, &mut s).await {
                     // A full spool: the staged file is whole, so it goes up
                     // directly instead (close still means "in S3").
                     Err(e) if e.errno() == libc::ENOSPC || e.errno() == libc::EDQUOT => {
-                        tracing::warn!(key = %s.key, "the write-back spool is full; uploading directly: {e}");
+                        tracing::warn!(key = %s.key(), "the write-back spool is full; uploading directly: {e}");
                     }
                     other => return other,
                 }
             }
         }
-        self.upload(h.ino, &staged).await
+        self.commit(h.ino, &staged).await
     }
 
     /// fsync(2): the file's data is in S3 when it returns, whatever the mode
@@ -538,7 +294,7 @@ impl SealFs {
             return Ok(());
         }
         match self.staged(h.ino) {
-            Some(s) => self.upload(h.ino, &s).await,
+            Some(s) => self.commit(h.ino, &s).await,
             None => Ok(()),
         }
     }
@@ -549,39 +305,12 @@ impl SealFs {
         if !h.writable {
             return Ok(());
         }
-        let last = {
-            let mut t = self.table.lock();
-            match t.get_mut(h.ino) {
-                Some(i) => {
-                    i.writers = i.writers.saturating_sub(1);
-                    (i.writers == 0).then(|| i.staged.clone()).flatten()
-                }
-                None => None,
-            }
+        let Some(staged) = self.ns.remove_writer(h.ino) else {
+            return Ok(());
         };
-        let Some(staged) = last else { return Ok(()) };
-        let result = self.upload(h.ino, &staged).await;
-        let broken = staged.inner.lock().await.broken.is_some();
-        let mut t = self.table.lock();
-        let mut gone = None;
-        if let Some(i) = t.get_mut(h.ino) {
-            if i.writers == 0 {
-                i.staged = None;
-                i.validated = Instant::now();
-                if broken {
-                    // Its changes are dropped: S3's version (if any) is the
-                    // file again, read afresh; a file never uploaded is gone.
-                    i.validated = Instant::now() - std::time::Duration::from_secs(3600);
-                    i.etag = None;
-                    if !i.remote {
-                        gone = Some((i.parent, i.name.clone()));
-                    }
-                }
-            }
-        }
-        if let Some((parent, name)) = gone {
-            t.unlink(parent, &name);
-        }
+        let result = self.commit(h.ino, &staged).await;
+        let dropped = staged.lock().await.is_broken();
+        self.ns.staging_ended(h.ino, dropped);
         result
     }
 
@@ -597,5 +326,70 @@ impl SealFs {
         let (entry, fh) = self.create(parent, name, mode, uid, gid).await?;
         self.release(fh).await?;
         self.entry(entry.ino)
+    }
+
+    /// Commits staged content of `ino` (see [`super::upload`]) and applies
+    /// the outcome to the namespace: the new version, or on a lost
+    /// conflict, the copy's directory listed again and EIO.
+    pub(super) async fn commit(&self, ino: u64, staged: &Staged) -> Result<()> {
+        let mut s = staged.lock().await;
+        s.check_broken()?;
+        if !s.is_dirty() {
+            return Ok(());
+        }
+        let (path, attr) = self.ns.path_and_attr(ino)?;
+        let key = self.key_of(&path);
+        match self.uploader().commit(&mut s, &key, &path, &attr).await {
+            Ok(Committed::Unchanged) => Ok(()),
+            Ok(Committed::Uploaded { up, metadata_stale }) => {
+                self.ns.uploaded(ino, &up);
+                if metadata_stale {
+                    // Attributes changed while the object streamed: rewrite
+                    // its metadata (a self-copy, no data through the client).
+                    if let Some(etag) = self.persist_attr(ino).await? {
+                        s.rebased(etag);
+                    }
+                }
+                Ok(())
+            }
+            Ok(Committed::Conflict(kept)) => {
+                let what = match kept {
+                    Ok(copy) => {
+                        self.ns.invalidate_parent_of(ino);
+                        format!("write conflict on {path}: it changed in S3 since it was opened here; this version was kept as {copy}")
+                    }
+                    Err(e) => format!(
+                        "write conflict on {path}, and keeping a conflict copy failed too: {e}"
+                    ),
+                };
+                tracing::error!("{what}");
+                Err(Error::Reported { errno: EIO, what })
+            }
+            Err(e) => {
+                tracing::error!(path = %path, error = %e, "upload failed; changes stay staged");
+                Err(Error::Reported {
+                    errno: e.errno(),
+                    what: format!("{path}: upload failed; changes stay staged: {e}"),
+                })
+            }
+        }
+    }
+
+    /// Flushes every file with staged changes (unmount, SIGTERM).
+    pub async fn flush_all(&self) -> Result<()> {
+        let inos: Vec<u64> = self.handles.lock().values().map(|h| h.ino).collect();
+        let mut first_err = None;
+        for ino in inos {
+            let Some(s) = self.staged(ino) else { continue };
+            if let Err(e) = self.commit(ino, &s).await {
+                tracing::error!(ino, error = %e, "flush at unmount failed");
+                first_err.get_or_insert(e);
+            }
+        }
+        if let Err(e) = self.drain_spool().await {
+            tracing::error!(error = %e, "the write-back spool could not be drained; what is left is uploaded by the next mount");
+            first_err.get_or_insert(e);
+        }
+        first_err.map_or(Ok(()), Err)
     }
 }

@@ -1,29 +1,36 @@
 //! The filesystem core: POSIX operations over a sealed volume, usable and
 //! tested without FUSE (the adapter in `crate::fuse` only translates).
 //!
-//! Finding entries (lookup, getattr, forget) lives here; listings in
-//! [`listing`], creating and removing entries in [`entries`], file I/O
-//! (open, read, write, flush) in [`file`], attribute changes in [`setattr`],
-//! extended attributes in [`xattr`]; docs/ARCHITECTURE.md has the whole map.
+//! This file holds the shared state and the helpers every operation uses;
+//! the operations are in one file per family: finding entries in
+//! [`lookup`], listings in [`listing`], creating and removing entries in
+//! [`entries`], file I/O in [`file`], attribute changes in [`setattr`],
+//! extended attributes in [`xattr`], sharing in [`share`], renames in
+//! [`rename`]. The inode table and directory caches belong to
+//! [`namespace`]; staged content and its states to [`staged`]; uploads to
+//! [`upload`], [`spool`] and [`recover`]. Modules only call downwards, in
+//! the order docs/ARCHITECTURE.md gives.
 
 pub mod attr;
 pub mod byte_names;
 mod entries;
 mod file;
-mod inode;
+mod journal;
 mod listing;
-mod names;
+mod lookup;
+mod metadata;
+mod namespace;
 mod recover;
 mod rename;
 mod setattr;
 mod share;
 mod spool;
+mod staged;
 mod upload;
 mod xattr;
 
-pub use attr::{Attr, Defaults, Kind};
-pub use inode::{DEFAULT_CACHED_ENTRIES, ROOT};
-pub use setattr::SetAttr;
+pub use attr::{Attr, Defaults, Kind, SetAttr};
+pub use namespace::{DirEntry, Entry, DEFAULT_CACHED_ENTRIES, ROOT};
 pub use share::{share_refused, SHARE, UNSHARE};
 
 use crate::crypto::Layout;
@@ -32,24 +39,22 @@ use crate::grants::Grants;
 use crate::keys::KeyPool;
 use crate::sealed::reader::{ReadSettings, ReadShared};
 use crate::sealed::{SealMeta, SealedStore};
-use crate::store::{ObjectInfo, ObjectStore, StoreError};
+use crate::store::{ObjectInfo, ObjectStore};
 use crate::volume;
 use file::Handle;
-use inode::{Seen, Table};
 use libc::{ENAMETOOLONG, ENOENT, EPERM, EROFS};
+use namespace::{Namespace, Seen};
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 /// Longest file name (bytes), as on most Linux filesystems.
 pub const NAME_MAX: usize = 255;
 /// S3's key length limit (bytes).
 pub const KEY_MAX: usize = 1024;
-/// HEADs in flight while listing a directory.
-
 #[derive(Clone, Debug)]
 pub struct FsSettings {
     /// How long attributes and directory listings are trusted before S3 is asked again.
@@ -70,26 +75,6 @@ pub struct FsSettings {
     pub cached_entries: usize,
 }
 
-/// An inode and its attributes, as returned to the kernel.
-#[derive(Clone, Debug)]
-pub struct Entry {
-    pub ino: u64,
-    pub attr: Attr,
-    /// False once the name is gone (unlinked while open): st_nlink 0.
-    pub linked: bool,
-    /// A directory's subdirectories known to the mount (st_nlink is 2 plus
-    /// these): exact for a directory listed or made here, a lower bound
-    /// otherwise (readdir's d_type, not st_nlink, is what tools walk by).
-    pub subdirs: u32,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DirEntry {
-    pub ino: u64,
-    pub name: String,
-    pub kind: Kind,
-}
-
 /// Filesystem statistics (S3 has no capacity limit; these are nominal).
 pub struct FsStats {
     pub blocks: u64,
@@ -107,7 +92,8 @@ pub struct SealFs {
     prefix: String,
     layout: Layout,
     settings: FsSettings,
-    table: Arc<Mutex<Table>>,
+    /// The inode table and directory caches: the one owner of both.
+    ns: Arc<Namespace>,
     handles: Mutex<HashMap<u64, Arc<Handle>>>,
     next_fh: AtomicU64,
     /// Per-file sharing; `None` where IAM is not wired (core tests).
@@ -115,15 +101,13 @@ pub struct SealFs {
     /// Set once a grant upkeep was denied, so the warning is logged once.
     grants_denied: AtomicBool,
     /// Staging files of this mount's open files (recovery skips them).
-    live_staged: recover::Live,
+    live_staged: journal::Live,
     /// Journals of this mount's directory renames in progress.
-    renames_live: recover::Live,
+    renames_live: journal::Live,
     /// Read-ahead budget and plaintext cache of all readers.
     read_shared: Arc<ReadShared>,
     /// Sealed objects waiting for upload (`--write-back`).
     spool: Arc<spool::Spool>,
-    /// The names of directories in S3, for absent-name lookups.
-    names: Arc<names::DirNames>,
     /// Request and KMS call counters, read through [`STATS`] on the root.
     stats: Option<StatsFn>,
 }
@@ -166,7 +150,11 @@ impl SealFs {
             pool,
             prefix: prefix.trim_end_matches('/').to_string(),
             layout,
-            table: Arc::new(Mutex::new(Table::new(root, settings.cached_entries))),
+            ns: Arc::new(Namespace::new(
+                root,
+                settings.cached_entries,
+                settings.metadata_ttl,
+            )),
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             grants: None,
@@ -175,7 +163,6 @@ impl SealFs {
             renames_live: Default::default(),
             read_shared: ReadShared::new(settings.read.clone()),
             stats: None,
-            names: Default::default(),
             settings,
         })
     }
@@ -224,10 +211,7 @@ impl SealFs {
     }
 
     fn path_of(&self, ino: u64) -> Result<String> {
-        self.table
-            .lock()
-            .path(ino)
-            .ok_or_else(|| enoent(&format!("inode {ino}")))
+        self.ns.path(ino)
     }
 
     fn child_path(&self, parent: u64, name: &str) -> Result<String> {
@@ -294,195 +278,13 @@ impl SealFs {
         }
     }
 
-    /// Asks S3 what `path` is: a file or symlink object, a directory marker, or
-    /// a prefix with children. One round trip (three requests in parallel).
-    async fn fetch(&self, path: &str) -> Result<Option<Seen>> {
-        let key = self.key_of(path);
-        let dir = format!("{key}/");
-        let (file, marker, listing) = tokio::join!(
-            self.store.head(&key),
-            self.store.head(&dir),
-            self.store.list(&dir, Some("/"), None)
-        );
-        match file {
-            Ok(info) => return Ok(Some(self.seen_object(&info))),
-            Err(StoreError::NotFound { .. }) => {}
-            Err(e) => return Err(e.into()),
-        }
-        match marker {
-            Ok(info) => {
-                let mut seen = self.seen_object(&info);
-                seen.attr.kind = Kind::Dir;
-                return Ok(Some(seen));
-            }
-            Err(StoreError::NotFound { .. }) => {}
-            Err(e) => return Err(e.into()),
-        }
-        let page = listing?;
-        Ok((!page.objects.is_empty() || !page.prefixes.is_empty()).then(|| self.implicit_dir()))
-    }
-
-    fn fresh(&self, t: Instant) -> bool {
-        t.elapsed() < self.settings.metadata_ttl
-    }
-
-    fn listed_fresh(&self, dir: u64) -> bool {
-        self.table.lock().is_listed(dir)
-    }
-
     fn entry(&self, ino: u64) -> Result<Entry> {
-        let t = self.table.lock();
-        let i = t.get(ino).ok_or_else(|| enoent(&format!("inode {ino}")))?;
-        Ok(Entry {
-            ino,
-            attr: i.attr.clone(),
-            linked: t.is_linked(ino),
-            subdirs: t.subdirs(ino),
-        })
-    }
-
-    /// Looks `name` up for the kernel: the entry is remembered (counted)
-    /// until the kernel forgets it, so the table keeps it.
-    pub async fn lookup(&self, parent: u64, name: &str) -> Result<Entry> {
-        // An entry can be evicted between resolving it and remembering it
-        // only when a huge listing ran meanwhile; resolving again is right.
-        for _ in 0..3 {
-            let e = self.resolve(parent, name).await?;
-            if self.table.lock().remember(e.ino) {
-                return Ok(e);
-            }
-        }
-        Err(Error::posix(
-            libc::EAGAIN,
-            format!("{name}: evicted from the inode cache while being looked up"),
-        ))
-    }
-
-    /// What `name` in `parent` is, without a kernel reference (the
-    /// operations' own look-ups).
-    async fn resolve(&self, parent: u64, name: &str) -> Result<Entry> {
-        if byte_names::byte_len(name) > NAME_MAX {
-            return Err(Error::posix(
-                ENAMETOOLONG,
-                format!("name longer than {NAME_MAX} bytes"),
-            ));
-        }
-        if parent == ROOT && name == volume::INTERNAL_DIR {
-            return Err(enoent(name));
-        }
-        // A fresh listing of the parent answers without S3: present names
-        // from the cache, absent names with ENOENT.
-        let parent_listed = self.listed_fresh(parent);
-        let known_file = {
-            let t = self.table.lock();
-            match t.child(parent, name) {
-                Some(ino) => {
-                    let i = t.get(ino).expect("child inode");
-                    // A directory whose own listing is still trusted exists:
-                    // path walks through it (every `lstat` of `ls -l DIR`)
-                    // need not ask S3 about it again.
-                    let dir_listed = i.attr.kind == Kind::Dir && t.is_listed(ino);
-                    if i.local()
-                        || !i.remote
-                        || parent_listed
-                        || dir_listed
-                        || self.fresh(i.validated)
-                    {
-                        return Ok(Entry {
-                            ino,
-                            attr: i.attr.clone(),
-                            linked: true,
-                            subdirs: t.subdirs(ino),
-                        });
-                    }
-                    i.attr.kind != Kind::Dir
-                }
-                None if parent_listed => return Err(enoent(name)),
-                None => false,
-            }
-        };
-        let path = self.child_path(parent, name)?;
-        if self.key_of(&path).len() > KEY_MAX {
-            return Err(Error::posix(
-                ENAMETOOLONG,
-                "path longer than the S3 key limit",
-            ));
-        }
-        if known_file {
-            // A known file is revalidated with one HEAD.
-            if let Some(seen) = self.head_file(&path).await? {
-                let ino = self.table.lock().upsert(parent, name, seen);
-                return self.entry(ino);
-            }
-        } else if self.listed_name(parent, &path, name).await? == Some(false) {
-            // An unknown name: the directory's names (one LIST page per
-            // 1,000, cached for the TTL) answer every absent name at once.
-            return Err(enoent(name));
-        }
-        match self.fetch(&path).await? {
-            Some(seen) => {
-                let ino = self.table.lock().upsert(parent, name, seen);
-                self.entry(ino)
-            }
-            None => {
-                let mut t = self.table.lock();
-                if let Some(ino) = t.child(parent, name) {
-                    if t.get(ino).is_some_and(|i| !i.local() && i.remote) {
-                        t.unlink(parent, name);
-                    }
-                }
-                Err(enoent(name))
-            }
-        }
-    }
-
-    pub async fn getattr(&self, ino: u64) -> Result<Entry> {
-        let stale = {
-            let t = self.table.lock();
-            let i = t.get(ino).ok_or_else(|| enoent(&format!("inode {ino}")))?;
-            // An unlinked inode (open, then replaced or removed) keeps its
-            // attributes: its old path names another file now, whose size
-            // must never become this one's (the kernel would cut its cache).
-            t.is_linked(ino)
-                && i.remote
-                && !i.local()
-                && i.attr.kind != Kind::Dir
-                && !self.fresh(i.validated)
-                && !t.is_listed(i.parent)
-        };
-        if stale {
-            let path = self.path_of(ino)?;
-            match self.store.head(&self.key_of(&path)).await {
-                Ok(info) => {
-                    let seen = self.seen_object(&info);
-                    let mut t = self.table.lock();
-                    if let Some(i) = t.get_mut(ino) {
-                        if !i.local() {
-                            if i.etag != seen.etag {
-                                i.target = None;
-                            }
-                            i.attr = seen.attr;
-                            i.etag = seen.etag;
-                            i.key_ref = seen.key_ref;
-                        }
-                        i.validated = Instant::now();
-                    }
-                }
-                Err(StoreError::NotFound { .. }) => return Err(enoent(&path)),
-                Err(e) => return Err(e.into()),
-            }
-        }
-        self.entry(ino)
-    }
-
-    /// The kernel dropped `n` references to `ino`.
-    pub fn forget(&self, ino: u64, n: u64) {
-        self.table.lock().forget(ino, n);
+        self.ns.entry(ino)
     }
 
     /// Inodes in the table (tests and stats).
     pub fn cached_inodes(&self) -> usize {
-        self.table.lock().len()
+        self.ns.len()
     }
 
     pub fn statfs(&self) -> FsStats {
@@ -494,34 +296,6 @@ impl SealFs {
             bsize: 4096,
             namelen: NAME_MAX as u32,
         }
-    }
-
-    /// Flushes every file with staged changes (unmount, SIGTERM).
-    pub async fn flush_all(&self) -> Result<()> {
-        let staged: Vec<(u64, Arc<file::Staged>)> = {
-            let t = self.table.lock();
-            self.handles
-                .lock()
-                .values()
-                .filter_map(|h| {
-                    t.get(h.ino)
-                        .and_then(|i| i.staged.clone())
-                        .map(|s| (h.ino, s))
-                })
-                .collect()
-        };
-        let mut first_err = None;
-        for (ino, s) in staged {
-            if let Err(e) = self.upload(ino, &s).await {
-                tracing::error!(ino, error = %e, "flush at unmount failed");
-                first_err.get_or_insert(e);
-            }
-        }
-        if let Err(e) = self.drain_spool().await {
-            tracing::error!(error = %e, "the write-back spool could not be drained; what is left is uploaded by the next mount");
-            first_err.get_or_insert(e);
-        }
-        first_err.map_or(Ok(()), Err)
     }
 }
 

@@ -10,73 +10,13 @@
 //! kept beside it as a conflict copy. Either way it is logged.
 
 use super::attr::{Attr, Kind};
+use super::journal::{journal_path, other_live_process, read_journal, Journal};
 use super::SealFs;
 use crate::error::{Error, Result};
 use crate::sealed::{SealMeta, WriteKey};
 use crate::store::{Metadata, PutCondition, StoreError};
-use parking_lot::Mutex;
-use serde::{Deserialize, Serialize};
-use std::collections::HashSet;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::SystemTime;
-
-/// Staging files in use by open files of this mount.
-pub(super) type Live = Arc<Mutex<HashSet<PathBuf>>>;
-
-#[derive(Serialize, Deserialize)]
-struct Journal {
-    key: String,
-    base_etag: Option<String>,
-    pid: u32,
-}
-
-fn journal_path(staged: &Path) -> PathBuf {
-    let mut p = staged.as_os_str().to_owned();
-    p.push(".json");
-    PathBuf::from(p)
-}
-
-/// Writes the journal atomically (temporary file, fsync, rename), mode 0600.
-pub(super) fn write_journal(
-    staged: &Path,
-    key: &str,
-    base_etag: Option<&str>,
-) -> std::io::Result<()> {
-    let j = Journal {
-        key: key.to_string(),
-        base_etag: base_etag.map(str::to_string),
-        pid: std::process::id(),
-    };
-    write_private_json(&journal_path(staged), &j, true)
-}
-
-/// Writes `value` as JSON to `path` atomically (a temporary file renamed
-/// into place), mode 0600, fsynced first when `sync`.
-pub(super) fn write_private_json(
-    path: &Path,
-    value: &impl Serialize,
-    sync: bool,
-) -> std::io::Result<()> {
-    let tmp = path.with_extension("json.tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(&serde_json::to_vec(value).expect("plain data serialises"))?;
-    if sync {
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)
-}
-
-pub(super) fn remove_journal(staged: &Path) {
-    let _ = std::fs::remove_file(journal_path(staged));
-}
 
 /// What recovery did with one staging file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,13 +25,6 @@ pub enum Recovered {
     Uploaded { key: String },
     /// The file changed since: kept beside it under this key.
     ConflictCopy { key: String, copy: String },
-}
-
-/// A process id that is running (not a zombie: those have no command
-/// line) and is not us.
-pub(super) fn other_live_process(pid: u32) -> bool {
-    pid != std::process::id()
-        && std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| !c.is_empty())
 }
 
 impl SealFs {
@@ -114,10 +47,7 @@ impl SealFs {
             if self.live_staged.lock().contains(&staged) {
                 continue;
             }
-            let journal: Journal = match std::fs::read(&jpath)
-                .ok()
-                .and_then(|b| serde_json::from_slice(&b).ok())
-            {
+            let journal = match read_journal(&jpath) {
                 Some(j) => j,
                 None => {
                     tracing::warn!(journal = %jpath.display(), "unreadable recovery journal left alone");
@@ -157,8 +87,7 @@ impl SealFs {
             }
         }
         if !done.is_empty() {
-            self.table.lock().unlist_all();
-            self.names.clear();
+            self.ns.invalidate_all();
         }
         done
     }
@@ -263,6 +192,7 @@ impl SealFs {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fs::journal::write_private_json;
     use crate::fs::tests::{rig, rig_same_store, rig_with_cache};
     use crate::fs::ROOT;
 

@@ -10,8 +10,8 @@
 //! retry: every object ends up under the new name only, with a log line.
 
 use super::attr;
-use super::recover::{other_live_process, write_private_json};
-use super::{enoent, Kind, SealFs};
+use super::journal::{other_live_process, write_private_json};
+use super::{Kind, SealFs};
 use crate::error::{Error, Result};
 use crate::sealed::SealMeta;
 use crate::store::{ObjectInfo, PutCondition, StoreError};
@@ -99,17 +99,13 @@ impl SealFs {
                         self.pin_readers(dst.ino, &self.key_of(&new_path)).await;
                         // The replaced file is gone: so are its grants
                         // (before the copy, so the moved grants survive).
-                        let fid = self
-                            .table
-                            .lock()
-                            .get(dst.ino)
-                            .and_then(|i| i.key_ref.as_ref().map(|k| k.file_id.to_hex()));
+                        let fid = self.ns.facts(dst.ino)?.file_id;
                         self.grants_removed(&[(self.key_of(&new_path), fid)]).await;
                         // The replaced inode loses its name now, before the
                         // copy lands: from then on its path names the new
                         // object, whose attributes must never become its own
                         // (open descriptors would see another size).
-                        self.table.lock().unlink(new_parent, new_name);
+                        self.ns.unlink(new_parent, new_name);
                     }
                 }
             }
@@ -121,18 +117,14 @@ impl SealFs {
         } else {
             self.rename_file(src.ino, &old_path, &new_path).await?;
         }
-        self.table.lock().rename(parent, name, new_parent, new_name);
-        self.touch_dir(parent);
-        self.touch_dir(new_parent);
+        self.ns.rename(parent, name, new_parent, new_name);
+        self.ns.touch_dir(parent);
+        self.ns.touch_dir(new_parent);
         Ok(())
     }
 
     async fn rename_file(&self, ino: u64, old_path: &str, new_path: &str) -> Result<()> {
-        let (remote, staged) = {
-            let t = self.table.lock();
-            let i = t.get(ino).ok_or_else(|| enoent(old_path))?;
-            (i.remote, i.staged.clone())
-        };
+        let super::namespace::Facts { remote, staged, .. } = self.ns.facts(ino)?;
         if !remote {
             return Ok(());
         }
@@ -141,7 +133,7 @@ impl SealFs {
         // Hold the staged state (if the file is open for writing) so that no
         // upload of it can slip in between reading the header and the copy.
         let mut guard = match &staged {
-            Some(s) => Some(s.inner.lock().await),
+            Some(s) => Some(s.lock().await),
             None => None,
         };
         let etag = self.copy_object(&from, &to, Some(ctime)).await?;
@@ -151,10 +143,7 @@ impl SealFs {
             g.moved(to.clone(), etag.clone());
         }
         drop(guard);
-        if let Some(i) = self.table.lock().get_mut(ino) {
-            i.etag = Some(etag);
-            i.attr.ctime = SystemTime::now();
-        }
+        self.ns.file_moved(ino, etag);
         Ok(())
     }
 
@@ -330,8 +319,7 @@ impl SealFs {
             }
         }
         if !done.is_empty() {
-            self.table.lock().unlist_all();
-            self.names.clear();
+            self.ns.invalidate_all();
         }
         done
     }

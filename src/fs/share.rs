@@ -69,9 +69,8 @@ impl SealFs {
                 "sharing works on regular files, one at a time",
             ));
         }
-        let staged = self.table.lock().get(ino).and_then(|i| i.staged.clone());
-        if let Some(s) = staged {
-            self.upload(ino, &s).await?;
+        if let Some(s) = self.ns.staged(ino) {
+            self.commit(ino, &s).await?;
         }
         let key = self.key_of(&self.path_of(ino)?);
         SharedFile::verified(&self.sealed, &key).await

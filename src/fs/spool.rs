@@ -16,8 +16,9 @@
 //! while the upload cannot be made), and the spool is not fsynced, so it
 //! survives a crash of sealfs but not necessarily a power cut.
 
-use super::file::StagedInner;
-use super::{enoent, FsSettings, SealFs};
+use super::journal::{other_live_process, write_private_json};
+use super::staged::StagedInner;
+use super::{FsSettings, SealFs};
 use crate::error::{Error, Result};
 use crate::sealed::SealedStore;
 use crate::store::{Metadata, PutCondition, StoreError};
@@ -27,7 +28,7 @@ use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::{watch, Semaphore};
 
 /// How a background upload ended: `Err` carries the message fsync reports.
@@ -133,20 +134,15 @@ impl SealFs {
     /// upload already carries most of it.
     pub(super) fn spools(&self, ino: u64, s: &StagedInner) -> bool {
         self.settings.write_back
-            && s.dirty
-            && !s.unlinked
-            && s.stream.is_none()
-            && self.table.lock().get(ino).is_some_and(|i| i.writers <= 1)
+            && s.is_dirty()
+            && s.stream().is_none()
+            && self.ns.writers(ino) <= 1
     }
 
     /// Seals the staged content into the spool and starts its upload.
     pub(super) async fn spool_staged(&self, ino: u64, s: &mut StagedInner) -> Result<()> {
-        let (path, mut attr) = {
-            let t = self.table.lock();
-            let i = t.get(ino).ok_or_else(|| enoent(&format!("inode {ino}")))?;
-            (t.path(ino).unwrap_or_default(), i.attr.clone())
-        };
-        attr.size = s.size;
+        let (path, mut attr) = self.ns.path_and_attr(ino)?;
+        attr.size = s.size();
         let key = self.key_of(&path);
         let wk = self
             .sealed
@@ -176,7 +172,7 @@ impl SealFs {
                 return Err(Error::io("creating a spool file", e));
             }
         };
-        let src = match s.file.try_clone() {
+        let src = match s.file().try_clone() {
             Ok(f) => f,
             Err(e) => {
                 unclaim(&obj);
@@ -185,7 +181,7 @@ impl SealFs {
         };
         let sealed = self
             .sealed
-            .seal_to_file(&key, src, s.size, dst, &attr.metadata(), &wk)
+            .seal_to_file(&key, src, s.size(), dst, &attr.metadata(), &wk)
             .await;
         let metadata = match sealed {
             Ok(m) => m,
@@ -196,7 +192,7 @@ impl SealFs {
         };
         let m = EntryMeta {
             key: key.clone(),
-            base_etag: s.base_etag.clone(),
+            base_etag: s.base_etag().map(str::to_string),
             metadata,
             pid: std::process::id(),
         };
@@ -206,56 +202,24 @@ impl SealFs {
         }
         // The content is in the spool now: the staged copy is not needed
         // for recovery any more.
-        s.mark_clean();
-        s.key_ref = Some(wk.key_ref.clone());
-        if let Some(i) = self.table.lock().get_mut(ino) {
-            i.key_ref = Some(wk.key_ref.clone());
-            i.attr.size = s.size;
-            i.pending = true;
-        }
+        s.spooled(wk.key_ref.clone());
+        self.ns.mark_pending(ino, wk.key_ref.clone(), s.size());
         let (tx, rx) = watch::channel(None);
         self.spool.pending.lock().insert(ino, (key.clone(), rx));
-        let (spool, sealed, table, names) = (
-            self.spool.clone(),
-            self.sealed.clone(),
-            self.table.clone(),
-            self.names.clone(),
-        );
+        let (spool, sealed, ns) = (self.spool.clone(), self.sealed.clone(), self.ns.clone());
         tokio::spawn(async move {
             let _slot = spool.slots.clone().acquire_owned().await;
             let outcome = upload_with_retries(&sealed, &obj, &m).await;
             spool.live.lock().remove(&obj);
-            let staged = {
-                let mut t = table.lock();
-                match &outcome {
-                    Ok(Spooled::Uploaded { etag, .. }) => t.get_mut(ino).and_then(|i| {
-                        i.pending = false;
-                        i.remote = true;
-                        i.etag = Some(etag.clone());
-                        i.validated = Instant::now();
-                        i.staged.clone()
-                    }),
-                    Ok(Spooled::ConflictCopy { .. }) => {
-                        let parent = t.get_mut(ino).map(|i| {
-                            // S3 holds someone else's version: look again.
-                            i.pending = false;
-                            i.remote = true;
-                            i.etag = None;
-                            i.validated = Instant::now() - Duration::from_secs(3600);
-                            i.parent
-                        });
-                        if let Some(p) = parent {
-                            t.unlist(p);
-                            names.forget(p);
-                        }
-                        None
+            match &outcome {
+                Ok(Spooled::Uploaded { etag, .. }) => {
+                    // A writer that reopened the file builds on the uploaded version.
+                    if let Some(st) = ns.spool_uploaded(ino, etag) {
+                        st.lock().await.rebased(etag.clone());
                     }
-                    Err(_) => None,
                 }
-            };
-            // A writer that reopened the file builds on the uploaded version.
-            if let (Some(st), Ok(Spooled::Uploaded { etag, .. })) = (staged, &outcome) {
-                st.inner.lock().await.base_etag = Some(etag.clone());
+                Ok(Spooled::ConflictCopy { .. }) => ns.spool_conflict(ino),
+                Err(_) => {}
             }
             let result = match outcome {
                 Ok(Spooled::Uploaded { .. }) => {
@@ -300,8 +264,7 @@ impl SealFs {
 
     /// Settles the entry `name` of `parent`, if it is known.
     pub(super) async fn settle_child(&self, parent: u64, name: &str) -> Result<()> {
-        let ino = self.table.lock().child(parent, name);
-        match ino {
+        match self.ns.child(parent, name) {
             Some(ino) => self.settle(ino).await,
             None => Ok(()),
         }
@@ -309,9 +272,7 @@ impl SealFs {
 
     /// Forgets `ino`'s failed spooled upload (its file was unlinked).
     pub(super) fn drop_spooled(&self, ino: u64) {
-        if let Some(i) = self.table.lock().get_mut(ino) {
-            i.pending = false;
-        }
+        self.ns.pending_dropped(ino);
         let Some((key, _)) = self.spool.pending.lock().remove(&ino) else {
             return;
         };
@@ -369,13 +330,13 @@ impl SealFs {
                 None => {
                     // Sealing was cut short before the entry was complete:
                     // the staged copy (with its journal) is what recovers.
-                    if !super::recover::other_live_process(pid_of(&obj)) {
+                    if !other_live_process(pid_of(&obj)) {
                         Spool::remove(&obj);
                     }
                     continue;
                 }
             };
-            if super::recover::other_live_process(m.pid) {
+            if other_live_process(m.pid) {
                 continue;
             }
             if !self.in_volume(&m.key) {
@@ -397,14 +358,7 @@ impl SealFs {
                         pending.retain(|_, (k, _)| *k != m.key);
                         inos
                     };
-                    let mut t = self.table.lock();
-                    for ino in inos {
-                        if let Some(i) = t.get_mut(ino) {
-                            i.pending = false;
-                            i.remote = true;
-                            i.validated = Instant::now() - Duration::from_secs(3600);
-                        }
-                    }
+                    self.ns.pending_settled(&inos);
                     done.push(r);
                 }
                 Err(e) => {
@@ -413,8 +367,7 @@ impl SealFs {
             }
         }
         if !done.is_empty() {
-            self.table.lock().unlist_all();
-            self.names.clear();
+            self.ns.invalidate_all();
         }
         done
     }
@@ -429,7 +382,7 @@ fn pid_of(obj: &Path) -> u32 {
 }
 
 fn write_entry_meta(obj: &Path, m: &EntryMeta) -> std::io::Result<()> {
-    super::recover::write_private_json(&meta_path(obj), m, false)
+    write_private_json(&meta_path(obj), m, false)
 }
 
 /// Transient failures are retried a few times with backoff before the

@@ -5,50 +5,19 @@
 //! probe `security.capability` on every write stay quiet) and writes ENOTSUP.
 //! Values are encrypted in S3 ([`crate::store::attested`]); a set too large
 //! for S3's 2 KB of object metadata is kept, encrypted, in the volume's
-//! internal area. A file's whole set is limited to [`XATTR_SET_LIMIT`]
+//! internal area. A file's whole set is limited to [`super::metadata::XATTR_SET_LIMIT`]
 //! bytes of names and values (ext4 holds about 4 KB); a change beyond
 //! fails with ENOSPC and stores nothing.
 
-use super::inode::Inode;
-use super::{enoent, share, SealFs};
+use super::attr::Attr;
+use super::metadata::check_metadata_size;
+use super::{share, SealFs};
 use crate::error::{Error, Result};
-use crate::store::attested::{MAC_ENTRY_SIZE, METADATA_LIMIT, XATTR_PREFIX};
-use crate::store::Metadata;
-use libc::{EEXIST, ENODATA, ENOSPC, ENOTSUP};
+use crate::sealed::KeyRef;
+use libc::{EEXIST, ENODATA, ENOTSUP};
 
 const XATTR_CREATE: i32 = 1;
 const XATTR_REPLACE: i32 = 2;
-
-/// Most bytes of names and values in one file's `user.*` xattrs.
-pub const XATTR_SET_LIMIT: usize = 64 << 10;
-
-/// Checks that metadata `m` (plaintext form) can be stored beside sealing
-/// fields of `sealing` bytes not in `m`: its attributes and the sealing
-/// fields within S3's limit (with room for the MAC), its xattrs within
-/// [`XATTR_SET_LIMIT`].
-pub(super) fn check_metadata_size(m: &Metadata, sealing: usize) -> Result<()> {
-    // Decoded sizes for xattrs: names are hex, values base64.
-    let (mut size, mut set) = (sealing + MAC_ENTRY_SIZE, 0);
-    for (k, v) in m {
-        match k.strip_prefix(XATTR_PREFIX) {
-            Some(name) => set += name.len() / 2 + v.len() * 3 / 4,
-            None => size += k.len() + v.len(),
-        }
-    }
-    if size > METADATA_LIMIT {
-        return Err(Error::posix(
-            ENOSPC,
-            format!("object metadata would be {size} bytes, over S3's {METADATA_LIMIT}-byte limit for user metadata"),
-        ));
-    }
-    if set > XATTR_SET_LIMIT {
-        return Err(Error::posix(
-            ENOSPC,
-            format!("extended attributes would take {set} bytes, over the {XATTR_SET_LIMIT}-byte limit per file"),
-        ));
-    }
-    Ok(())
-}
 
 fn user_name(name: &str) -> Option<&str> {
     name.strip_prefix("user.")
@@ -117,23 +86,20 @@ impl SealFs {
                 format!("{name}: only user.* attributes are supported"),
             ));
         };
-        self.edit_xattrs(ino, |i| {
-            let exists = i.attr.xattrs.contains_key(name);
+        self.edit_xattrs(ino, |attr, key_ref| {
+            let exists = attr.xattrs.contains_key(name);
             if flags & XATTR_CREATE != 0 && exists {
                 return Err(Error::posix(EEXIST, format!("{name}: attribute exists")));
             }
             if flags & XATTR_REPLACE != 0 && !exists {
                 return Err(Error::posix(ENODATA, format!("{name}: no such attribute")));
             }
-            let mut candidate = i.attr.clone();
+            let mut candidate = attr.clone();
             candidate.xattrs.insert(name.to_string(), value.to_vec());
             // Leave room for the sealing fields, which ride in the same metadata.
-            let sealing = i
-                .key_ref
-                .as_ref()
-                .map_or(0, crate::sealed::KeyRef::sealing_fields_size);
+            let sealing = key_ref.map_or(0, KeyRef::sealing_fields_size);
             check_metadata_size(&candidate.metadata(), sealing)?;
-            i.attr.xattrs.insert(name.to_string(), value.to_vec());
+            *attr = candidate;
             Ok(())
         })
         .await
@@ -148,7 +114,7 @@ impl SealFs {
         let Some(name) = user_name(name) else {
             return Err(Error::posix(ENODATA, format!("{name}: no such attribute")));
         };
-        self.edit_xattrs(ino, |i| match i.attr.xattrs.remove(name) {
+        self.edit_xattrs(ino, |attr, _| match attr.xattrs.remove(name) {
             Some(_) => Ok(()),
             None => Err(Error::posix(ENODATA, format!("{name}: no such attribute"))),
         })
@@ -162,24 +128,13 @@ impl SealFs {
     async fn edit_xattrs(
         &self,
         ino: u64,
-        edit: impl FnOnce(&mut Inode) -> Result<()>,
+        edit: impl FnOnce(&mut Attr, Option<&KeyRef>) -> Result<()>,
     ) -> Result<()> {
         self.getattr(ino).await?;
-        let old = {
-            let mut t = self.table.lock();
-            let i = t
-                .get_mut(ino)
-                .ok_or_else(|| enoent(&format!("inode {ino}")))?;
-            let old = i.attr.clone();
-            edit(i)?;
-            i.attr.ctime = std::time::SystemTime::now();
-            old
-        };
+        let old = self.ns.edit_attributes(ino, edit)?;
         let r = self.persist_meta(ino).await;
         if r.is_err() {
-            if let Some(i) = self.table.lock().get_mut(ino) {
-                i.attr = old;
-            }
+            self.ns.restore_attributes(ino, old);
         }
         r
     }

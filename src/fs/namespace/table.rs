@@ -6,8 +6,8 @@
 //! for writing, its staged state. Paths are derived by walking parents, so a
 //! directory rename moves its whole subtree by changing one entry.
 
-use super::attr::{Attr, Kind};
-use super::file::Staged;
+use crate::fs::attr::{Attr, Kind};
+use crate::fs::staged::Staged;
 use crate::sealed::KeyRef;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -66,6 +66,22 @@ impl Inode {
             lookups: 0,
             listed_until: None,
         }
+    }
+
+    /// What S3 says now replaces what was known, unless the local state
+    /// is authoritative; either way the entry was just validated. (Used by
+    /// every revalidation: lookups, listings and getattr.)
+    pub fn apply_seen(&mut self, seen: Seen) {
+        if !self.local() {
+            if self.etag != seen.etag {
+                self.target = None;
+            }
+            self.attr = seen.attr;
+            self.etag = seen.etag;
+            self.key_ref = seen.key_ref;
+            self.remote = seen.remote;
+        }
+        self.validated = Instant::now();
     }
 
     /// Something other than the cache needs this inode: the kernel holds it,
@@ -218,16 +234,7 @@ impl Table {
         if let Some(ino) = self.child(parent, name) {
             let i = self.inodes.get_mut(&ino).expect("child maps to an inode");
             if i.attr.kind == seen.attr.kind {
-                if !i.local() {
-                    if i.etag != seen.etag {
-                        i.target = None;
-                    }
-                    i.attr = seen.attr;
-                    i.etag = seen.etag;
-                    i.key_ref = seen.key_ref.or(i.key_ref.take());
-                    i.remote = seen.remote;
-                }
-                i.validated = Instant::now();
+                i.apply_seen(seen);
                 self.unref.promote(&ino);
                 return ino;
             }

@@ -1,0 +1,576 @@
+//! The namespace: the one owner of the inode table and the directory
+//! caches (complete listings, and the names of directories in S3).
+//!
+//! S3 has no inodes, so an inode is a (parent, name) that lookup or readdir
+//! has seen. The table keeps each one's attributes as last read from S3 (or
+//! set locally), its object's ETag and data key, and while a file is open
+//! for writing, its staged content and writers. The rest of `fs/` never sees
+//! the table: it asks and tells the namespace through the named operations
+//! below, each one lock of the table, so every rule about what may replace
+//! what (local state beats S3's view; a listing is trusted only while
+//! complete; the two directory caches are invalidated together) lives here.
+
+mod dir_names;
+mod listing;
+mod table;
+#[cfg(test)]
+mod tests;
+
+pub use listing::ListedDir;
+pub use table::{Seen, DEFAULT_CACHED_ENTRIES, ROOT};
+
+use super::attr::{Attr, Kind, SetAttr};
+use super::staged::Staged;
+use crate::error::{Error, Result};
+use crate::sealed::KeyRef;
+use dir_names::DirNames;
+use parking_lot::Mutex;
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+use table::Table;
+
+/// An inode and its attributes, as returned to the kernel.
+#[derive(Clone, Debug)]
+pub struct Entry {
+    pub ino: u64,
+    pub attr: Attr,
+    /// False once the name is gone (unlinked while open): st_nlink 0.
+    pub linked: bool,
+    /// A directory's subdirectories known to the mount (st_nlink is 2 plus
+    /// these): exact for a directory listed or made here, a lower bound
+    /// otherwise (readdir's d_type, not st_nlink, is what tools walk by).
+    pub subdirs: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DirEntry {
+    pub ino: u64,
+    pub name: String,
+    pub kind: Kind,
+}
+
+/// What the namespace knows of a name, for a lookup.
+#[derive(Debug)]
+pub(super) enum Cached {
+    /// Known and trusted: the answer, without S3.
+    Known(Entry),
+    /// The parent's complete listing is trusted and has no such name.
+    Absent,
+    /// S3 must be asked. `known_file`: the name is a known non-directory,
+    /// which one HEAD revalidates.
+    Ask { known_file: bool },
+}
+
+/// What unlink and rename need to know of an entry before they touch S3.
+pub(super) struct Facts {
+    pub remote: bool,
+    pub staged: Option<Arc<Staged>>,
+    /// The file id of its data key, for its grants.
+    pub file_id: Option<String>,
+}
+
+/// An upload of staged content that landed.
+pub(super) struct Uploaded {
+    pub etag: String,
+    pub key_ref: KeyRef,
+    pub size: u64,
+    /// The times stored with a streamed object (from the stream's start),
+    /// which a remount will show: shown now too.
+    pub stored_times: Option<(SystemTime, SystemTime)>,
+}
+
+pub(super) fn no_inode(ino: u64) -> Error {
+    Error::posix(
+        libc::ENOENT,
+        format!("inode {ino}: no such file or directory"),
+    )
+}
+
+pub struct Namespace {
+    table: Mutex<Table>,
+    names: DirNames,
+    /// How long attributes and listings are trusted.
+    ttl: Duration,
+}
+
+impl Namespace {
+    pub(super) fn new(root: Attr, cached_entries: usize, ttl: Duration) -> Namespace {
+        Namespace {
+            table: Mutex::new(Table::new(root, cached_entries)),
+            names: DirNames::default(),
+            ttl,
+        }
+    }
+
+    fn fresh(&self, t: Instant) -> bool {
+        t.elapsed() < self.ttl
+    }
+
+    /// Inodes in the table (tests and stats).
+    pub fn len(&self) -> usize {
+        self.table.lock().len()
+    }
+
+    /// Path relative to the volume root ("" for the root).
+    pub(super) fn path(&self, ino: u64) -> Result<String> {
+        self.table.lock().path(ino).ok_or_else(|| no_inode(ino))
+    }
+
+    pub(super) fn entry(&self, ino: u64) -> Result<Entry> {
+        let t = self.table.lock();
+        let i = t.get(ino).ok_or_else(|| no_inode(ino))?;
+        Ok(Entry {
+            ino,
+            attr: i.attr.clone(),
+            linked: t.is_linked(ino),
+            subdirs: t.subdirs(ino),
+        })
+    }
+
+    /// The path and current attributes of `ino` (what an upload seals).
+    pub(super) fn path_and_attr(&self, ino: u64) -> Result<(String, Attr)> {
+        let t = self.table.lock();
+        let i = t.get(ino).ok_or_else(|| no_inode(ino))?;
+        Ok((t.path(ino).unwrap_or_default(), i.attr.clone()))
+    }
+
+    /// The ETag of the object last seen at `ino`.
+    pub(super) fn etag(&self, ino: u64) -> Option<String> {
+        self.table.lock().get(ino).and_then(|i| i.etag.clone())
+    }
+
+    pub(super) fn child(&self, parent: u64, name: &str) -> Option<u64> {
+        self.table.lock().child(parent, name)
+    }
+
+    /// The kernel was handed `ino`: it stays until the kernel forgets it.
+    /// False if it is gone (evicted meanwhile).
+    pub(super) fn remember(&self, ino: u64) -> bool {
+        self.table.lock().remember(ino)
+    }
+
+    /// The kernel dropped `n` references to `ino`.
+    pub(super) fn forget(&self, ino: u64, n: u64) {
+        self.table.lock().forget(ino, n);
+    }
+
+    /// What the table can say about `name` in `parent` without S3.
+    pub(super) fn cached(&self, parent: u64, name: &str) -> Cached {
+        let t = self.table.lock();
+        let parent_listed = t.is_listed(parent);
+        match t.child(parent, name) {
+            Some(ino) => {
+                let i = t.get(ino).expect("child inode");
+                // A directory whose own listing is still trusted exists:
+                // path walks through it (every `lstat` of `ls -l DIR`) need
+                // not ask S3 about it again.
+                let dir_listed = i.attr.kind == Kind::Dir && t.is_listed(ino);
+                if i.local() || !i.remote || parent_listed || dir_listed || self.fresh(i.validated)
+                {
+                    return Cached::Known(Entry {
+                        ino,
+                        attr: i.attr.clone(),
+                        linked: true,
+                        subdirs: t.subdirs(ino),
+                    });
+                }
+                Cached::Ask {
+                    known_file: i.attr.kind != Kind::Dir,
+                }
+            }
+            None if parent_listed => Cached::Absent,
+            None => Cached::Ask { known_file: false },
+        }
+    }
+
+    /// Records what S3 (or a local create) says `name` in `parent` is.
+    pub(super) fn record(&self, parent: u64, name: &str, seen: Seen) -> Result<Entry> {
+        let ino = self.table.lock().upsert(parent, name, seen);
+        self.entry(ino)
+    }
+
+    /// Records a new entry and hands it to the kernel (create-like operations).
+    pub(super) fn record_remembered(&self, parent: u64, name: &str, seen: Seen) -> u64 {
+        self.table.lock().upsert_remembered(parent, name, seen)
+    }
+
+    /// S3 has no `name` in `parent`: a cached entry of it goes, unless it
+    /// exists only here or has local state.
+    pub(super) fn gone_from_s3(&self, parent: u64, name: &str) {
+        let mut t = self.table.lock();
+        if let Some(ino) = t.child(parent, name) {
+            if t.get(ino).is_some_and(|i| !i.local() && i.remote) {
+                t.unlink(parent, name);
+            }
+        }
+    }
+
+    /// Whether getattr must ask S3 about `ino`: a linked file in S3 with no
+    /// local state, whose attributes and parent listing are both stale.
+    /// An unlinked inode (open, then replaced or removed) keeps its
+    /// attributes: its old path names another file now, whose size must
+    /// never become this one's (the kernel would cut its cache).
+    pub(super) fn needs_revalidation(&self, ino: u64) -> Result<bool> {
+        let t = self.table.lock();
+        let i = t.get(ino).ok_or_else(|| no_inode(ino))?;
+        Ok(t.is_linked(ino)
+            && i.remote
+            && !i.local()
+            && i.attr.kind != Kind::Dir
+            && !self.fresh(i.validated)
+            && !t.is_listed(i.parent))
+    }
+
+    /// What a HEAD of `ino`'s object said (getattr's revalidation).
+    pub(super) fn revalidated(&self, ino: u64, seen: Seen) {
+        if let Some(i) = self.table.lock().get_mut(ino) {
+            i.apply_seen(seen);
+        }
+    }
+
+    /// What unlink and rename need to know of `ino`.
+    pub(super) fn facts(&self, ino: u64) -> Result<Facts> {
+        let t = self.table.lock();
+        let i = t.get(ino).ok_or_else(|| no_inode(ino))?;
+        Ok(Facts {
+            remote: i.remote,
+            staged: i.staged.clone(),
+            file_id: i.key_ref.as_ref().map(|k| k.file_id.to_hex()),
+        })
+    }
+
+    /// Removes `name` from `parent`; its inode lives on while held.
+    pub(super) fn unlink(&self, parent: u64, name: &str) {
+        self.table.lock().unlink(parent, name);
+    }
+
+    /// Removes the empty directory `name` (inode `ino`) from `parent`.
+    pub(super) fn remove_dir(&self, parent: u64, name: &str, ino: u64) {
+        self.table.lock().unlink(parent, name);
+        self.names.forget(ino);
+    }
+
+    /// Moves `parent/name` to `new_parent/new_name`, replacing any entry there.
+    pub(super) fn rename(&self, parent: u64, name: &str, new_parent: u64, new_name: &str) {
+        self.table.lock().rename(parent, name, new_parent, new_name);
+    }
+
+    /// A file's object was copied to its new key as version `etag`.
+    pub(super) fn file_moved(&self, ino: u64, etag: String) {
+        if let Some(i) = self.table.lock().get_mut(ino) {
+            i.etag = Some(etag);
+            i.attr.ctime = SystemTime::now();
+        }
+    }
+
+    /// A directory's mtime/ctime move when its entries change (in memory; a
+    /// directory's times are persisted only by an explicit utimens/chmod).
+    pub(super) fn touch_dir(&self, dir: u64) {
+        if let Some(i) = self.table.lock().get_mut(dir) {
+            i.attr.mtime = SystemTime::now();
+            i.attr.ctime = i.attr.mtime;
+        }
+    }
+
+    /// Whether `dir` has entries that exist only here (not yet uploaded).
+    pub(super) fn has_local_children(&self, dir: u64) -> bool {
+        !self.table.lock().local_children(dir).is_empty()
+    }
+
+    /// A symlink's target if it was read before; EINVAL for a non-symlink.
+    pub(super) fn symlink_target(&self, ino: u64) -> Result<Option<Vec<u8>>> {
+        let t = self.table.lock();
+        let i = t.get(ino).ok_or_else(|| no_inode(ino))?;
+        if i.attr.kind != Kind::Symlink {
+            return Err(Error::posix(libc::EINVAL, "not a symlink"));
+        }
+        Ok(i.target.clone())
+    }
+
+    pub(super) fn set_symlink_target(&self, ino: u64, target: Vec<u8>) {
+        if let Some(i) = self.table.lock().get_mut(ino) {
+            i.target = Some(target);
+        }
+    }
+
+    // ----- Attributes -----
+
+    /// Applies a setattr to the attributes in memory (ctime moves).
+    pub(super) fn set_attributes(&self, ino: u64, set: &SetAttr) -> Result<()> {
+        let mut t = self.table.lock();
+        let i = t.get_mut(ino).ok_or_else(|| no_inode(ino))?;
+        set.apply(&mut i.attr, SystemTime::now());
+        Ok(())
+    }
+
+    /// Applies `edit` to `ino`'s attributes (given its data key, whose
+    /// sealing fields share the metadata room); ctime moves. Returns the
+    /// attributes before, to restore if persisting fails; if `edit`
+    /// refuses, nothing changes.
+    pub(super) fn edit_attributes(
+        &self,
+        ino: u64,
+        edit: impl FnOnce(&mut Attr, Option<&KeyRef>) -> Result<()>,
+    ) -> Result<Attr> {
+        let mut t = self.table.lock();
+        let i = t.get_mut(ino).ok_or_else(|| no_inode(ino))?;
+        let mut attr = i.attr.clone();
+        edit(&mut attr, i.key_ref.as_ref())?;
+        attr.ctime = SystemTime::now();
+        Ok(std::mem::replace(&mut i.attr, attr))
+    }
+
+    pub(super) fn restore_attributes(&self, ino: u64, attr: Attr) {
+        if let Some(i) = self.table.lock().get_mut(ino) {
+            i.attr = attr;
+        }
+    }
+
+    /// What persisting `ino`'s attributes writes: its path and attributes,
+    /// or `None` when they live in memory only (not in S3, or unlinked: its
+    /// old path names another object now).
+    pub(super) fn attributes_to_persist(&self, ino: u64) -> Result<Option<(String, Attr)>> {
+        let t = self.table.lock();
+        let i = t.get(ino).ok_or_else(|| no_inode(ino))?;
+        Ok((i.remote && t.is_linked(ino))
+            .then(|| (t.path(ino).unwrap_or_default(), i.attr.clone())))
+    }
+
+    /// The attributes were written to S3 as version `etag`.
+    pub(super) fn attributes_persisted(&self, ino: u64, etag: String) {
+        if let Some(i) = self.table.lock().get_mut(ino) {
+            i.etag = Some(etag);
+            i.validated = Instant::now();
+        }
+    }
+
+    // ----- Staged content and writers -----
+
+    pub(super) fn staged(&self, ino: u64) -> Option<Arc<Staged>> {
+        self.table.lock().get(ino).and_then(|i| i.staged.clone())
+    }
+
+    /// What staging `ino` needs: its path, whether it is in S3, its kind.
+    pub(super) fn staging_source(&self, ino: u64) -> Result<(String, bool, Kind)> {
+        let t = self.table.lock();
+        let i = t.get(ino).ok_or_else(|| no_inode(ino))?;
+        Ok((t.path(ino).unwrap_or_default(), i.remote, i.attr.kind))
+    }
+
+    /// Makes `staged` the content of `ino`, unless another open staged it
+    /// meanwhile (theirs is returned and used). A truncating open empties it.
+    pub(super) fn install_staged(
+        &self,
+        ino: u64,
+        staged: Arc<Staged>,
+        truncated: bool,
+    ) -> Result<Arc<Staged>> {
+        let mut t = self.table.lock();
+        let i = t.get_mut(ino).ok_or_else(|| no_inode(ino))?;
+        if let Some(existing) = &i.staged {
+            return Ok(existing.clone());
+        }
+        if truncated {
+            i.attr.size = 0;
+            i.attr.mtime = SystemTime::now();
+            i.attr.ctime = i.attr.mtime;
+        }
+        i.staged = Some(staged.clone());
+        Ok(staged)
+    }
+
+    /// A new file, created here with `staged` content and one writer, handed
+    /// to the kernel.
+    pub(super) fn create_staged(
+        &self,
+        parent: u64,
+        name: &str,
+        attr: Attr,
+        staged: Arc<Staged>,
+    ) -> u64 {
+        let mut t = self.table.lock();
+        let seen = Seen {
+            attr,
+            etag: None,
+            key_ref: None,
+            remote: false,
+        };
+        let ino = t.upsert_remembered(parent, name, seen);
+        let i = t.get_mut(ino).expect("just inserted");
+        i.staged = Some(staged);
+        i.writers += 1;
+        ino
+    }
+
+    /// A writable open of `ino` begins. Counted before staging: a release
+    /// of an earlier handle arriving meanwhile (FUSE sends release after
+    /// close returns) must not see itself as the last writer and drop the
+    /// staged content this open is about to use.
+    pub(super) fn add_writer(&self, ino: u64) {
+        if let Some(i) = self.table.lock().get_mut(ino) {
+            i.writers += 1;
+        }
+    }
+
+    /// A writable handle of `ino` went (or its open failed). Returns the
+    /// staged content when it was the last writer.
+    pub(super) fn remove_writer(&self, ino: u64) -> Option<Arc<Staged>> {
+        let mut t = self.table.lock();
+        let i = t.get_mut(ino)?;
+        i.writers = i.writers.saturating_sub(1);
+        (i.writers == 0).then(|| i.staged.clone()).flatten()
+    }
+
+    pub(super) fn writers(&self, ino: u64) -> usize {
+        self.table.lock().get(ino).map_or(0, |i| i.writers)
+    }
+
+    /// The last writer's upload is done: the staged content goes (unless
+    /// a new writer came meanwhile). When its changes were dropped (a
+    /// failed local write), S3's version is the file again, read afresh;
+    /// a file never uploaded is gone.
+    pub(super) fn staging_ended(&self, ino: u64, changes_dropped: bool) {
+        let mut t = self.table.lock();
+        let mut gone = None;
+        if let Some(i) = t.get_mut(ino) {
+            if i.writers == 0 {
+                i.staged = None;
+                i.validated = Instant::now();
+                if changes_dropped {
+                    i.validated = Instant::now() - Duration::from_secs(3600);
+                    i.etag = None;
+                    if !i.remote {
+                        gone = Some((i.parent, i.name.clone()));
+                    }
+                }
+            }
+        }
+        if let Some((parent, name)) = gone {
+            t.unlink(parent, &name);
+        }
+    }
+
+    /// A write made the staged content `size` bytes long.
+    pub(super) fn wrote(&self, ino: u64, size: u64) {
+        if let Some(i) = self.table.lock().get_mut(ino) {
+            i.attr.size = size;
+            i.attr.mtime = SystemTime::now();
+            i.attr.ctime = i.attr.mtime;
+        }
+    }
+
+    /// Staged content of `ino` landed in S3.
+    pub(super) fn uploaded(&self, ino: u64, up: &Uploaded) {
+        if let Some(i) = self.table.lock().get_mut(ino) {
+            i.remote = true;
+            i.etag = Some(up.etag.clone());
+            i.key_ref = Some(up.key_ref.clone());
+            i.attr.size = up.size;
+            i.validated = Instant::now();
+            if let Some((mtime, ctime)) = up.stored_times {
+                i.attr.mtime = mtime;
+                i.attr.ctime = ctime;
+            }
+        }
+    }
+
+    /// A version of `ino` waits in the write-back spool: like staged
+    /// content, its local attributes are authoritative until it is uploaded.
+    pub(super) fn mark_pending(&self, ino: u64, key_ref: KeyRef, size: u64) {
+        if let Some(i) = self.table.lock().get_mut(ino) {
+            i.key_ref = Some(key_ref);
+            i.attr.size = size;
+            i.pending = true;
+        }
+    }
+
+    /// The spooled version of `ino` landed as `etag`; returns the staged
+    /// content of a writer that reopened the file meanwhile (it builds on
+    /// that version now).
+    pub(super) fn spool_uploaded(&self, ino: u64, etag: &str) -> Option<Arc<Staged>> {
+        let mut t = self.table.lock();
+        let i = t.get_mut(ino)?;
+        i.pending = false;
+        i.remote = true;
+        i.etag = Some(etag.to_string());
+        i.validated = Instant::now();
+        i.staged.clone()
+    }
+
+    /// The spooled version of `ino` lost a conflict (kept as a copy beside
+    /// it): S3 holds someone else's version, so look again.
+    pub(super) fn spool_conflict(&self, ino: u64) {
+        let mut t = self.table.lock();
+        let parent = t.get_mut(ino).map(|i| {
+            i.pending = false;
+            i.remote = true;
+            i.etag = None;
+            i.validated = Instant::now() - Duration::from_secs(3600);
+            i.parent
+        });
+        if let Some(p) = parent {
+            t.unlist(p);
+            self.names.forget(p);
+        }
+    }
+
+    /// Spooled versions of `inos` were uploaded by recovery, or dropped:
+    /// nothing is pending for them; what S3 has is read afresh.
+    pub(super) fn pending_settled(&self, inos: &[u64]) {
+        let mut t = self.table.lock();
+        for ino in inos {
+            if let Some(i) = t.get_mut(*ino) {
+                i.pending = false;
+                i.remote = true;
+                i.validated = Instant::now() - Duration::from_secs(3600);
+            }
+        }
+    }
+
+    /// The failed spooled version of `ino` is dropped (its file was unlinked).
+    pub(super) fn pending_dropped(&self, ino: u64) {
+        if let Some(i) = self.table.lock().get_mut(ino) {
+            i.pending = false;
+        }
+    }
+
+    // ----- Directory caches -----
+
+    /// Something changed in the directory holding `ino` behind the table's
+    /// back (a conflict copy appeared): list it again next time.
+    pub(super) fn invalidate_parent_of(&self, ino: u64) {
+        let mut t = self.table.lock();
+        if let Some(p) = t.get(ino).map(|i| i.parent) {
+            t.unlist(p);
+            self.names.forget(p);
+        }
+    }
+
+    /// Trust no listing and no cached names (recovery changed the volume).
+    pub(super) fn invalidate_all(&self) {
+        self.table.lock().unlist_all();
+        self.names.clear();
+    }
+
+    /// The names S3 had in `dir` at a listing no older than the TTL.
+    pub(super) fn fresh_names(&self, dir: u64) -> Option<Arc<HashSet<String>>> {
+        self.names.fresh(dir, self.ttl)
+    }
+
+    pub(super) fn remember_names(&self, dir: u64, names: HashSet<String>) {
+        self.names.remember(dir, names, self.ttl);
+    }
+
+    /// A complete listing of `dir` that took `took` to make is trusted for
+    /// the metadata TTL, or for as long as it took when that is longer: a
+    /// listing of 10,000 entries is seconds old by its end anyway, and the
+    /// `lstat` of every entry that `ls -l` makes next must not send each one
+    /// back to S3 (the staleness bound becomes twice the listing's time).
+    /// With a TTL of 0 nothing is trusted.
+    pub(super) fn mark_listed(&self, dir: u64, took: Duration) {
+        let ttl = self.ttl;
+        let until = Instant::now() + if ttl.is_zero() { ttl } else { ttl.max(took) };
+        self.table.lock().set_listed(dir, until);
+    }
+}
