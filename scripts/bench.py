@@ -35,7 +35,7 @@ def main():
     ap.add_argument("--venv", required=True)
     ap.add_argument("--systems", help="comma-separated subset")
     ap.add_argument("--reps", type=int)
-    ap.add_argument("--only", help="comma-separated workloads (W1..W5, format)")
+    ap.add_argument("--only", help="comma-separated workloads (W1..W5, W7, format)")
     ap.add_argument("--out", help="results directory (default bench/results; bench/work/quick for --quick)")
     a = ap.parse_args()
     q = a.quick
@@ -46,6 +46,7 @@ def main():
     a.random_mib = 32 if q else 256
     a.random_seconds = 5 if q else 20
     a.random_count = 500 if q else 4000
+    a.reread_mib = 64 if q else 1024
     doc = Bench(a).go()
     out = pathlib.Path(a.out or (ROOT / "bench" / ("work/quick" if q else "results")))
     out.mkdir(parents=True, exist_ok=True)

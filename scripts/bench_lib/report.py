@@ -20,7 +20,7 @@ def document(b):
         "versions": versions(b.sealfs, b.venv),
         "parameters": {"reps": b.a.reps, "big_mib": b.a.big_mib, "files": b.a.files,
                        "entries": b.a.entries, "random_mib": b.a.random_mib,
-                       "random_seconds": b.a.random_seconds},
+                       "random_seconds": b.a.random_seconds, "reread_mib": b.a.reread_mib},
         "medians": summary,
         "runs": b.results,
         "sealfs_requests": b.requests,
@@ -68,7 +68,11 @@ def ratios_of(s):
         "W4 speed vs s3fs": ratio(get("W4", "s3fs", "seconds"), get("W4", "sealfs", "seconds")),
         "W5 IOPS vs rclone crypt": ratio(get("W5", "sealfs", "iops"), get("W5", "rclone", "iops")),
         "W5 IOPS vs raw GET": ratio(get("W5", "sealfs", "iops"), get("W5", "raw", "iops")),
+        "W5 IOPS vs s3fs": ratio(get("W5", "sealfs", "iops"), get("W5", "s3fs", "iops")),
         "W6 peak RSS MiB": get("W6", "sealfs", "peak_rss_mib"),
+        "W7 second read vs raw GET": ratio(get("W7", "sealfs", "second_mib_s"), get("W7", "raw", "second_mib_s")),
+        "W7 second read vs rclone crypt (VFS cache full)": ratio(get("W7", "sealfs", "second_mib_s"),
+                                                                 get("W7", "rclone", "second_mib_s")),
     }
     fmt = s.get("format", {})
     for k in ("format/seal", "format/open"):
@@ -83,6 +87,8 @@ TARGETS = {
     "W3 default vs s3fs": (">=", 3), "W3 write-back vs raw 8x PUT": (">=", 0.9),
     "W3 write-back vs rclone crypt": (">", 1), "W4 speed vs rclone crypt": (">", 1),
     "W4 speed vs s3fs": (">", 1), "W5 IOPS vs rclone crypt": (">=", 2),
+    "W5 IOPS vs s3fs": (">=", 1), "W7 second read vs raw GET": (">=", 5),
+    "W7 second read vs rclone crypt (VFS cache full)": (">=", 1),
     "W6 peak RSS MiB": ("<=", 256), "format/seal vs openssl": (">=", 0.5),
     "format/open vs openssl": (">=", 0.5),
 }
@@ -119,11 +125,13 @@ def markdown(doc):
         ("W2 read", "cold sequential read after remount", "W2", "mib_s", "MiB/s"),
         ("W3 copy", f"cp -r of {p['files']} x 4 KiB, until all in S3", "W3", "files_s", "files/s"),
         ("W4 ls -l", f"{p['entries']} entries, cold", "W4", "seconds", "s"),
-        ("W5 random read", f"fio 4 KiB randread in {p['random_mib']} MiB", "W5", "iops", "IOPS"),
+        ("W5 random read", f"fio 4 KiB randread in {p['random_mib']} MiB read once before", "W5", "iops", "IOPS"),
         ("W6 peak RSS", "filesystem process during W1/W2", "W6", "peak_rss_mib", "MiB"),
+        ("W7 first read", f"{p.get('reread_mib', '?')} MiB after a remount", "W7", "first_mib_s", "MiB/s"),
+        ("W7 second read", "the same file again, same mount", "W7", "second_mib_s", "MiB/s"),
     ]
     systems = []
-    for w in ("W1", "W2", "W3", "W4", "W5", "W6"):
+    for w in ("W1", "W2", "W3", "W4", "W5", "W6", "W7"):
         for s in m.get(w, {}):
             if s not in systems:
                 systems.append(s)

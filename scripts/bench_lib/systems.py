@@ -108,7 +108,7 @@ class Systems:
         p.mkdir(parents=True, exist_ok=True)
         return p
 
-    def mount(self, name, write_back=False):
+    def mount(self, name, write_back=False, read_cache=False):
         """Mounts `name` (fresh process); returns (mountpoint, bucket, prefix, pid)."""
         e = self.env()
         if name == "sealfs":
@@ -137,7 +137,9 @@ class Systems:
         elif name == "rclone":
             m = self.mnt("rclone")
             log_f = open(self.work / "rclone.log", "a")
-            subprocess.Popen(["rclone", "mount", "crypt:", str(m), "--vfs-cache-mode", "writes",
+            # W7 compares read caches: rclone's VFS cache in full mode.
+            subprocess.Popen(["rclone", "mount", "crypt:", str(m), "--vfs-cache-mode",
+                              "full" if read_cache else "writes",
                               "--vfs-write-back", "0s", "--cache-dir", str(self.work / "rclone-cache")],
                              env=self.rclone_env(), stdout=log_f, stderr=subprocess.STDOUT,
                              start_new_session=True)

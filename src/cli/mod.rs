@@ -1,5 +1,6 @@
 //! The `sealfs` command line: argument parsing, logging, and dispatch.
 
+mod cache;
 mod grantee;
 mod init;
 mod mount;
@@ -37,6 +38,18 @@ pub struct Cli {
     stats: bool,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum CacheAction {
+    /// Per cache directory: its volume, whether it is mounted, and what it
+    /// holds; staged changes or spooled uploads that no running mount will
+    /// upload are reported as ORPHANED (exit status 2).
+    Status {
+        /// Where the cache directories are (default: $XDG_CACHE_HOME/sealfs).
+        #[arg(long)]
+        cache_base: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -142,6 +155,11 @@ enum Command {
     Mount(mount::MountArgs),
     /// Unmount a sealfs mount (its daemon flushes every file first).
     Unmount { mountpoint: std::path::PathBuf },
+    /// What sealfs keeps on this machine's disk (all of it encrypted).
+    Cache {
+        #[command(subcommand)]
+        action: CacheAction,
+    },
     /// The raw-backend reference for scripts/bench: plain PUT/GET, no encryption.
     #[command(hide = true)]
     Raw {
@@ -180,6 +198,19 @@ pub fn main() -> i32 {
     let direct = match &cli.command {
         Command::Mount(args) => Some(mount::mount(&opts, args.clone())),
         Command::Unmount { mountpoint } => Some(mount::unmount(mountpoint)),
+        Command::Cache {
+            action: CacheAction::Status { cache_base },
+        } => {
+            // Exit 2 when a dead mount left data that is not in S3.
+            return match cache::status(cache_base.clone()) {
+                Ok(false) => 0,
+                Ok(true) => 2,
+                Err(e) => {
+                    eprintln!("sealfs: error: {e:#}");
+                    1
+                }
+            };
+        }
         _ => None,
     };
     if let Some(r) = direct {

@@ -64,6 +64,11 @@ pub struct MountArgs {
     /// Uploads of the write-back spool in flight at once.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub write_back_uploads: u16,
+    /// The encrypted read cache on local disk, under the cache directory:
+    /// segments read once are read again from there (after a remount too).
+    /// A size such as 512M or 4G; 0 turns it off.
+    #[arg(long, default_value = "2G", value_parser = parse_size)]
+    pub cache_size: u64,
     /// Plaintext kept in memory for random reads (MiB).
     #[arg(long, default_value_t = 64)]
     pub read_cache_mib: usize,
@@ -81,6 +86,27 @@ pub struct MountArgs {
     /// (the mount is nodev,nosuid otherwise).
     #[arg(short = 'o', value_delimiter = ',')]
     pub options: Vec<String>,
+}
+
+/// A byte size: a number with an optional K, M, G or T suffix (powers of 1024).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (num, mult) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let m = match c.to_ascii_uppercase() {
+                'K' => 1u64 << 10,
+                'M' => 1 << 20,
+                'G' => 1 << 30,
+                'T' => 1 << 40,
+                _ => return Err(format!("invalid size {s:?} (use K, M, G or T)")),
+            };
+            (&t[..i], m)
+        }
+        _ => (t, 1),
+    };
+    let n: u64 = num.parse().map_err(|_| format!("invalid size {s:?}"))?;
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("size {s:?} too large"))
 }
 
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -107,7 +133,7 @@ fn mount_id(url: &str, mountpoint: &Path) -> String {
 /// The user's cache directory. Never a shared, predictable place such as
 /// `/tmp/sealfs`, which another local user could create first and fill with
 /// journals for recovery to upload with this user's credentials.
-fn default_cache_base() -> anyhow::Result<PathBuf> {
+pub(super) fn default_cache_base() -> anyhow::Result<PathBuf> {
     std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
@@ -254,6 +280,9 @@ fn serve(
         .enable_all()
         .thread_name("sealfs")
         .build()?;
+    if let Err(e) = super::cache::record_mount(&cache_dir, &args.url, &mountpoint) {
+        tracing::warn!("{e:#}");
+    }
     let setup = rt.block_on(prepare(opts, &args, &url, cache_dir));
     let fs = match setup {
         Ok(fs) => fs,
@@ -328,6 +357,20 @@ fn serve(
             bail!(msg);
         }
     };
+    // Pages of a file another mount changed are dropped from the kernel's
+    // cache, by one thread (a notification must not wait inside a request).
+    let notifier = session.notifier();
+    let (stale_tx, stale_rx) = std::sync::mpsc::channel::<u64>();
+    std::thread::spawn(move || {
+        for ino in stale_rx {
+            if let Err(e) = notifier.inval_inode(fuser::INodeNo(ino), 0, 0) {
+                tracing::debug!(ino, error = %e, "page cache invalidation not delivered");
+            }
+        }
+    });
+    fs.set_page_invalidator(Arc::new(move |ino| {
+        let _ = stale_tx.send(ino);
+    }));
     tracing::info!(url = %url, mountpoint = %mountpoint.display(), "mounted");
     report("ready");
     if daemon {
@@ -382,6 +425,11 @@ async fn prepare(
     let sealed = cfg
         .sealed_store(&prefix, w.store.clone(), keys.clone())
         .await?;
+    // Everything the mount writes under its cache directory is encrypted
+    // under this key, stored there wrapped by KMS under the volume's key.
+    let local = crate::local::LocalKey::load_or_create(&cache_dir, keys.as_ref(), &cfg.kms_key_arn)
+        .await
+        .context("unwrapping the cache directory's local key")?;
     let pool = KeyPool::new(keys, cfg.kms_key_arn.clone(), 32);
     let warm = pool.clone();
     tokio::spawn(async move {
@@ -404,6 +452,7 @@ async fn prepare(
             args.read_cache_mib << 20,
             args.read_ahead_mib << 20,
         ),
+        disk_cache_bytes: args.cache_size,
         write_back: args.write_back || args.options.iter().any(|o| o == "write_back"),
         write_back_uploads: args.write_back_uploads.into(),
         cached_entries: args.cached_entries,
@@ -431,7 +480,7 @@ async fn prepare(
         })
     };
     Ok(Arc::new(
-        SealFs::new(sealed, pool, &prefix, settings)?
+        SealFs::new(sealed, pool, &prefix, settings, Arc::new(local))?
             .with_grants(grants)
             .with_stats(Arc::new(stats)),
     ))
@@ -463,6 +512,17 @@ pub fn unmount(mountpoint: &Path) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_parse_with_binary_suffixes() {
+        assert_eq!(parse_size("0"), Ok(0));
+        assert_eq!(parse_size("512M"), Ok(512 << 20));
+        assert_eq!(parse_size("2g"), Ok(2 << 30));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert!(parse_size("2X").is_err());
+        assert!(parse_size("G").is_err());
+        assert!(parse_size("99999999999T").is_err());
+    }
 
     #[test]
     fn durations() {

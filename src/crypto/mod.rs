@@ -9,6 +9,7 @@
 pub mod attributes;
 mod header;
 mod layout;
+pub mod local;
 mod schedule;
 mod seal;
 

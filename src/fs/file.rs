@@ -66,6 +66,7 @@ impl SealFs {
     ) -> Result<Staged> {
         Staged::create(
             &self.settings.cache_dir,
+            &self.local,
             &self.live_staged,
             key,
             size,
@@ -105,9 +106,7 @@ impl SealFs {
             )?;
             {
                 let s = staged.lock().await;
-                let mut f = tokio::fs::File::from_std(
-                    s.file().try_clone().map_err(|e| Error::io("staging", e))?,
-                );
+                let mut f = s.file().writer().map_err(|e| Error::io("staging", e))?;
                 let io = self.sealed.settings();
                 obj.copy_to(
                     self.store.as_ref(),
@@ -127,7 +126,16 @@ impl SealFs {
         self.ns.install_staged(ino, Arc::new(staged), truncate)
     }
 
+    /// [`SealFs::open_for_kernel`] without the page cache decision (tests).
+    #[cfg(test)]
     pub async fn open(&self, ino: u64, flags: i32) -> Result<u64> {
+        self.open_for_kernel(ino, flags).await.map(|(fh, _)| fh)
+    }
+
+    /// Opens `ino` for the kernel: the handle, and whether the kernel may
+    /// keep the pages it has of the file (they are of the version this handle
+    /// reads: FOPEN_KEEP_CACHE), so an unchanged file is read once.
+    pub async fn open_for_kernel(&self, ino: u64, flags: i32) -> Result<(u64, bool)> {
         // A file whose upload is pending in the write-back spool is read
         // (and rewritten) from S3 once it is there.
         self.settle(ino).await?;
@@ -146,7 +154,8 @@ impl SealFs {
                 return Err(e);
             }
         }
-        Ok(self.new_handle(ino, writable))
+        let fh = self.new_handle(ino, writable);
+        Ok((fh, self.ns.open_pages(ino)))
     }
 
     pub async fn create(
@@ -375,19 +384,19 @@ impl SealFs {
         }
     }
 
-    /// Flushes every file with staged changes (unmount, SIGTERM).
+    /// Flushes every file with staged changes and waits for the spool
+    /// (unmount, SIGTERM). Each failure was logged where it happened; the
+    /// first is returned.
     pub async fn flush_all(&self) -> Result<()> {
         let inos: Vec<u64> = self.handles.lock().values().map(|h| h.ino).collect();
         let mut first_err = None;
         for ino in inos {
             let Some(s) = self.staged(ino) else { continue };
             if let Err(e) = self.commit(ino, &s).await {
-                tracing::error!(ino, error = %e, "flush at unmount failed");
                 first_err.get_or_insert(e);
             }
         }
         if let Err(e) = self.drain_spool().await {
-            tracing::error!(error = %e, "the write-back spool could not be drained; what is left is uploaded by the next mount");
             first_err.get_or_insert(e);
         }
         first_err.map_or(Ok(()), Err)

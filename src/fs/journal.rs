@@ -1,13 +1,12 @@
 //! Small private files beside staged content: the recovery journal of a
 //! staging file (`<staging file>.json`: the object key and the ETag the
-//! change was made on), written atomically with mode 0600, and which
-//! process left a file behind.
+//! change was made on), sealed under the local key and written atomically
+//! with mode 0600, and which process left a file behind.
 
+use crate::local::LocalKey;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -29,8 +28,15 @@ pub(super) fn journal_path(staged: &Path) -> PathBuf {
     PathBuf::from(p)
 }
 
-/// Writes the journal atomically (temporary file, fsync, rename), mode 0600.
+/// Record purposes: each sealed record opens only as what it was written as.
+pub(super) const STAGING_JOURNAL: &str = "sealfs staging journal";
+pub(super) const SPOOL_ENTRY: &str = "sealfs spool entry";
+pub(super) const RENAME_JOURNAL: &str = "sealfs rename journal";
+
+/// Writes the journal of `staged` sealed under the local key, atomically
+/// and fsynced, mode 0600.
 pub(super) fn write_journal(
+    local: &LocalKey,
     staged: &Path,
     key: &str,
     base_etag: Option<&str>,
@@ -40,37 +46,17 @@ pub(super) fn write_journal(
         base_etag: base_etag.map(str::to_string),
         pid: std::process::id(),
     };
-    write_private_json(&journal_path(staged), &j, true)
+    local.write_record(&journal_path(staged), STAGING_JOURNAL, &j, true)
 }
 
-/// The journal at `path`; `None` when it is missing or unreadable.
-pub(super) fn read_journal(path: &Path) -> Option<Journal> {
-    serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+/// The journal at `path`; `None` when it is missing or does not open
+/// under the local key.
+pub(super) fn read_journal(local: &LocalKey, path: &Path) -> Option<Journal> {
+    local.read_record(path, STAGING_JOURNAL)
 }
 
 pub(super) fn remove_journal(staged: &Path) {
     let _ = std::fs::remove_file(journal_path(staged));
-}
-
-/// Writes `value` as JSON to `path` atomically (a temporary file renamed
-/// into place), mode 0600, fsynced first when `sync`.
-pub(super) fn write_private_json(
-    path: &Path,
-    value: &impl Serialize,
-    sync: bool,
-) -> std::io::Result<()> {
-    let tmp = path.with_extension("json.tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(&serde_json::to_vec(value).expect("plain data serialises"))?;
-    if sync {
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)
 }
 
 /// A process id that is running (not a zombie: those have no command

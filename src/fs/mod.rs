@@ -37,6 +37,7 @@ use crate::crypto::Layout;
 use crate::error::{Error, Result};
 use crate::grants::Grants;
 use crate::keys::KeyPool;
+use crate::local::LocalKey;
 use crate::sealed::reader::{ReadSettings, ReadShared};
 use crate::sealed::{SealMeta, SealedStore};
 use crate::store::{ObjectInfo, ObjectStore};
@@ -65,6 +66,8 @@ pub struct FsSettings {
     pub read_only: bool,
     /// Read-ahead and the plaintext cache.
     pub read: ReadSettings,
+    /// Bytes of the encrypted read cache on local disk (0: none).
+    pub disk_cache_bytes: u64,
     /// Close returns once the file is sealed into the local spool; uploads
     /// run in the background (see [`spool`]).
     pub write_back: bool,
@@ -108,6 +111,8 @@ pub struct SealFs {
     read_shared: Arc<ReadShared>,
     /// Sealed objects waiting for upload (`--write-back`).
     spool: Arc<spool::Spool>,
+    /// The key everything under the cache directory is encrypted with.
+    local: Arc<LocalKey>,
     /// Request and KMS call counters, read through [`STATS`] on the root.
     stats: Option<StatsFn>,
 }
@@ -129,6 +134,7 @@ impl SealFs {
         pool: Arc<KeyPool>,
         prefix: &str,
         settings: FsSettings,
+        local: Arc<LocalKey>,
     ) -> Result<Self> {
         std::fs::create_dir_all(&settings.cache_dir).map_err(|e| {
             Error::io(
@@ -140,6 +146,17 @@ impl SealFs {
         std::fs::set_permissions(&settings.cache_dir, std::fs::Permissions::from_mode(0o700))
             .map_err(|e| Error::io("securing cache dir", e))?;
         let layout = Layout::new(sealed.settings().segment_size);
+        let disk: Option<Arc<dyn crate::sealed::SegmentCache>> = if settings.disk_cache_bytes > 0 {
+            let cache = crate::local::cache::ReadCache::open(
+                &settings.cache_dir,
+                local.clone(),
+                settings.disk_cache_bytes,
+            )
+            .map_err(|e| Error::io("opening the read cache", e))?;
+            Some(cache)
+        } else {
+            None
+        };
         let mut root = Attr::implicit_dir(&settings.defaults);
         root.mtime = SystemTime::now();
         root.ctime = root.mtime;
@@ -161,8 +178,9 @@ impl SealFs {
             grants_denied: AtomicBool::new(false),
             live_staged: Default::default(),
             renames_live: Default::default(),
-            read_shared: ReadShared::new(settings.read.clone()),
+            read_shared: ReadShared::with_disk(settings.read.clone(), disk),
             stats: None,
+            local,
             settings,
         })
     }
@@ -171,6 +189,12 @@ impl SealFs {
     pub fn with_stats(mut self, stats: StatsFn) -> Self {
         self.stats = Some(stats);
         self
+    }
+
+    /// How the kernel is told to drop cached pages of a file that changed
+    /// in S3 (the FUSE adapter's notifier).
+    pub fn set_page_invalidator(&self, f: namespace::PageInvalidator) {
+        self.ns.set_page_invalidator(f);
     }
 
     /// Enables sharing (the `user.share` attributes and grant upkeep).

@@ -13,6 +13,7 @@ use super::attr::{Attr, Kind};
 use super::journal::{journal_path, other_live_process, read_journal, Journal};
 use super::SealFs;
 use crate::error::{Error, Result};
+use crate::local::EncryptedFile;
 use crate::sealed::{SealMeta, WriteKey};
 use crate::store::{Metadata, PutCondition, StoreError};
 use std::path::{Path, PathBuf};
@@ -47,7 +48,7 @@ impl SealFs {
             if self.live_staged.lock().contains(&staged) {
                 continue;
             }
-            let journal = match read_journal(&jpath) {
+            let journal = match read_journal(&self.local, &jpath) {
                 Some(j) => j,
                 None => {
                     tracing::warn!(journal = %jpath.display(), "unreadable recovery journal left alone");
@@ -120,9 +121,11 @@ impl SealFs {
     }
 
     async fn recover_one(&self, staged: &Path, j: &Journal) -> Result<Recovered> {
-        let size = std::fs::metadata(staged)
-            .map_err(|e| Error::io("reading staged file", e))?
-            .len();
+        let file = EncryptedFile::open(staged, &self.local)
+            .map_err(|e| Error::io("opening staged file", e))?;
+        let size = file
+            .len()
+            .map_err(|e| Error::io("reading staged file", e))?;
         let current = match self.store.head(&j.key).await {
             Ok(info) => Some(info),
             Err(StoreError::NotFound { .. }) => None,
@@ -155,7 +158,7 @@ impl SealFs {
                 .sealed
                 .key_for_version(&j.key, base.as_deref(), condition, &self.pool)
                 .await?;
-            match self.upload_file(staged, &j.key, size, &meta, &wk).await {
+            match self.upload_file(&file, &j.key, size, &meta, &wk).await {
                 Ok(()) => return Ok(Recovered::Uploaded { key: j.key.clone() }),
                 Err(Error::Store(StoreError::PreconditionFailed { .. })) => {}
                 Err(e) => return Err(e),
@@ -163,7 +166,7 @@ impl SealFs {
         }
         let copy = super::upload::conflict_name(&j.key);
         let wk = self.sealed.new_key(&self.pool).await?;
-        self.upload_file(staged, &copy, size, &fresh_attr(), &wk)
+        self.upload_file(&file, &copy, size, &fresh_attr(), &wk)
             .await?;
         Ok(Recovered::ConflictCopy {
             key: j.key.clone(),
@@ -173,14 +176,14 @@ impl SealFs {
 
     async fn upload_file(
         &self,
-        staged: &Path,
+        file: &EncryptedFile,
         key: &str,
         size: u64,
         meta: &Metadata,
         wk: &WriteKey,
     ) -> Result<()> {
-        let mut f = tokio::fs::File::open(staged)
-            .await
+        let mut f = file
+            .reader(size)
             .map_err(|e| Error::io("reading staged file", e))?;
         self.sealed
             .write(key, &mut f, size, meta, wk, &|_| {})
@@ -192,7 +195,7 @@ impl SealFs {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fs::journal::write_private_json;
+    use crate::fs::journal::STAGING_JOURNAL;
     use crate::fs::tests::{rig, rig_same_store, rig_with_cache};
     use crate::fs::ROOT;
 
@@ -271,16 +274,14 @@ mod tests {
         {
             let staged = dir.join(format!("staged-{}-{n:016x}", 1u32 << 30));
             std::fs::write(&staged, b"planted").unwrap();
-            write_private_json(
-                &journal_path(&staged),
-                &Journal {
-                    key: key.to_string(),
-                    base_etag: None,
-                    pid: 1 << 30,
-                },
-                false,
-            )
-            .unwrap();
+            let j = Journal {
+                key: key.to_string(),
+                base_etag: None,
+                pid: 1 << 30,
+            };
+            r.fs.local
+                .write_record(&journal_path(&staged), STAGING_JOURNAL, &j, false)
+                .unwrap();
         }
         assert!(r.fs.recover_staged().await.is_empty());
         for key in ["elsewhere/x", "vol/.sealfs/volume.json", "vol"] {

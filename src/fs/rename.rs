@@ -10,7 +10,7 @@
 //! retry: every object ends up under the new name only, with a log line.
 
 use super::attr;
-use super::journal::{other_live_process, write_private_json};
+use super::journal::{other_live_process, RENAME_JOURNAL};
 use super::{Kind, SealFs};
 use crate::error::{Error, Result};
 use crate::sealed::SealMeta;
@@ -18,7 +18,7 @@ use crate::store::{ObjectInfo, PutCondition, StoreError};
 use futures::{StreamExt, TryStreamExt};
 use libc::{EEXIST, EINVAL, EISDIR, ENOENT, ENOTDIR, ENOTEMPTY};
 use serde::{Deserialize, Serialize};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::SystemTime;
 
 /// Copies and deletes in flight during a directory rename.
@@ -210,7 +210,8 @@ impl SealFs {
             moves,
             pid: std::process::id(),
         };
-        write_private_json(&journal, &j, true)
+        self.local
+            .write_record(&journal, RENAME_JOURNAL, &j, true)
             .map_err(|e| Error::io("writing the rename journal", e))?;
         self.renames_live.lock().insert(journal.clone());
         let done = self.apply_moves(&j.moves).await;
@@ -283,7 +284,10 @@ impl SealFs {
             if self.renames_live.lock().contains(&path) {
                 continue;
             }
-            let Some(j) = read_rename_journal(&path) else {
+            let Some(j) = self
+                .local
+                .read_record::<RenameJournal>(&path, RENAME_JOURNAL)
+            else {
                 tracing::warn!(journal = %path.display(), "unreadable rename journal left alone");
                 continue;
             };
@@ -323,10 +327,6 @@ impl SealFs {
         }
         done
     }
-}
-
-fn read_rename_journal(path: &Path) -> Option<RenameJournal> {
-    serde_json::from_slice(&std::fs::read(path).ok()?).ok()
 }
 
 /// The directories a journal moves from and to (their common prefixes).
@@ -471,7 +471,9 @@ mod tests {
             moves: vec![("elsewhere/x".into(), "vol/x".into())],
             pid: 1 << 30,
         };
-        write_private_json(&dir.join("rename-planted.json"), &j, false).unwrap();
+        r.fs.local
+            .write_record(&dir.join("rename-planted.json"), RENAME_JOURNAL, &j, false)
+            .unwrap();
         assert!(r.fs.recover_renames().await.is_empty());
         assert!(r.mem.raw("elsewhere/x").is_some());
         assert!(r.mem.raw("vol/x").is_none());

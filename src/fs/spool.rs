@@ -16,7 +16,7 @@
 //! while the upload cannot be made), and the spool is not fsynced, so it
 //! survives a crash of sealfs but not necessarily a power cut.
 
-use super::journal::{other_live_process, write_private_json};
+use super::journal::{other_live_process, SPOOL_ENTRY};
 use super::staged::StagedInner;
 use super::{FsSettings, SealFs};
 use crate::error::{Error, Result};
@@ -172,8 +172,8 @@ impl SealFs {
                 return Err(Error::io("creating a spool file", e));
             }
         };
-        let src = match s.file().try_clone() {
-            Ok(f) => f,
+        let src: Box<dyn crate::sealed::PlainSource> = match s.file().try_clone() {
+            Ok(f) => Box::new(f),
             Err(e) => {
                 unclaim(&obj);
                 return Err(Error::io("staging", e));
@@ -196,7 +196,10 @@ impl SealFs {
             metadata,
             pid: std::process::id(),
         };
-        if let Err(e) = write_entry_meta(&obj, &m) {
+        if let Err(e) = self
+            .local
+            .write_record(&meta_path(&obj), SPOOL_ENTRY, &m, false)
+        {
             unclaim(&obj);
             return Err(Error::io("writing a spool entry", e));
         }
@@ -259,7 +262,11 @@ impl SealFs {
             Ok(o) => o.clone().expect("waited for it"),
             Err(_) => return Ok(()),
         };
-        outcome.map_err(|what| Error::posix(libc::EIO, what))
+        // The background task logged the failure.
+        outcome.map_err(|what| Error::Reported {
+            errno: libc::EIO,
+            what,
+        })
     }
 
     /// Settles the entry `name` of `parent`, if it is known.
@@ -282,9 +289,9 @@ impl SealFs {
         for obj in dir.filter_map(|e| e.ok().map(|e| e.path())) {
             if obj.extension().is_some_and(|x| x == "obj")
                 && !self.spool.live.lock().contains(&obj)
-                && std::fs::read(meta_path(&obj))
-                    .ok()
-                    .and_then(|b| serde_json::from_slice::<EntryMeta>(&b).ok())
+                && self
+                    .local
+                    .read_record::<EntryMeta>(&meta_path(&obj), SPOOL_ENTRY)
                     .is_some_and(|m| m.key == key)
             {
                 Spool::remove(&obj);
@@ -322,10 +329,7 @@ impl SealFs {
             if self.spool.live.lock().contains(&obj) {
                 continue;
             }
-            let m: EntryMeta = match std::fs::read(meta_path(&obj))
-                .ok()
-                .and_then(|b| serde_json::from_slice(&b).ok())
-            {
+            let m: EntryMeta = match self.local.read_record(&meta_path(&obj), SPOOL_ENTRY) {
                 Some(m) => m,
                 None => {
                     // Sealing was cut short before the entry was complete:
@@ -379,10 +383,6 @@ fn pid_of(obj: &Path) -> u32 {
         .and_then(|n| n.split('-').next())
         .and_then(|p| p.parse().ok())
         .unwrap_or(0)
-}
-
-fn write_entry_meta(obj: &Path, m: &EntryMeta) -> std::io::Result<()> {
-    write_private_json(&meta_path(obj), m, false)
 }
 
 /// Transient failures are retried a few times with backoff before the

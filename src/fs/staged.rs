@@ -1,8 +1,9 @@
 //! Content of a file open for writing, and the states it goes through.
 //!
 //! A file opened for writing is staged in a private file under the cache
-//! directory (0600): its current content is downloaded and verified first
-//! unless the open truncates. Writes go to the staged file; flush, fsync and
+//! directory (0600), encrypted under the local key ([`crate::local`]): its
+//! current content is downloaded and verified first unless the open
+//! truncates. Writes go to the staged file; flush, fsync and
 //! the last close seal and upload it (see [`super::upload`]).
 //!
 //! ```text
@@ -20,11 +21,12 @@
 use super::attr::Attr;
 use super::journal::{self, Live};
 use crate::error::{Error, Result};
+use crate::local::{EncryptedFile, LocalKey};
 use crate::sealed::stream::StreamingWrite;
 use crate::sealed::KeyRef;
 use crate::store::PutCondition;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Staged content, shared by all writable handles of one file.
 pub struct Staged {
@@ -32,7 +34,9 @@ pub struct Staged {
 }
 
 pub(super) struct StagedInner {
-    file: std::fs::File,
+    /// The content, encrypted under the local key.
+    file: EncryptedFile,
+    local: Arc<LocalKey>,
     path: PathBuf,
     size: u64,
     /// The object key the content belongs to (follows renames), for the journal.
@@ -97,6 +101,7 @@ impl Staged {
     /// `base_etag` (sealed with `key_ref`), registered in `live`.
     pub(super) fn create(
         dir: &Path,
+        local: &Arc<LocalKey>,
         live: &Live,
         key: String,
         size: u64,
@@ -108,17 +113,13 @@ impl Staged {
             std::process::id(),
             rand::random::<u64>()
         ));
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
+        let file = EncryptedFile::create(&path, local)
             .map_err(|e| Error::io(format!("creating staging file {}", path.display()), e))?;
         live.lock().insert(path.clone());
         Ok(Staged {
             inner: tokio::sync::Mutex::new(StagedInner {
                 file,
+                local: local.clone(),
                 path,
                 size,
                 key,
@@ -138,7 +139,7 @@ impl Staged {
 }
 
 impl StagedInner {
-    pub(super) fn file(&self) -> &std::fs::File {
+    pub(super) fn file(&self) -> &EncryptedFile {
         &self.file
     }
 
@@ -234,7 +235,7 @@ impl StagedInner {
     /// write breaks the content off (see [`State::Broken`]).
     pub(super) fn write_at(&mut self, data: &[u8], offset: u64) -> Result<u64> {
         self.check_broken()?;
-        if let Err(e) = self.file.write_all_at(data, offset) {
+        if let Err(e) = self.file.write_at(data, offset, self.size) {
             let err = Error::io(
                 format!(
                     "writing the local staging file of {} failed, so the changes made through this open file will not be uploaded (S3 keeps its previous version)",
@@ -269,7 +270,7 @@ impl StagedInner {
     pub(super) fn set_len(&mut self, size: u64) -> Result<()> {
         self.check_broken()?;
         self.file
-            .set_len(size)
+            .set_len(size, self.size)
             .map_err(|e| Error::io("truncating staged file", e))?;
         self.size = size;
         self.make_dirty();
@@ -298,7 +299,8 @@ impl StagedInner {
     }
 
     fn write_journal(&self) -> bool {
-        match journal::write_journal(&self.path, &self.key, self.base_etag.as_deref()) {
+        let base = self.base_etag.as_deref();
+        match journal::write_journal(&self.local, &self.path, &self.key, base) {
             Ok(()) => true,
             Err(e) => {
                 tracing::warn!(path = %self.path.display(), "cannot write recovery journal: {e}");

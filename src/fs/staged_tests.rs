@@ -6,6 +6,7 @@ use crate::fs::journal::{journal_path, read_journal};
 struct Bench {
     _dir: tempfile::TempDir,
     live: Live,
+    local: Arc<LocalKey>,
     path: PathBuf,
 }
 
@@ -13,8 +14,10 @@ struct Bench {
 fn staged(size: u64) -> (Bench, StagedInner) {
     let dir = tempfile::tempdir().unwrap();
     let live = Live::default();
+    let local = Arc::new(LocalKey::ephemeral());
     let s = Staged::create(
         dir.path(),
+        &local,
         &live,
         "vol/f".into(),
         size,
@@ -29,6 +32,7 @@ fn staged(size: u64) -> (Bench, StagedInner) {
         Bench {
             _dir: dir,
             live,
+            local,
             path,
         },
         s,
@@ -36,7 +40,7 @@ fn staged(size: u64) -> (Bench, StagedInner) {
 }
 
 fn journal_of(b: &Bench) -> Option<(String, Option<String>)> {
-    read_journal(&journal_path(&b.path)).map(|j| (j.key, j.base_etag))
+    read_journal(&b.local, &journal_path(&b.path)).map(|j| (j.key, j.base_etag))
 }
 
 fn key_ref() -> KeyRef {
@@ -193,7 +197,7 @@ fn dirty_content_outlives_its_mount_on_disk() {
 /// Starts a real streamed upload of `s` (a multipart upload to the rig's store).
 async fn start_stream(r: &crate::fs::tests::Rig, s: &mut StagedInner) {
     let wk = r.fs.sealed.new_key(&r.fs.pool).await.unwrap();
-    let source = std::sync::Arc::new(s.file().try_clone().unwrap());
+    let source: Arc<dyn crate::sealed::PlainSource> = Arc::new(s.file().try_clone().unwrap());
     let attr = Attr::new(crate::fs::Kind::File, 0o644, 0, 0);
     let upload =
         r.fs.sealed

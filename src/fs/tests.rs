@@ -58,12 +58,20 @@ pub(crate) fn rig_over(
             budget_chunks: 8,
             cache_bytes: 64 * 4096,
         },
+        disk_cache_bytes: 0,
         write_back: false,
         write_back_uploads: 8,
         cached_entries: super::DEFAULT_CACHED_ENTRIES,
     };
     Rig {
-        fs: SealFs::new(sealed, pool, "vol", settings).unwrap(),
+        fs: SealFs::new(
+            sealed,
+            pool,
+            "vol",
+            settings,
+            Arc::new(crate::local::LocalKey::ephemeral()),
+        )
+        .unwrap(),
         mem,
         _cache: cache,
     }
@@ -145,7 +153,15 @@ pub(crate) fn rig_with_cache(r: &Rig, cache_dir: std::path::PathBuf) -> SealFs {
 pub(crate) fn rig_with_settings(r: &Rig, edit: impl FnOnce(&mut FsSettings)) -> SealFs {
     let mut settings = r.fs.settings.clone();
     edit(&mut settings);
-    SealFs::new(r.fs.sealed.sibling(), r.fs.pool.clone(), "vol", settings).unwrap()
+    // The next mount of the same cache directory unwraps the same local key.
+    SealFs::new(
+        r.fs.sealed.sibling(),
+        r.fs.pool.clone(),
+        "vol",
+        settings,
+        r.fs.local.clone(),
+    )
+    .unwrap()
 }
 
 #[tokio::test]

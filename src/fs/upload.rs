@@ -13,11 +13,11 @@ use super::staged::StagedInner;
 use super::SealFs;
 use crate::error::{Error, Result};
 use crate::keys::KeyPool;
-use crate::sealed::{KeyRef, SealedStore};
+use crate::local::file::PlainReader;
+use crate::sealed::{KeyRef, PlainSource, SealedStore};
 use crate::store::{PutCondition, StoreError};
 use std::sync::Arc;
 use std::time::SystemTime;
-use tokio::io::AsyncSeekExt;
 
 /// A new name beside `path` for a version that lost a conflict:
 /// `NAME.sealfs-conflict-<unix secs>-<4 hex>`.
@@ -62,13 +62,10 @@ impl SealFs {
 }
 
 /// The staged content, as a reader from its first byte.
-async fn from_start(s: &StagedInner) -> Result<tokio::fs::File> {
-    let mut f =
-        tokio::fs::File::from_std(s.file().try_clone().map_err(|e| Error::io("staging", e))?);
-    f.seek(std::io::SeekFrom::Start(0))
-        .await
-        .map_err(|e| Error::io("staging", e))?;
-    Ok(f)
+fn from_start(s: &StagedInner) -> Result<PlainReader> {
+    s.file()
+        .reader(s.size())
+        .map_err(|e| Error::io("staging", e))
 }
 
 impl Uploader<'_> {
@@ -122,7 +119,8 @@ impl Uploader<'_> {
             .sealed
             .key_for_version(&key, s.sealed_base(), PutCondition::None, self.pool)
             .await?;
-        let source = Arc::new(s.file().try_clone().map_err(|e| Error::io("staging", e))?);
+        let source: Arc<dyn PlainSource> =
+            Arc::new(s.file().try_clone().map_err(|e| Error::io("staging", e))?);
         let upload = self
             .sealed
             .start_stream(&key, source, &attr.metadata(), &wk)
@@ -218,7 +216,7 @@ impl Uploader<'_> {
             .sealed
             .key_for_version(key, s.sealed_base(), condition, self.pool)
             .await?;
-        let mut f = from_start(s).await?;
+        let mut f = from_start(s)?;
         let etag = self
             .sealed
             .write(key, &mut f, s.size(), &attr.metadata(), &wk, &|_| {})
@@ -237,7 +235,7 @@ impl Uploader<'_> {
     ) -> Result<String> {
         let copy = conflict_name(path);
         let copy_key = format!("{key}{}", &copy[path.len()..]);
-        let mut f = from_start(s).await?;
+        let mut f = from_start(s)?;
         let wk = self.sealed.new_key(self.pool).await?;
         self.sealed
             .write(&copy_key, &mut f, s.size(), &attr.metadata(), &wk, &|_| {})

@@ -302,8 +302,15 @@ impl fuser::Filesystem for FuseAdapter {
         self.serve(
             "open",
             reply,
-            async move { fs.open(ino.0, flags.0).await },
-            move |reply, fh| reply.opened(FileHandle(fh), FopenFlags::empty()),
+            async move { fs.open_for_kernel(ino.0, flags.0).await },
+            move |reply, (fh, keep)| {
+                let flags = if keep {
+                    FopenFlags::FOPEN_KEEP_CACHE
+                } else {
+                    FopenFlags::empty()
+                };
+                reply.opened(FileHandle(fh), flags)
+            },
         );
     }
 

@@ -31,6 +31,7 @@ impl EncryptionContext {
     pub const VERSION_KEY: &'static str = "sealfs:v";
     pub const FILE_KEY: &'static str = "sealfs:file";
     pub const VOLUME_KEY: &'static str = "sealfs:volume";
+    pub const LOCAL_KEY: &'static str = "sealfs:local";
 
     pub fn for_file(file_id: &FileId) -> Self {
         Self::with(Self::FILE_KEY, file_id.to_hex())
@@ -38,6 +39,11 @@ impl EncryptionContext {
 
     pub fn for_volume(volume_id: &str) -> Self {
         Self::with(Self::VOLUME_KEY, volume_id.to_string())
+    }
+
+    /// The local key of one cache directory (see `crate::local`).
+    pub fn for_local(id: &str) -> Self {
+        Self::with(Self::LOCAL_KEY, id.to_string())
     }
 
     fn with(k: &str, v: String) -> Self {

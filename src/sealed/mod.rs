@@ -8,6 +8,28 @@
 
 pub use keys::{meta, KeyRef, SealMeta, WriteKey};
 
+/// Verified plaintext segments kept beyond memory (the mount's encrypted
+/// read cache on local disk), by object key, version and segment index.
+pub trait SegmentCache: Send + Sync {
+    /// Whether segment `seg` of that version is there (no I/O).
+    fn has(&self, key: &str, etag: &str, seg: u64) -> bool;
+    fn get(&self, key: &str, etag: &str, seg: u64) -> Option<Vec<u8>>;
+    fn put(&self, key: &str, etag: &str, seg: u64, plain: &[u8]);
+}
+
+/// Plaintext to seal, read by offset (staged content: an encrypted local
+/// file in the mount, a plain file in tests).
+pub trait PlainSource: Send + Sync {
+    /// Reads exactly `buf.len()` bytes at `offset`.
+    fn read_plain_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()>;
+}
+
+impl PlainSource for std::fs::File {
+    fn read_plain_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        std::os::unix::fs::FileExt::read_exact_at(self, buf, offset)
+    }
+}
+
 use crate::crypto::{Header, IntegrityError, Layout, Opener, Sealer, HEADER_LEN};
 use crate::error::{Error, Result};
 use crate::keys::KeyService;

@@ -15,7 +15,7 @@
 //! random reads go through a byte-bounded LRU of verified plaintext segments
 //! ([`PlainCache`]). Only verified plaintext is ever held or returned.
 
-use super::SealedObject;
+use super::{SealedObject, SegmentCache};
 use crate::error::{Error, Result};
 use crate::store::ObjectStore;
 use bytes::{Bytes, BytesMut};
@@ -68,14 +68,23 @@ pub struct ReadShared {
     pub settings: ReadSettings,
     budget: Arc<Semaphore>,
     pub cache: PlainCache,
+    /// Segments on local disk (the encrypted read cache), if enabled.
+    disk: Option<Arc<dyn SegmentCache>>,
 }
 
 impl ReadShared {
+    #[cfg(test)]
     pub fn new(settings: ReadSettings) -> Arc<Self> {
+        Self::with_disk(settings, None)
+    }
+
+    /// Readers that also keep what they read in `disk`, and read from it first.
+    pub fn with_disk(settings: ReadSettings, disk: Option<Arc<dyn SegmentCache>>) -> Arc<Self> {
         Arc::new(ReadShared {
             budget: Arc::new(Semaphore::new(settings.budget_chunks.max(1))),
             cache: PlainCache::new(settings.cache_bytes),
             settings,
+            disk,
         })
     }
 }
@@ -362,7 +371,11 @@ impl Reader {
             };
             let segs = next..(next + self.per_chunk).min(total);
             let (obj, store, r) = (self.obj.clone(), self.store.clone(), segs.clone());
-            let task = tokio::spawn(async move { obj.segments(store.as_ref(), r).await });
+            let disk = self.shared.disk.clone();
+            let task =
+                tokio::spawn(
+                    async move { segments(&obj, store.as_ref(), r, disk.as_deref()).await },
+                );
             self.chunks.push_back(Chunk {
                 segs,
                 body: Body::Pending(task),
@@ -390,7 +403,8 @@ impl Reader {
         }
         if let Some(first) = missing {
             let run = first..segs.end;
-            let plain = self.obj.segments(self.store.as_ref(), run.clone()).await?;
+            let disk = self.shared.disk.as_deref();
+            let plain = segments(&self.obj, self.store.as_ref(), run.clone(), disk).await?;
             for (n, i) in run.enumerate() {
                 let a = n * seg as usize;
                 let b = (a + seg as usize).min(plain.len());
@@ -413,6 +427,41 @@ impl Reader {
         }
         Ok(out)
     }
+}
+
+/// Segments `range` of `obj`, verified: from `disk` where it has them, the
+/// rest from S3 in runs (and into `disk`).
+async fn segments(
+    obj: &SealedObject,
+    store: &dyn ObjectStore,
+    range: Range<u64>,
+    disk: Option<&dyn SegmentCache>,
+) -> Result<Vec<u8>> {
+    let Some(disk) = disk else {
+        return obj.segments(store, range).await;
+    };
+    let (key, etag) = (obj.key.as_str(), obj.info.etag.as_str());
+    let seg = obj.layout().segment_size() as usize;
+    let mut out = Vec::with_capacity((range.end - range.start) as usize * seg);
+    let mut i = range.start;
+    while i < range.end {
+        if let Some(p) = disk.get(key, etag, i) {
+            out.extend_from_slice(&p);
+            i += 1;
+            continue;
+        }
+        let mut j = i + 1;
+        while j < range.end && !disk.has(key, etag, j) {
+            j += 1;
+        }
+        let plain = obj.segments(store, i..j).await?;
+        for (n, chunk) in plain.chunks(seg).enumerate() {
+            disk.put(key, etag, i + n as u64, chunk);
+        }
+        out.extend_from_slice(&plain);
+        i = j;
+    }
+    Ok(out)
 }
 
 /// A read that could not be assembled in full: EIO, never a short reply.

@@ -22,7 +22,7 @@ impl SealedStore {
     pub async fn seal_to_file(
         &self,
         key: &str,
-        src: std::fs::File,
+        src: Box<dyn super::PlainSource>,
         len: u64,
         dst: std::fs::File,
         extra: &Metadata,
@@ -38,7 +38,7 @@ impl SealedStore {
             loop {
                 let n = (len - at).min(run);
                 plain.resize(n as usize, 0);
-                src.read_exact_at(&mut plain, at)?;
+                src.read_plain_at(&mut plain, at)?;
                 let sealed = sealer.seal_run(at / seg, &plain, at + n == len);
                 dst.write_all_at(&sealed, out_at)?;
                 out_at += sealed.len() as u64;

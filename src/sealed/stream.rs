@@ -19,14 +19,13 @@ use crate::crypto::Sealer;
 use crate::error::Result;
 use crate::store::{Metadata, MultipartUpload, PutCondition, StoreError};
 use bytes::Bytes;
-use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
 /// A multipart upload of one file version in the making.
 pub struct StreamingWrite {
     sealer: Arc<Sealer>,
     upload: MultipartUpload,
-    source: Arc<std::fs::File>,
+    source: Arc<dyn super::PlainSource>,
     part_plain: u64,
     sent: u64,
     key: String,
@@ -41,7 +40,7 @@ impl SealedStore {
     pub async fn start_stream(
         &self,
         key: &str,
-        source: Arc<std::fs::File>,
+        source: Arc<dyn super::PlainSource>,
         metadata: &Metadata,
         wk: &WriteKey,
     ) -> Result<StreamingWrite> {
@@ -112,7 +111,7 @@ impl StreamingWrite {
                 tokio::task::spawn_blocking(move || {
                     let mut plain = vec![0u8; len as usize];
                     source
-                        .read_exact_at(&mut plain, at)
+                        .read_plain_at(&mut plain, at)
                         .map_err(|e| StoreError::Other {
                             action: "s3:UploadPart",
                             message: format!("reading the staged data: {e}"),

@@ -132,7 +132,7 @@ impl Namespace {
             }
         }
         let complete = !refused && found.keys().all(|n| t.child(dir, n).is_some());
-        drop(t);
+        self.unlock_and_invalidate(t);
         if complete {
             self.mark_listed(dir, started.elapsed());
         }

@@ -87,8 +87,13 @@ pub(super) fn no_inode(ino: u64) -> Error {
     )
 }
 
+/// Tells the kernel to drop its cached pages of an inode.
+pub type PageInvalidator = Arc<dyn Fn(u64) + Send + Sync>;
+
 pub struct Namespace {
     table: Mutex<Table>,
+    /// Set by the FUSE adapter; absent in core tests.
+    invalidator: std::sync::OnceLock<PageInvalidator>,
     names: DirNames,
     /// How long attributes and listings are trusted.
     ttl: Duration,
@@ -98,6 +103,7 @@ impl Namespace {
     pub(super) fn new(root: Attr, cached_entries: usize, ttl: Duration) -> Namespace {
         Namespace {
             table: Mutex::new(Table::new(root, cached_entries)),
+            invalidator: std::sync::OnceLock::new(),
             names: DirNames::default(),
             ttl,
         }
@@ -105,6 +111,40 @@ impl Namespace {
 
     fn fresh(&self, t: Instant) -> bool {
         t.elapsed() < self.ttl
+    }
+
+    /// How the kernel is told to drop pages of a version that changed.
+    pub(super) fn set_page_invalidator(&self, f: PageInvalidator) {
+        let _ = self.invalidator.set(f);
+    }
+
+    /// Unlocks the table, then invalidates the pages of every file a
+    /// revalidation found changed (never under the lock: the kernel may call
+    /// back into the filesystem).
+    fn unlock_and_invalidate(&self, mut t: parking_lot::MutexGuard<'_, Table>) {
+        let stale = std::mem::take(&mut t.stale_pages);
+        drop(t);
+        if let Some(f) = self.invalidator.get() {
+            for ino in stale {
+                f(ino);
+            }
+        }
+    }
+
+    /// An open for the kernel of `ino`: whether its page cache may be kept
+    /// (it holds this very version), and from now on, which version it holds.
+    pub(super) fn open_pages(&self, ino: u64) -> bool {
+        let mut t = self.table.lock();
+        let Some(i) = t.get_mut(ino) else {
+            return false;
+        };
+        if i.local() {
+            i.kernel_version = None;
+            return false;
+        }
+        let keep = i.etag.is_some() && i.kernel_version == i.etag;
+        i.kernel_version = i.etag.clone();
+        keep
     }
 
     /// Inodes in the table (tests and stats).
@@ -186,7 +226,9 @@ impl Namespace {
 
     /// Records what S3 (or a local create) says `name` in `parent` is.
     pub(super) fn record(&self, parent: u64, name: &str, seen: Seen) -> Result<Entry> {
-        let ino = self.table.lock().upsert(parent, name, seen);
+        let mut t = self.table.lock();
+        let ino = t.upsert(parent, name, seen);
+        self.unlock_and_invalidate(t);
         self.entry(ino)
     }
 
@@ -224,9 +266,11 @@ impl Namespace {
 
     /// What a HEAD of `ino`'s object said (getattr's revalidation).
     pub(super) fn revalidated(&self, ino: u64, seen: Seen) {
-        if let Some(i) = self.table.lock().get_mut(ino) {
-            i.apply_seen(seen);
+        let mut t = self.table.lock();
+        if t.get_mut(ino).is_some_and(|i| i.apply_seen(seen)) {
+            t.stale_pages.push(ino);
         }
+        self.unlock_and_invalidate(t);
     }
 
     /// What unlink and rename need to know of `ino`.
@@ -468,6 +512,9 @@ impl Namespace {
             i.key_ref = Some(up.key_ref.clone());
             i.attr.size = up.size;
             i.validated = Instant::now();
+            // The kernel's pages were written through this mount: they are
+            // this version's content.
+            i.kernel_version = Some(up.etag.clone());
             if let Some((mtime, ctime)) = up.stored_times {
                 i.attr.mtime = mtime;
                 i.attr.ctime = ctime;

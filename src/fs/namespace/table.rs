@@ -36,6 +36,9 @@ pub struct Inode {
     pub pending: bool,
     /// A symlink's target, once read.
     pub target: Option<Vec<u8>>,
+    /// The version (ETag) whose content the kernel's page cache may hold
+    /// for this file: an open of the same version keeps those pages.
+    pub kernel_version: Option<String>,
     /// References the kernel holds (entries replied minus forgotten).
     lookups: u64,
     /// A directory whose complete listing is in the table: until when it
@@ -63,6 +66,7 @@ impl Inode {
             writers: 0,
             pending: false,
             target: None,
+            kernel_version: None,
             lookups: 0,
             listed_until: None,
         }
@@ -70,11 +74,14 @@ impl Inode {
 
     /// What S3 says now replaces what was known, unless the local state
     /// is authoritative; either way the entry was just validated. (Used by
-    /// every revalidation: lookups, listings and getattr.)
-    pub fn apply_seen(&mut self, seen: Seen) {
+    /// every revalidation: lookups, listings and getattr.) Returns true
+    /// when the kernel may hold pages of a version that is gone.
+    pub fn apply_seen(&mut self, seen: Seen) -> bool {
+        let mut stale_pages = false;
         if !self.local() {
             if self.etag != seen.etag {
                 self.target = None;
+                stale_pages = self.kernel_version.take().is_some();
             }
             self.attr = seen.attr;
             self.etag = seen.etag;
@@ -82,6 +89,7 @@ impl Inode {
             self.remote = seen.remote;
         }
         self.validated = Instant::now();
+        stale_pages
     }
 
     /// Something other than the cache needs this inode: the kernel holds it,
@@ -109,6 +117,9 @@ pub struct Table {
     /// Linked entries the kernel does not reference, least recently used first.
     unref: lru::LruCache<u64, ()>,
     cap: usize,
+    /// Inodes whose kernel pages are of a version S3 no longer has, to be
+    /// invalidated once the table is unlocked.
+    pub stale_pages: Vec<u64>,
 }
 
 /// What S3 (or a local create) says an entry is.
@@ -140,6 +151,7 @@ impl Table {
             next: ROOT + 1,
             unref: lru::LruCache::unbounded(),
             cap,
+            stale_pages: Vec::new(),
         }
     }
 
@@ -234,7 +246,9 @@ impl Table {
         if let Some(ino) = self.child(parent, name) {
             let i = self.inodes.get_mut(&ino).expect("child maps to an inode");
             if i.attr.kind == seen.attr.kind {
-                i.apply_seen(seen);
+                if i.apply_seen(seen) {
+                    self.stale_pages.push(ino);
+                }
                 self.unref.promote(&ino);
                 return ino;
             }

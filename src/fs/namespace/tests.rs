@@ -34,7 +34,8 @@ fn key_ref() -> KeyRef {
 /// Staged content in a private directory that lives as long as the test.
 fn staged(dir: &tempfile::TempDir) -> Arc<Staged> {
     let live = Live::default();
-    Arc::new(Staged::create(dir.path(), &live, "vol/f".into(), 0, None, None).unwrap())
+    let local = Arc::new(crate::local::LocalKey::ephemeral());
+    Arc::new(Staged::create(dir.path(), &local, &live, "vol/f".into(), 0, None, None).unwrap())
 }
 
 fn is_absent(c: Cached) -> bool {

@@ -1,0 +1,254 @@
+//! The persistent read cache: verified plaintext segments of sealed
+//! objects, kept on local disk encrypted under the local key, so a file read
+//! once is read again (after its pages left the kernel's cache, or after a
+//! remount) without S3.
+//!
+//! An entry is one segment of one version: its name is a hash of (object
+//! key, ETag, segment index), so a changed object is never served from an old
+//! entry, and its content is a record sealed for that name, so an entry that
+//! was altered, truncated or renamed fails to open and is discarded. The
+//! cache is bounded in bytes on disk, least recently used first out; entries
+//! left by earlier mounts of the same cache directory are used (oldest
+//! written first out). Mounts of different volumes use different cache
+//! directories; two mounts of one directory share its entries (each keeps
+//! the bound for what it writes).
+
+use super::LocalKey;
+use crate::sealed::SegmentCache;
+use parking_lot::Mutex;
+use sha2::{Digest, Sha256};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// The read cache's directory, under a cache directory.
+pub const DIR: &str = "read-cache";
+
+pub struct ReadCache {
+    dir: PathBuf,
+    key: Arc<LocalKey>,
+    limit: u64,
+    state: Mutex<Index>,
+}
+
+struct Index {
+    /// Entry name → bytes on disk, least recently used first.
+    lru: lru::LruCache<String, u64>,
+    bytes: u64,
+}
+
+fn entry_name(key: &str, etag: &str, seg: u64) -> String {
+    let mut h = Sha256::new();
+    for part in [key.as_bytes(), etag.as_bytes(), &seg.to_be_bytes()] {
+        h.update((part.len() as u32).to_be_bytes());
+        h.update(part);
+    }
+    hex::encode(&h.finalize()[..20])
+}
+
+fn purpose(name: &str) -> String {
+    format!("sealfs read cache {name}")
+}
+
+impl ReadCache {
+    /// The cache in `base`/read-cache, holding at most `limit` bytes; the
+    /// entries already there are indexed (oldest first).
+    pub fn open(base: &Path, key: Arc<LocalKey>, limit: u64) -> std::io::Result<Arc<ReadCache>> {
+        let dir = base.join(DIR);
+        std::fs::create_dir_all(&dir)?;
+        let mut found: Vec<(std::time::SystemTime, String, u64)> = Vec::new();
+        for e in std::fs::read_dir(&dir)?.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Ok(md) = e.metadata() else { continue };
+            if name.len() != 40 || !md.is_file() {
+                // A temporary file of a write cut short.
+                let _ = std::fs::remove_file(e.path());
+                continue;
+            }
+            found.push((
+                md.modified().unwrap_or(std::time::UNIX_EPOCH),
+                name,
+                md.len(),
+            ));
+        }
+        found.sort();
+        let mut index = Index {
+            lru: lru::LruCache::unbounded(),
+            bytes: 0,
+        };
+        for (_, name, len) in found {
+            index.bytes += len;
+            index.lru.put(name, len);
+        }
+        let cache = Arc::new(ReadCache {
+            dir,
+            key,
+            limit,
+            state: Mutex::new(index),
+        });
+        cache.evict();
+        Ok(cache)
+    }
+
+    /// Bytes on disk now.
+    #[cfg(test)]
+    pub fn bytes(&self) -> u64 {
+        self.state.lock().bytes
+    }
+
+    fn evict(&self) {
+        let mut s = self.state.lock();
+        while s.bytes > self.limit {
+            let Some((name, len)) = s.lru.pop_lru() else {
+                break;
+            };
+            s.bytes -= len;
+            let _ = std::fs::remove_file(self.dir.join(name));
+        }
+    }
+
+    fn forget(&self, name: &str) {
+        let mut s = self.state.lock();
+        if let Some(len) = s.lru.pop(name) {
+            s.bytes -= len;
+        }
+        let _ = std::fs::remove_file(self.dir.join(name));
+    }
+}
+
+impl SegmentCache for ReadCache {
+    fn has(&self, key: &str, etag: &str, seg: u64) -> bool {
+        self.state.lock().lru.contains(&entry_name(key, etag, seg))
+    }
+
+    fn get(&self, key: &str, etag: &str, seg: u64) -> Option<Vec<u8>> {
+        let name = entry_name(key, etag, seg);
+        // Known to the index (which also marks it recently used)?
+        self.state.lock().lru.get(&name)?;
+        let sealed = std::fs::read(self.dir.join(&name)).ok()?;
+        match self.key.records.open(&purpose(&name), &sealed) {
+            Some(plain) => Some(plain.to_vec()),
+            None => {
+                tracing::warn!(entry = %name, "a read cache entry does not authenticate; discarded");
+                self.forget(&name);
+                None
+            }
+        }
+    }
+
+    fn put(&self, key: &str, etag: &str, seg: u64, plain: &[u8]) {
+        if self.limit == 0 {
+            return;
+        }
+        let name = entry_name(key, etag, seg);
+        let sealed = self.key.records.seal(&purpose(&name), plain);
+        let path = self.dir.join(&name);
+        let tmp = self.dir.join(format!("{name}.{}.tmp", std::process::id()));
+        let written = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .and_then(|mut f| f.write_all(&sealed))
+            .and_then(|()| std::fs::rename(&tmp, &path));
+        if let Err(e) = written {
+            // A full disk costs the cache, never the read.
+            let _ = std::fs::remove_file(&tmp);
+            tracing::debug!(error = %e, "read cache entry not written");
+            return;
+        }
+        {
+            let mut s = self.state.lock();
+            let len = sealed.len() as u64;
+            if let Some(old) = s.lru.put(name, len) {
+                s.bytes -= old;
+            }
+            s.bytes += len;
+        }
+        self.evict();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cache(dir: &Path, key: &Arc<LocalKey>, limit: u64) -> Arc<ReadCache> {
+        ReadCache::open(dir, key.clone(), limit).unwrap()
+    }
+
+    #[test]
+    fn entries_survive_a_remount_and_a_new_version_misses() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = Arc::new(LocalKey::ephemeral());
+        let c = cache(dir.path(), &key, 1 << 20);
+        c.put("vol/f", "e1", 3, b"segment three");
+        assert_eq!(
+            c.get("vol/f", "e1", 3).as_deref(),
+            Some(&b"segment three"[..])
+        );
+        assert_eq!(c.get("vol/f", "e2", 3), None, "another version");
+        assert_eq!(c.get("vol/f", "e1", 4), None, "another segment");
+        let again = cache(dir.path(), &key, 1 << 20);
+        assert_eq!(
+            again.get("vol/f", "e1", 3).as_deref(),
+            Some(&b"segment three"[..])
+        );
+        // Under another local key (another cache directory's), nothing opens.
+        let other = cache(dir.path(), &Arc::new(LocalKey::ephemeral()), 1 << 20);
+        assert_eq!(other.get("vol/f", "e1", 3), None);
+        assert_eq!(other.bytes(), 0, "the unreadable entry was discarded");
+    }
+
+    #[test]
+    fn a_changed_entry_is_discarded_never_served() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = Arc::new(LocalKey::ephemeral());
+        let c = cache(dir.path(), &key, 1 << 20);
+        c.put("vol/f", "e", 0, &[7u8; 1000]);
+        let path = dir.path().join(DIR).join(entry_name("vol/f", "e", 0));
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[50] ^= 1;
+        std::fs::write(&path, &bytes).unwrap();
+        assert_eq!(c.get("vol/f", "e", 0), None);
+        assert!(!path.exists());
+        assert_eq!(c.bytes(), 0);
+        // Another entry's bytes under this entry's name do not open either.
+        c.put("vol/f", "e", 1, &[1u8; 10]);
+        c.put("vol/f", "e", 2, &[2u8; 10]);
+        let one = dir.path().join(DIR).join(entry_name("vol/f", "e", 1));
+        let two = dir.path().join(DIR).join(entry_name("vol/f", "e", 2));
+        std::fs::copy(&two, &one).unwrap();
+        assert_eq!(c.get("vol/f", "e", 1), None);
+        assert!(!std::fs::read(&two)
+            .unwrap()
+            .windows(10)
+            .any(|w| w == [2u8; 10]));
+    }
+
+    #[test]
+    fn the_cache_never_exceeds_its_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = Arc::new(LocalKey::ephemeral());
+        let c = cache(dir.path(), &key, 10_000);
+        for seg in 0..100 {
+            c.put("vol/f", "e", seg, &[seg as u8; 1000]);
+            assert!(c.bytes() <= 10_000);
+        }
+        let on_disk: u64 = std::fs::read_dir(dir.path().join(DIR))
+            .unwrap()
+            .map(|e| e.unwrap().metadata().unwrap().len())
+            .sum();
+        assert_eq!(on_disk, c.bytes());
+        assert!(c.get("vol/f", "e", 99).is_some(), "the newest stay");
+        assert!(c.get("vol/f", "e", 0).is_none(), "the oldest go");
+        // A smaller bound at the next mount evicts down to it.
+        let small = cache(dir.path(), &key, 3_000);
+        assert!(small.bytes() <= 3_000);
+        let off = cache(dir.path(), &key, 0);
+        off.put("vol/g", "e", 0, b"x");
+        assert_eq!(off.bytes(), 0, "size 0 turns it off");
+    }
+}
