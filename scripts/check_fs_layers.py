@@ -19,7 +19,8 @@ import sys
 LAYERS = [
     ["attr.rs", "byte_names.rs", "journal.rs"],
     ["staged.rs"],
-    ["namespace/mod.rs", "namespace/table.rs", "namespace/listing.rs", "namespace/dir_names.rs"],
+    ["namespace/mod.rs", "namespace/table.rs", "namespace/listing.rs", "namespace/staging.rs",
+     "namespace/dir_names.rs"],
     ["mod.rs"],
     ["upload.rs"],
     ["metadata.rs", "lookup.rs", "listing.rs", "recover.rs", "spool.rs"],

@@ -197,17 +197,22 @@ async fn a_second_read_costs_no_get_and_a_changed_file_is_never_served_stale() {
     let g1 = gets(&m);
     assert!(g1 > g0, "the first read fetches");
     assert_eq!(m.sh("sha256sum < $M/big"), want);
-    assert_eq!(
-        gets(&m),
-        g1,
-        "the second read (kernel pages kept) makes no GET"
+    let g2 = gets(&m);
+    // The kernel's pages serve it; now and then the kernel has dropped a
+    // page, whose read opens the object (one GET of its header) and is
+    // served from the read cache. Never a fetch of the data again.
+    assert!(
+        g2 - g1 <= 1,
+        "the second read (kernel pages kept) made {} GETs (the first made {})",
+        g2 - g1,
+        g1 - g0
     );
     m.remount();
-    let g2 = gets(&m);
+    let g3 = gets(&m);
     assert_eq!(m.sh("sha256sum < $M/big"), want);
     // After a remount the read cache answers: only the open's GET of the
     // header (the first read fetched 100 MiB in many).
-    assert!(gets(&m) - g2 <= 1, "{} GETs", gets(&m) - g2);
+    assert!(gets(&m) - g3 <= 1, "{} GETs", gets(&m) - g3);
 
     // Another mount changes the file: after the metadata TTL it is read anew.
     let mut other = m.another().mount();

@@ -26,6 +26,10 @@ pub struct Handle {
     /// The version (ETag) of the object when the file was opened: reads are
     /// of that version only, whose size the kernel was told.
     etag: Option<String>,
+    /// That version's size: a read at or past it is end of file, answered
+    /// without opening the object (the kernel asks at EOF even when its
+    /// page cache holds the whole file).
+    size: u64,
     /// The pinned object and its read-ahead, from the first read on.
     read: tokio::sync::Mutex<Option<Reader>>,
 }
@@ -41,11 +45,12 @@ impl SealFs {
 
     fn new_handle(&self, ino: u64, writable: bool) -> u64 {
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        let etag = self.ns.etag(ino);
+        let (etag, size) = self.ns.version(ino);
         let h = Arc::new(Handle {
             ino,
             writable,
             etag,
+            size,
             read: tokio::sync::Mutex::new(None),
         });
         self.handles.lock().insert(fh, h);
@@ -184,6 +189,9 @@ impl SealFs {
             return Ok(staged.lock().await.read_at(offset, size as u64)?.into());
         }
         let mut st = h.read.lock().await;
+        if st.is_none() && offset >= h.size && h.etag.is_some() {
+            return Ok(bytes::Bytes::new());
+        }
         if st.is_none() {
             let path = self.path_of(h.ino)?;
             let key = self.key_of(&path);
@@ -399,6 +407,8 @@ impl SealFs {
         if let Err(e) = self.drain_spool().await {
             first_err.get_or_insert(e);
         }
+        let shared = self.read_shared.clone();
+        let _ = tokio::task::spawn_blocking(move || shared.flush_disk()).await;
         first_err.map_or(Ok(()), Err)
     }
 }

@@ -30,7 +30,20 @@ pub struct ReadCache {
     key: Arc<LocalKey>,
     limit: u64,
     state: Mutex<Index>,
+    /// Entries to write, handed to a background thread so that a read does
+    /// not wait for the cache (when the queue is full, the reader writes the
+    /// entry itself). `None`: written inline (tests).
+    writer: Option<std::sync::mpsc::SyncSender<Job>>,
 }
+
+enum Job {
+    Write(String, Vec<u8>),
+    /// Answered once every entry queued before it is written.
+    Flush(std::sync::mpsc::SyncSender<()>),
+}
+
+/// Entries waiting for the background writer (64 KiB segments: 16 MiB).
+const QUEUE: usize = 256;
 
 struct Index {
     /// Entry name → bytes on disk, least recently used first.
@@ -55,6 +68,17 @@ impl ReadCache {
     /// The cache in `base`/read-cache, holding at most `limit` bytes; the
     /// entries already there are indexed (oldest first).
     pub fn open(base: &Path, key: Arc<LocalKey>, limit: u64) -> std::io::Result<Arc<ReadCache>> {
+        Self::open_with(base, key, limit, true)
+    }
+
+    /// [`ReadCache::open`], with entries written by a background thread
+    /// (`background`) or inline.
+    pub fn open_with(
+        base: &Path,
+        key: Arc<LocalKey>,
+        limit: u64,
+        background: bool,
+    ) -> std::io::Result<Arc<ReadCache>> {
         let dir = base.join(DIR);
         std::fs::create_dir_all(&dir)?;
         let mut found: Vec<(std::time::SystemTime, String, u64)> = Vec::new();
@@ -81,11 +105,31 @@ impl ReadCache {
             index.bytes += len;
             index.lru.put(name, len);
         }
-        let cache = Arc::new(ReadCache {
-            dir,
-            key,
-            limit,
-            state: Mutex::new(index),
+        let cache = Arc::new_cyclic(|me: &std::sync::Weak<ReadCache>| {
+            let writer = background.then(|| {
+                let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(QUEUE);
+                let me = me.clone();
+                // Ends when the cache is dropped (its sender with it).
+                std::thread::spawn(move || {
+                    for job in rx {
+                        match (job, me.upgrade()) {
+                            (Job::Write(name, plain), Some(c)) => c.write_entry(name, &plain),
+                            (Job::Flush(done), _) => {
+                                let _ = done.send(());
+                            }
+                            (_, None) => break,
+                        }
+                    }
+                });
+                tx
+            });
+            ReadCache {
+                dir,
+                key,
+                limit,
+                state: Mutex::new(index),
+                writer,
+            }
         });
         cache.evict();
         Ok(cache)
@@ -142,6 +186,28 @@ impl SegmentCache for ReadCache {
             return;
         }
         let name = entry_name(key, etag, seg);
+        let Some(tx) = &self.writer else {
+            return self.write_entry(name, plain);
+        };
+        if let Err(std::sync::mpsc::TrySendError::Full(Job::Write(name, plain))) =
+            tx.try_send(Job::Write(name, plain.to_vec()))
+        {
+            self.write_entry(name, &plain);
+        }
+    }
+
+    fn flush(&self) {
+        if let Some(tx) = &self.writer {
+            let (done, wait) = std::sync::mpsc::sync_channel(1);
+            if tx.send(Job::Flush(done)).is_ok() {
+                let _ = wait.recv();
+            }
+        }
+    }
+}
+
+impl ReadCache {
+    fn write_entry(&self, name: String, plain: &[u8]) {
         let sealed = self.key.records.seal(&purpose(&name), plain);
         let path = self.dir.join(&name);
         let tmp = self.dir.join(format!("{name}.{}.tmp", std::process::id()));
@@ -176,7 +242,7 @@ mod tests {
     use super::*;
 
     fn cache(dir: &Path, key: &Arc<LocalKey>, limit: u64) -> Arc<ReadCache> {
-        ReadCache::open(dir, key.clone(), limit).unwrap()
+        ReadCache::open_with(dir, key.clone(), limit, false).unwrap()
     }
 
     #[test]
@@ -250,5 +316,20 @@ mod tests {
         let off = cache(dir.path(), &key, 0);
         off.put("vol/g", "e", 0, b"x");
         assert_eq!(off.bytes(), 0, "size 0 turns it off");
+    }
+
+    #[test]
+    fn the_background_writer_writes_what_reads_put() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = Arc::new(LocalKey::ephemeral());
+        let c = ReadCache::open(dir.path(), key, 1 << 20).unwrap();
+        c.put("vol/f", "e", 0, b"later");
+        for _ in 0..500 {
+            if c.has("vol/f", "e", 0) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        assert_eq!(c.get("vol/f", "e", 0).as_deref(), Some(&b"later"[..]));
     }
 }

@@ -15,6 +15,8 @@ pub trait SegmentCache: Send + Sync {
     fn has(&self, key: &str, etag: &str, seg: u64) -> bool;
     fn get(&self, key: &str, etag: &str, seg: u64) -> Option<Vec<u8>>;
     fn put(&self, key: &str, etag: &str, seg: u64, plain: &[u8]);
+    /// Returns once everything put so far is stored (unmount).
+    fn flush(&self);
 }
 
 /// Plaintext to seal, read by offset (staged content: an encrypted local

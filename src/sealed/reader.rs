@@ -78,6 +78,13 @@ impl ReadShared {
         Self::with_disk(settings, None)
     }
 
+    /// Waits until what readers put in the disk cache is stored (unmount).
+    pub fn flush_disk(&self) {
+        if let Some(d) = &self.disk {
+            d.flush();
+        }
+    }
+
     /// Readers that also keep what they read in `disk`, and read from it first.
     pub fn with_disk(settings: ReadSettings, disk: Option<Arc<dyn SegmentCache>>) -> Arc<Self> {
         Arc::new(ReadShared {

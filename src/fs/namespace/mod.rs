@@ -12,6 +12,7 @@
 
 mod dir_names;
 mod listing;
+mod staging;
 mod table;
 #[cfg(test)]
 mod tests;
@@ -175,7 +176,17 @@ impl Namespace {
         Ok((t.path(ino).unwrap_or_default(), i.attr.clone()))
     }
 
+    /// The version a handle opened now reads: the ETag last seen at `ino`
+    /// and that version's size.
+    pub(super) fn version(&self, ino: u64) -> (Option<String>, u64) {
+        self.table
+            .lock()
+            .get(ino)
+            .map_or((None, 0), |i| (i.etag.clone(), i.attr.size))
+    }
+
     /// The ETag of the object last seen at `ino`.
+    #[cfg(test)]
     pub(super) fn etag(&self, ino: u64) -> Option<String> {
         self.table.lock().get(ino).and_then(|i| i.etag.clone())
     }
@@ -386,199 +397,6 @@ impl Namespace {
         if let Some(i) = self.table.lock().get_mut(ino) {
             i.etag = Some(etag);
             i.validated = Instant::now();
-        }
-    }
-
-    // ----- Staged content and writers -----
-
-    pub(super) fn staged(&self, ino: u64) -> Option<Arc<Staged>> {
-        self.table.lock().get(ino).and_then(|i| i.staged.clone())
-    }
-
-    /// What staging `ino` needs: its path, whether it is in S3, its kind.
-    pub(super) fn staging_source(&self, ino: u64) -> Result<(String, bool, Kind)> {
-        let t = self.table.lock();
-        let i = t.get(ino).ok_or_else(|| no_inode(ino))?;
-        Ok((t.path(ino).unwrap_or_default(), i.remote, i.attr.kind))
-    }
-
-    /// Makes `staged` the content of `ino`, unless another open staged it
-    /// meanwhile (theirs is returned and used). A truncating open empties it.
-    pub(super) fn install_staged(
-        &self,
-        ino: u64,
-        staged: Arc<Staged>,
-        truncated: bool,
-    ) -> Result<Arc<Staged>> {
-        let mut t = self.table.lock();
-        let i = t.get_mut(ino).ok_or_else(|| no_inode(ino))?;
-        if let Some(existing) = &i.staged {
-            return Ok(existing.clone());
-        }
-        if truncated {
-            i.attr.size = 0;
-            i.attr.mtime = SystemTime::now();
-            i.attr.ctime = i.attr.mtime;
-        }
-        i.staged = Some(staged.clone());
-        Ok(staged)
-    }
-
-    /// A new file, created here with `staged` content and one writer, handed
-    /// to the kernel.
-    pub(super) fn create_staged(
-        &self,
-        parent: u64,
-        name: &str,
-        attr: Attr,
-        staged: Arc<Staged>,
-    ) -> u64 {
-        let mut t = self.table.lock();
-        let seen = Seen {
-            attr,
-            etag: None,
-            key_ref: None,
-            remote: false,
-        };
-        let ino = t.upsert_remembered(parent, name, seen);
-        let i = t.get_mut(ino).expect("just inserted");
-        i.staged = Some(staged);
-        i.writers += 1;
-        ino
-    }
-
-    /// A writable open of `ino` begins. Counted before staging: a release
-    /// of an earlier handle arriving meanwhile (FUSE sends release after
-    /// close returns) must not see itself as the last writer and drop the
-    /// staged content this open is about to use.
-    pub(super) fn add_writer(&self, ino: u64) {
-        if let Some(i) = self.table.lock().get_mut(ino) {
-            i.writers += 1;
-        }
-    }
-
-    /// A writable handle of `ino` went (or its open failed). Returns the
-    /// staged content when it was the last writer.
-    pub(super) fn remove_writer(&self, ino: u64) -> Option<Arc<Staged>> {
-        let mut t = self.table.lock();
-        let i = t.get_mut(ino)?;
-        i.writers = i.writers.saturating_sub(1);
-        (i.writers == 0).then(|| i.staged.clone()).flatten()
-    }
-
-    pub(super) fn writers(&self, ino: u64) -> usize {
-        self.table.lock().get(ino).map_or(0, |i| i.writers)
-    }
-
-    /// The last writer's upload is done: the staged content goes (unless
-    /// a new writer came meanwhile). When its changes were dropped (a
-    /// failed local write), S3's version is the file again, read afresh;
-    /// a file never uploaded is gone.
-    pub(super) fn staging_ended(&self, ino: u64, changes_dropped: bool) {
-        let mut t = self.table.lock();
-        let mut gone = None;
-        if let Some(i) = t.get_mut(ino) {
-            if i.writers == 0 {
-                i.staged = None;
-                i.validated = Instant::now();
-                if changes_dropped {
-                    i.validated = Instant::now() - Duration::from_secs(3600);
-                    i.etag = None;
-                    if !i.remote {
-                        gone = Some((i.parent, i.name.clone()));
-                    }
-                }
-            }
-        }
-        if let Some((parent, name)) = gone {
-            t.unlink(parent, &name);
-        }
-    }
-
-    /// A write made the staged content `size` bytes long.
-    pub(super) fn wrote(&self, ino: u64, size: u64) {
-        if let Some(i) = self.table.lock().get_mut(ino) {
-            i.attr.size = size;
-            i.attr.mtime = SystemTime::now();
-            i.attr.ctime = i.attr.mtime;
-        }
-    }
-
-    /// Staged content of `ino` landed in S3.
-    pub(super) fn uploaded(&self, ino: u64, up: &Uploaded) {
-        if let Some(i) = self.table.lock().get_mut(ino) {
-            i.remote = true;
-            i.etag = Some(up.etag.clone());
-            i.key_ref = Some(up.key_ref.clone());
-            i.attr.size = up.size;
-            i.validated = Instant::now();
-            // The kernel's pages were written through this mount: they are
-            // this version's content.
-            i.kernel_version = Some(up.etag.clone());
-            if let Some((mtime, ctime)) = up.stored_times {
-                i.attr.mtime = mtime;
-                i.attr.ctime = ctime;
-            }
-        }
-    }
-
-    /// A version of `ino` waits in the write-back spool: like staged
-    /// content, its local attributes are authoritative until it is uploaded.
-    pub(super) fn mark_pending(&self, ino: u64, key_ref: KeyRef, size: u64) {
-        if let Some(i) = self.table.lock().get_mut(ino) {
-            i.key_ref = Some(key_ref);
-            i.attr.size = size;
-            i.pending = true;
-        }
-    }
-
-    /// The spooled version of `ino` landed as `etag`; returns the staged
-    /// content of a writer that reopened the file meanwhile (it builds on
-    /// that version now).
-    pub(super) fn spool_uploaded(&self, ino: u64, etag: &str) -> Option<Arc<Staged>> {
-        let mut t = self.table.lock();
-        let i = t.get_mut(ino)?;
-        i.pending = false;
-        i.remote = true;
-        i.etag = Some(etag.to_string());
-        i.validated = Instant::now();
-        i.staged.clone()
-    }
-
-    /// The spooled version of `ino` lost a conflict (kept as a copy beside
-    /// it): S3 holds someone else's version, so look again.
-    pub(super) fn spool_conflict(&self, ino: u64) {
-        let mut t = self.table.lock();
-        let parent = t.get_mut(ino).map(|i| {
-            i.pending = false;
-            i.remote = true;
-            i.etag = None;
-            i.validated = Instant::now() - Duration::from_secs(3600);
-            i.parent
-        });
-        if let Some(p) = parent {
-            t.unlist(p);
-            self.names.forget(p);
-        }
-    }
-
-    /// Spooled versions of `inos` were uploaded by recovery, or dropped:
-    /// nothing is pending for them; what S3 has is read afresh.
-    pub(super) fn pending_settled(&self, inos: &[u64]) {
-        let mut t = self.table.lock();
-        for ino in inos {
-            if let Some(i) = t.get_mut(*ino) {
-                i.pending = false;
-                i.remote = true;
-                i.validated = Instant::now() - Duration::from_secs(3600);
-            }
-        }
-    }
-
-    /// The failed spooled version of `ino` is dropped (its file was unlinked).
-    pub(super) fn pending_dropped(&self, ino: u64) {
-        if let Some(i) = self.table.lock().get_mut(ino) {
-            i.pending = false;
         }
     }
 
