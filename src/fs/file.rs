@@ -195,7 +195,14 @@ impl SealFs {
         if st.is_none() {
             let path = self.path_of(h.ino)?;
             let key = self.key_of(&path);
-            let obj = match self.sealed.open_version(&key, h.etag.as_deref()).await {
+            let opened = match h.etag.as_deref() {
+                Some(etag) => {
+                    let disk = self.read_shared.disk();
+                    self.sealed.open_cached(&key, etag, disk).await
+                }
+                None => self.sealed.open_version(&key, None).await,
+            };
+            let obj = match opened {
                 Err(Error::Store(StoreError::PreconditionFailed { .. })) => {
                     return Err(Error::posix(
                         EIO,

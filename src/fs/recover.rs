@@ -41,7 +41,11 @@ impl SealFs {
         self.remove_clean_leftovers(&entries);
         let journals: Vec<PathBuf> = entries
             .into_iter()
-            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .filter(|p| {
+                p.extension().is_some_and(|x| x == "json")
+                    && p.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with("staged-"))
+            })
             .collect();
         for jpath in journals {
             let staged = jpath.with_extension("");

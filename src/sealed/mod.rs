@@ -11,6 +11,7 @@ pub use keys::{meta, KeyRef, SealMeta, WriteKey};
 /// Verified plaintext segments kept beyond memory (the mount's encrypted
 /// read cache on local disk), by object key, version and segment index.
 pub trait SegmentCache: Send + Sync {
+    // (An object's header is kept in the slot [`HEADER_SLOT`].)
     /// Whether segment `seg` of that version is there (no I/O).
     fn has(&self, key: &str, etag: &str, seg: u64) -> bool;
     fn get(&self, key: &str, etag: &str, seg: u64) -> Option<Vec<u8>>;
@@ -18,6 +19,9 @@ pub trait SegmentCache: Send + Sync {
     /// Returns once everything put so far is stored (unmount).
     fn flush(&self);
 }
+
+/// The [`SegmentCache`] slot of an object's header (no segment has this index).
+pub const HEADER_SLOT: u64 = u64::MAX;
 
 /// Plaintext to seal, read by offset (staged content: an encrypted local
 /// file in the mount, a plain file in tests).
@@ -291,12 +295,44 @@ impl SealedStore {
 
     /// [`SealedStore::open`] of exactly the version `etag` (when given):
     /// PreconditionFailed if the object is another version now.
+    /// [`SealedStore::open_version`] of a pinned version, with the header
+    /// from `cache` when it has it: one HEAD (is this version still there,
+    /// and its metadata) instead of a GET. The header is verified as always.
+    /// Otherwise opens with the GET and keeps the header in `cache`.
+    pub async fn open_cached(
+        &self,
+        key: &str,
+        etag: &str,
+        cache: Option<&dyn SegmentCache>,
+    ) -> Result<SealedObject> {
+        let Some(cache) = cache else {
+            return self.open_version(key, Some(etag)).await;
+        };
+        if let Some(head) = cache.get(key, etag, HEADER_SLOT) {
+            let info = self.store.head(key).await?;
+            if info.etag == etag && head.len() == HEADER_LEN {
+                return self.open_parts(key, info, Bytes::from(head)).await;
+            }
+        }
+        let obj = self.open_version(key, Some(etag)).await?;
+        if obj.prefix.len() >= HEADER_LEN {
+            cache.put(key, etag, HEADER_SLOT, &obj.prefix[..HEADER_LEN]);
+        }
+        Ok(obj)
+    }
+
     pub async fn open_version(&self, key: &str, etag: Option<&str>) -> Result<SealedObject> {
         // One GET brings a small file whole, and the start of a large one;
         // read-ahead (see [`reader`]) takes over from there.
         let run = self.settings.read_run.min(1 << 20);
         let first_run = HEADER_LEN as u64 + run + run / 64;
         let got = self.store.get(key, Some(0..first_run), etag).await?;
+        self.open_parts(key, got.info, got.body).await
+    }
+
+    /// Opens an object from its info and its first bytes (at least the header).
+    async fn open_parts(&self, key: &str, info: ObjectInfo, body: Bytes) -> Result<SealedObject> {
+        let got = crate::store::GetResult { info, body };
         let sm = SealMeta::read_from(&got.info.metadata).map_err(|r| self.not_sealfs(key, r))?;
         let header = Header::parse(&got.body).map_err(|e| match e {
             IntegrityError::BadMagic => self.not_sealfs(key, "no sealfs header"),

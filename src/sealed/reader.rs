@@ -78,6 +78,11 @@ impl ReadShared {
         Self::with_disk(settings, None)
     }
 
+    /// The disk cache, if enabled (object headers are kept there too).
+    pub fn disk(&self) -> Option<&dyn SegmentCache> {
+        self.disk.as_deref()
+    }
+
     /// Waits until what readers put in the disk cache is stored (unmount).
     pub fn flush_disk(&self) {
         if let Some(d) = &self.disk {

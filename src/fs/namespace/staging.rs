@@ -132,9 +132,10 @@ impl Namespace {
             i.key_ref = Some(up.key_ref.clone());
             i.attr.size = up.size;
             i.validated = Instant::now();
-            // The kernel's pages were written through this mount: they are
-            // this version's content.
-            i.kernel_version = Some(up.etag.clone());
+            // Pages the kernel holds from writes are not trusted as this
+            // version's content (a partly written page, an mmap'd write):
+            // the next open reads afresh, the one after keeps its pages.
+            i.kernel_version = None;
             if let Some((mtime, ctime)) = up.stored_times {
                 i.attr.mtime = mtime;
                 i.attr.ctime = ctime;

@@ -362,3 +362,35 @@ fn renames_and_directory_times_follow_the_named_operations() {
     assert_eq!(n.entry(ROOT).unwrap().subdirs, 1);
     assert!(!n.has_local_children(ROOT));
 }
+
+#[test]
+fn the_kernel_keeps_pages_only_of_a_version_it_read_and_drops_changed_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = ns(Duration::ZERO);
+    let dropped = Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let d = dropped.clone();
+    n.set_page_invalidator(Arc::new(move |ino| d.lock().push(ino)));
+    let f = n.record(ROOT, "f", seen(Kind::File, 1, "v1")).unwrap().ino;
+    assert!(!n.open_pages(f), "the first open reads afresh");
+    assert!(n.open_pages(f), "the same version again: pages kept");
+    n.record(ROOT, "f", seen(Kind::File, 1, "v1")).unwrap();
+    assert!(dropped.lock().is_empty(), "unchanged: nothing dropped");
+    n.revalidated(f, seen(Kind::File, 2, "v2"));
+    assert_eq!(*dropped.lock(), vec![f], "another mount changed it");
+    assert!(!n.open_pages(f));
+    // Pages written through this mount are not trusted as the new version's.
+    n.install_staged(f, staged(&dir), false).unwrap();
+    assert!(!n.open_pages(f), "open for writing");
+    n.uploaded(
+        f,
+        &Uploaded {
+            etag: "v3".into(),
+            key_ref: key_ref(),
+            size: 5,
+            stored_times: None,
+        },
+    );
+    n.staging_ended(f, false);
+    assert!(!n.open_pages(f), "after a write, read afresh once");
+    assert!(n.open_pages(f));
+}
