@@ -252,8 +252,10 @@ impl StagedInner {
         Ok(old)
     }
 
-    /// Reads up to `len` bytes at `offset` of the staged content.
+    /// Reads up to `len` bytes at `offset` of the staged content (broken
+    /// content has none: its errno).
     pub(super) fn read_at(&self, offset: u64, len: u64) -> Result<Vec<u8>> {
+        self.check_broken()?;
         let end = (offset + len).min(self.size);
         if offset >= end {
             return Ok(Vec::new());
@@ -424,9 +426,14 @@ impl StagedInner {
         }
     }
 
-    /// → Broken: a local write failed (see [`State::Broken`]).
+    /// → Broken: a local write failed (see [`State::Broken`]). Its blocks
+    /// go at once, so the space it took is free for every other file even
+    /// before the last handle is released.
     pub(super) fn break_off(&mut self, errno: i32) {
         self.leave(State::Broken(errno));
+        if let Err(e) = self.file.discard() {
+            tracing::debug!(path = %self.path.display(), "cannot free the staging file: {e}");
+        }
     }
 }
 

@@ -172,6 +172,12 @@ fn broken_content_fails_every_later_operation_with_its_errno() {
     assert_eq!(s.write_at(b"y", 1).unwrap_err().errno(), libc::ENOSPC);
     assert_eq!(s.set_len(0).unwrap_err().errno(), libc::ENOSPC);
     assert_eq!(s.check_broken().unwrap_err().errno(), libc::ENOSPC);
+    assert_eq!(s.read_at(0, 1).unwrap_err().errno(), libc::ENOSPC);
+    assert_eq!(
+        std::fs::metadata(&b.path).unwrap().len(),
+        32,
+        "its blocks are freed at once"
+    );
     s.unlinked();
     assert!(s.is_broken(), "an unlink does not hide the failure");
     drop(s);

@@ -194,6 +194,12 @@ impl EncryptedFile {
         self.write_block(last, &block, used)
     }
 
+    /// Drops every block (the content is abandoned): the disk space is free
+    /// at once, whoever still holds the file.
+    pub fn discard(&self) -> Result<()> {
+        self.file.set_len(HEADER)
+    }
+
     /// A reader of the plaintext from offset 0 to `len`.
     pub fn reader(&self, len: u64) -> Result<PlainReader> {
         Ok(PlainReader {
