@@ -4,10 +4,20 @@
 
 use crate::error::{Error, LogLevel};
 use crate::fs::{byte_names, Entry, Kind};
-use fuser::{Errno, FileAttr, FileType, INodeNo, ReplyXattr, TimeOrNow};
+use fuser::{Errno, FileAttr, FileType, FopenFlags, INodeNo, ReplyXattr, TimeOrNow};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::time::SystemTime;
+
+/// The open reply's flags: keep the kernel's pages when the core says they
+/// are of the version being opened.
+pub(super) fn open_flags(keep_cache: bool) -> FopenFlags {
+    if keep_cache {
+        FopenFlags::FOPEN_KEEP_CACHE
+    } else {
+        FopenFlags::empty()
+    }
+}
 
 pub(super) fn file_attr(e: &Entry) -> FileAttr {
     let a = &e.attr;

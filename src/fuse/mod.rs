@@ -7,7 +7,7 @@
 mod convert;
 
 use crate::fs::{byte_names, DirEntry, SealFs};
-use convert::{errno, file_attr, file_type, name, reply_xattr, time, xattr_name};
+use convert::{errno, file_attr, file_type, name, open_flags, reply_xattr, time, xattr_name};
 use fuser::{
     AccessFlags, Errno, FileHandle, FopenFlags, Generation, INodeNo, InitFlags, IoctlFlags,
     KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
@@ -303,14 +303,7 @@ impl fuser::Filesystem for FuseAdapter {
             "open",
             reply,
             async move { fs.open_for_kernel(ino.0, flags.0).await },
-            move |reply, (fh, keep)| {
-                let flags = if keep {
-                    FopenFlags::FOPEN_KEEP_CACHE
-                } else {
-                    FopenFlags::empty()
-                };
-                reply.opened(FileHandle(fh), flags)
-            },
+            move |reply, (fh, keep)| reply.opened(FileHandle(fh), open_flags(keep)),
         );
     }
 
