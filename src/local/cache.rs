@@ -17,8 +17,6 @@ use super::LocalKey;
 use crate::sealed::SegmentCache;
 use parking_lot::Mutex;
 use sha2::{Digest, Sha256};
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -211,17 +209,8 @@ impl ReadCache {
         let sealed = self.key.records.seal(&purpose(&name), plain);
         let path = self.dir.join(&name);
         let tmp = self.dir.join(format!("{name}.{}.tmp", std::process::id()));
-        let written = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .and_then(|mut f| f.write_all(&sealed))
-            .and_then(|()| std::fs::rename(&tmp, &path));
-        if let Err(e) = written {
+        if let Err(e) = super::write_private(&path, &tmp, &sealed, false) {
             // A full disk costs the cache, never the read.
-            let _ = std::fs::remove_file(&tmp);
             tracing::debug!(error = %e, "read cache entry not written");
             return;
         }

@@ -147,18 +147,7 @@ impl LocalKey {
     ) -> std::io::Result<()> {
         let body = zeroize::Zeroizing::new(serde_json::to_vec(value).expect("plain data"));
         let sealed = self.records.seal(purpose, &body);
-        let tmp = path.with_extension("tmp");
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(&sealed)?;
-        if sync {
-            f.sync_all()?;
-        }
-        std::fs::rename(&tmp, path)
+        write_private(path, &path.with_extension("tmp"), &sealed, sync)
     }
 
     /// The record sealed for `purpose` at `path`; `None` when it is
@@ -168,6 +157,34 @@ impl LocalKey {
         let body = self.records.open(purpose, &sealed)?;
         serde_json::from_slice(&body).ok()
     }
+}
+
+/// Writes `bytes` to `path` atomically: into `tmp` (mode 0600, fsynced
+/// first when `sync`), renamed into place; `tmp` is removed if that fails.
+pub(crate) fn write_private(
+    path: &Path,
+    tmp: &Path,
+    bytes: &[u8],
+    sync: bool,
+) -> std::io::Result<()> {
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(tmp)
+        .and_then(|mut f| {
+            f.write_all(bytes)?;
+            if sync {
+                f.sync_all()?;
+            }
+            Ok(())
+        })
+        .and_then(|()| std::fs::rename(tmp, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(tmp);
+    }
+    written
 }
 
 #[cfg(test)]
