@@ -211,6 +211,26 @@ async fn a_second_read_costs_no_get_and_a_changed_file_is_never_served_stale() {
     assert_eq!(m.sh("sha256sum < $M/big"), want);
     // After a remount the read cache answers, the object's header included.
     assert_eq!(gets(&m) - g3, 0, "GETs after a remount");
+    // Random reads too (answered piece by piece from the read cache), with
+    // the kernel's pages dropped first.
+    m.remount();
+    let g4 = gets(&m);
+    py(
+        &m,
+        r#"
+import os, random, sys
+want = open("big.bin", "rb").read()
+fd = os.open(os.path.join(sys.argv[1], "big"), os.O_RDONLY)
+os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+rng = random.Random(7)
+for _ in range(2000):
+    n = rng.choice([1, 100, 4096, 5000, 70000])
+    at = rng.randrange(0, len(want) - n)
+    got = os.pread(fd, n, at)
+    assert got == want[at:at + n], (at, n)
+"#,
+    );
+    assert_eq!(gets(&m) - g4, 0, "GETs of random reads after a remount");
 
     // Another mount changes the file: after the metadata TTL it is read anew.
     let mut other = m.another().mount();

@@ -15,6 +15,10 @@ class Servers:
         data = self.work / "weed"
         shutil.rmtree(data, ignore_errors=True)
         data.mkdir(parents=True)
+        # Every run starts with empty buckets and a new KMS key: what the
+        # systems cached locally in an earlier run belongs to neither.
+        for stale in ("cache", "cache-wb", "rclone-cache"):
+            shutil.rmtree(self.work / stale, ignore_errors=True)
         weed = self.venv / "bin" / "weed"
         self.procs.append(subprocess.Popen(
             [str(weed), "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",

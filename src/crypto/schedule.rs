@@ -18,6 +18,7 @@ use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 use hkdf::Hkdf;
 use hmac::{Hmac, Mac};
 use sha2::{Sha256, Sha512};
+use std::sync::Arc;
 use zeroize::Zeroizing;
 
 const LABEL_COMMITMENT: &[u8] = b"sealfs/v1/commitment";
@@ -25,18 +26,20 @@ const LABEL_SEGMENT: &[u8] = b"sealfs/v1/segment";
 const LABEL_HEADER_MAC: &[u8] = b"sealfs/v1/header-mac";
 const LABEL_BINDING: &[u8] = b"sealfs/v1/path-binding";
 
-/// AES-256-GCM with the segment key. AWS-LC's assembly (AES-NI with
+/// AES-256-GCM under one key (cheap to clone). AWS-LC's assembly (AES-NI with
 /// stitched GHASH) seals and opens about four times as fast as RustCrypto's
 /// `aes-gcm` on the benchmark machine (`scripts/bench-format`), which is what
 /// sequential reads and writes spend most of their CPU on. AWS-LC cleanses the
 /// key schedule when the key is dropped.
-pub(crate) struct SegmentCipher(LessSafeKey);
+#[derive(Clone)]
+pub(crate) struct SegmentCipher(Arc<LessSafeKey>);
 
 impl SegmentCipher {
-    fn new(key: &[u8; 32]) -> Self {
-        SegmentCipher(LessSafeKey::new(
+    /// The cipher of `key` (also used for what sealfs keeps on local disk).
+    pub(crate) fn new(key: &[u8; 32]) -> Self {
+        SegmentCipher(Arc::new(LessSafeKey::new(
             UnboundKey::new(&AES_256_GCM, key).expect("32-byte AES-256 key"),
-        ))
+        )))
     }
 
     /// Encrypts `buf` in place; returns the tag.

@@ -215,25 +215,21 @@ impl SealFs {
         }
         let reader = st.as_mut().expect("opened above");
         let data = reader.read(offset, size as u64).await?;
-        // For FUSE a short reply is end of file: the kernel zero-fills the
-        // rest of the page and may shrink its idea of the file's size. So a
-        // read returns exactly what is there, or fails.
-        let want = reader
-            .object()
-            .plain_len()
-            .saturating_sub(offset)
-            .min(size as u64);
-        if data.len() as u64 != want {
-            return Err(Error::posix(
-                EIO,
-                format!(
-                    "read of {} at {offset}: {} of {want} bytes assembled; refusing a short read",
-                    reader.object().key(),
-                    data.len()
-                ),
-            ));
+        whole(reader, offset, size, data)
+    }
+
+    /// [`SealFs::read`], answered at once on the caller's thread when
+    /// nothing has to be waited for: a random read of an opened object
+    /// whose bytes are in the memory or disk cache. `None`: call `read`.
+    pub fn read_at_hand(&self, fh: u64, offset: u64, size: u32) -> Option<Result<bytes::Bytes>> {
+        let h = self.handle(fh).ok()?;
+        if self.staged(h.ino).is_some() {
+            return None;
         }
-        Ok(data)
+        let mut st = h.read.try_lock().ok()?;
+        let reader = st.as_mut()?;
+        let data = reader.read_at_hand(offset, size as u64)?;
+        Some(data.and_then(|d| whole(reader, offset, size, d)))
     }
 
     fn reader(&self, obj: SealedObject) -> Reader {
@@ -418,4 +414,27 @@ impl SealFs {
         let _ = tokio::task::spawn_blocking(move || shared.flush_disk()).await;
         first_err.map_or(Ok(()), Err)
     }
+}
+
+/// `data` if it is all that `reader` has at `offset` for a read of `size`.
+/// For FUSE a short reply is end of file: the kernel zero-fills the rest of
+/// the page and may shrink its idea of the file's size. So a read returns
+/// exactly what is there, or fails.
+fn whole(reader: &Reader, offset: u64, size: u32, data: bytes::Bytes) -> Result<bytes::Bytes> {
+    let want = reader
+        .object()
+        .plain_len()
+        .saturating_sub(offset)
+        .min(size as u64);
+    if data.len() as u64 != want {
+        return Err(Error::posix(
+            EIO,
+            format!(
+                "read of {} at {offset}: {} of {want} bytes assembled; refusing a short read",
+                reader.object().key(),
+                data.len()
+            ),
+        ));
+    }
+    Ok(data)
 }

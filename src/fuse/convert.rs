@@ -96,3 +96,29 @@ pub(super) fn reply_xattr(reply: ReplyXattr, size: u32, data: &[u8]) {
         reply.data(data);
     }
 }
+
+/// The replies that can carry an errno (fuser gives them no common trait).
+pub(super) trait ErrorReply {
+    fn error(self, e: Errno);
+}
+
+macro_rules! error_reply {
+    ($($t:ty),*) => {
+        $(impl ErrorReply for $t {
+            fn error(self, e: Errno) {
+                <$t>::error(self, e)
+            }
+        })*
+    };
+}
+
+error_reply!(
+    fuser::ReplyAttr,
+    fuser::ReplyCreate,
+    fuser::ReplyData,
+    fuser::ReplyEmpty,
+    fuser::ReplyEntry,
+    fuser::ReplyOpen,
+    fuser::ReplyWrite,
+    fuser::ReplyXattr
+);

@@ -7,7 +7,9 @@
 mod convert;
 
 use crate::fs::{byte_names, DirEntry, SealFs};
-use convert::{errno, file_attr, file_type, name, open_flags, reply_xattr, time, xattr_name};
+use convert::{
+    errno, file_attr, file_type, name, open_flags, reply_xattr, time, xattr_name, ErrorReply,
+};
 use fuser::{
     AccessFlags, Errno, FileHandle, FopenFlags, Generation, INodeNo, InitFlags, IoctlFlags,
     KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
@@ -71,32 +73,6 @@ impl FuseAdapter {
         });
     }
 }
-
-/// The replies that can carry an errno (fuser gives them no common trait).
-trait ErrorReply {
-    fn error(self, e: Errno);
-}
-
-macro_rules! error_reply {
-    ($($t:ty),*) => {
-        $(impl ErrorReply for $t {
-            fn error(self, e: Errno) {
-                <$t>::error(self, e)
-            }
-        })*
-    };
-}
-
-error_reply!(
-    ReplyAttr,
-    ReplyCreate,
-    ReplyData,
-    ReplyEmpty,
-    ReplyEntry,
-    ReplyOpen,
-    ReplyWrite,
-    ReplyXattr
-);
 
 macro_rules! name_or_reply {
     ($n:expr, $reply:expr) => {
@@ -318,6 +294,15 @@ impl fuser::Filesystem for FuseAdapter {
         _lock: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        // A read the caches can answer is answered here: handing it to a
+        // task would cost more than serving it.
+        if let Some(done) = self.fs.read_at_hand(fh.0, offset, size) {
+            match done {
+                Ok(d) => reply.data(&d),
+                Err(e) => reply.error(errno("read", &e)),
+            }
+            return;
+        }
         let fs = self.fs.clone();
         self.serve(
             "read",

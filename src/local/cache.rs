@@ -14,9 +14,12 @@
 //! the bound for what it writes).
 
 use super::LocalKey;
+use crate::crypto::local::{EntryCipher, ENTRY_PIECE};
 use crate::sealed::SegmentCache;
 use parking_lot::Mutex;
 use sha2::{Digest, Sha256};
+use std::ops::Range;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -25,7 +28,7 @@ pub const DIR: &str = "read-cache";
 
 pub struct ReadCache {
     dir: PathBuf,
-    key: Arc<LocalKey>,
+    entries: EntryCipher,
     limit: u64,
     state: Mutex<Index>,
     /// Entries to write, handed to a background thread so that a read does
@@ -49,17 +52,17 @@ struct Index {
     bytes: u64,
 }
 
+/// Names entries of this format: entries of another never match, and age out.
+const NAME_LABEL: &[u8] = b"sealfs read cache entry v2";
+
 fn entry_name(key: &str, etag: &str, seg: u64) -> String {
     let mut h = Sha256::new();
+    h.update(NAME_LABEL);
     for part in [key.as_bytes(), etag.as_bytes(), &seg.to_be_bytes()] {
         h.update((part.len() as u32).to_be_bytes());
         h.update(part);
     }
     hex::encode(&h.finalize()[..20])
-}
-
-fn purpose(name: &str) -> String {
-    format!("sealfs read cache {name}")
 }
 
 impl ReadCache {
@@ -123,7 +126,7 @@ impl ReadCache {
             });
             ReadCache {
                 dir,
-                key,
+                entries: key.secret().entry_cipher(),
                 limit,
                 state: Mutex::new(index),
                 writer,
@@ -164,19 +167,35 @@ impl SegmentCache for ReadCache {
         self.state.lock().lru.contains(&entry_name(key, etag, seg))
     }
 
-    fn get(&self, key: &str, etag: &str, seg: u64) -> Option<Vec<u8>> {
+    fn get_range(&self, key: &str, etag: &str, seg: u64, range: Range<u64>) -> Option<Vec<u8>> {
         let name = entry_name(key, etag, seg);
         // Known to the index (which also marks it recently used)?
         self.state.lock().lru.get(&name)?;
-        let sealed = std::fs::read(self.dir.join(&name)).ok()?;
-        match self.key.records.open(&purpose(&name), &sealed) {
-            Some(plain) => Some(plain.to_vec()),
-            None => {
-                tracing::warn!(entry = %name, "a read cache entry does not authenticate; discarded");
-                self.forget(&name);
-                None
-            }
-        }
+        // An entry that cannot be read (removed by another mount of this
+        // directory, cut short) is forgotten quietly; one that does not
+        // authenticate was altered, and says so.
+        let read = || -> std::io::Result<(u64, u64, Vec<u8>)> {
+            let file = std::fs::File::open(self.dir.join(&name))?;
+            let len = EntryCipher::plain_len(file.metadata()?.len())
+                .ok_or(std::io::ErrorKind::InvalidData)?;
+            let at = EntryCipher::locate(len, range.clone());
+            let mut sealed = vec![0u8; (at.sealed.end - at.sealed.start) as usize];
+            file.read_exact_at(&mut sealed, at.sealed.start)?;
+            Ok((len, at.first, sealed))
+        };
+        let Ok((len, first, sealed)) = read() else {
+            self.forget(&name);
+            return None;
+        };
+        let Some(plain) = self.entries.open(&name, len, first, &sealed) else {
+            tracing::warn!(entry = %name, "a read cache entry does not authenticate; discarded");
+            self.forget(&name);
+            return None;
+        };
+        let from = first * ENTRY_PIECE;
+        let a = (range.start.min(len) - from) as usize;
+        let b = (range.end.min(len) - from) as usize;
+        Some(plain[a..b.max(a)].to_vec())
     }
 
     fn put(&self, key: &str, etag: &str, seg: u64, plain: &[u8]) {
@@ -206,7 +225,7 @@ impl SegmentCache for ReadCache {
 
 impl ReadCache {
     fn write_entry(&self, name: String, plain: &[u8]) {
-        let sealed = self.key.records.seal(&purpose(&name), plain);
+        let sealed = self.entries.seal(&name, plain);
         let path = self.dir.join(&name);
         let tmp = self.dir.join(format!("{name}.{}.tmp", std::process::id()));
         if let Err(e) = super::write_private(&path, &tmp, &sealed, false) {

@@ -14,7 +14,19 @@ pub trait SegmentCache: Send + Sync {
     // (An object's header is kept in the slot [`HEADER_SLOT`].)
     /// Whether segment `seg` of that version is there (no I/O).
     fn has(&self, key: &str, etag: &str, seg: u64) -> bool;
-    fn get(&self, key: &str, etag: &str, seg: u64) -> Option<Vec<u8>>;
+    /// Bytes `range` of segment `seg` of that version (clamped to the
+    /// segment), verified; `None` when it is not there or does not verify.
+    fn get_range(
+        &self,
+        key: &str,
+        etag: &str,
+        seg: u64,
+        range: std::ops::Range<u64>,
+    ) -> Option<Vec<u8>>;
+    /// The whole segment.
+    fn get(&self, key: &str, etag: &str, seg: u64) -> Option<Vec<u8>> {
+        self.get_range(key, etag, seg, 0..u64::MAX)
+    }
     fn put(&self, key: &str, etag: &str, seg: u64, plain: &[u8]);
     /// Returns once everything put so far is stored (unmount).
     fn flush(&self);
@@ -474,6 +486,7 @@ impl SealedObject {
 }
 
 mod keys;
+mod plain_cache;
 pub mod reader;
 pub mod spooled;
 pub mod stream;

@@ -15,11 +15,11 @@
 //! random reads go through a byte-bounded LRU of verified plaintext segments
 //! ([`PlainCache`]). Only verified plaintext is ever held or returned.
 
+use super::plain_cache::{CacheKey, PlainCache};
 use super::{SealedObject, SegmentCache};
 use crate::error::{Error, Result};
 use crate::store::ObjectStore;
 use bytes::{Bytes, BytesMut};
-use parking_lot::Mutex;
 use std::collections::VecDeque;
 use std::ops::Range;
 use std::sync::Arc;
@@ -101,58 +101,20 @@ impl ReadShared {
     }
 }
 
-type CacheKey = (String, String, u64);
-
-/// A byte-bounded LRU of verified plaintext segments, keyed by object key,
-/// ETag (so a new version never sees an old one's bytes) and segment index.
-pub struct PlainCache {
-    inner: Mutex<CacheInner>,
-    capacity: usize,
+/// What [`Reader::pattern`] makes of a read.
+struct Pattern {
+    sequential: bool,
+    /// Inside the read-ahead pipeline.
+    in_flight: bool,
+    /// Within one kernel request of where the previous read ended.
+    local: bool,
+    /// Within a chunk of the read-ahead pipeline.
+    near: bool,
 }
 
-struct CacheInner {
-    lru: lru::LruCache<CacheKey, Arc<Vec<u8>>>,
-    bytes: usize,
-}
-
-impl PlainCache {
-    pub fn new(capacity: usize) -> Self {
-        PlainCache {
-            inner: Mutex::new(CacheInner {
-                lru: lru::LruCache::unbounded(),
-                bytes: 0,
-            }),
-            capacity,
-        }
-    }
-
-    fn get(&self, k: &CacheKey) -> Option<Arc<Vec<u8>>> {
-        self.inner.lock().lru.get(k).cloned()
-    }
-
-    fn put(&self, k: CacheKey, v: Arc<Vec<u8>>) {
-        if v.len() > self.capacity {
-            return;
-        }
-        let mut c = self.inner.lock();
-        c.bytes += v.len();
-        if let Some(old) = c.lru.put(k, v) {
-            c.bytes -= old.len();
-        }
-        while c.bytes > self.capacity {
-            match c.lru.pop_lru() {
-                Some((_, old)) => c.bytes -= old.len(),
-                None => break,
-            }
-        }
-    }
-
-    /// Plaintext bytes held now.
-    #[cfg(test)]
-    pub fn bytes(&self) -> usize {
-        self.inner.lock().bytes
-    }
-}
+/// The most one kernel read request asks for by default (32 pages): how far
+/// out of order the kernel's own concurrent read-ahead requests can arrive.
+const MAX_KERNEL_REQUEST: u64 = 128 << 10;
 
 enum Body {
     Pending(JoinHandle<Result<Vec<u8>>>),
@@ -184,6 +146,9 @@ pub struct Reader {
     window: usize,
     /// Where the previous read ended.
     expected: u64,
+    /// Whether the previous read started within a chunk of where the one
+    /// before it ended.
+    was_local: bool,
     /// Segments per chunk.
     per_chunk: u64,
 }
@@ -203,6 +168,7 @@ impl Reader {
             chunks: VecDeque::new(),
             window: 0,
             expected: 0,
+            was_local: false,
             per_chunk,
         }
     }
@@ -225,33 +191,19 @@ impl Reader {
         if offset >= end {
             return Ok(Bytes::new());
         }
-        let layout = self.obj.layout();
-        let segs = layout.segments_for(offset, end - offset, plain_len);
-        // Sequential: continues the previous read, or falls inside what is
-        // already being read ahead. The kernel's own read-ahead requests run
-        // concurrently and can arrive slightly out of order; a read just
-        // behind the pipeline is served without disturbing it.
-        let (front, back) = match (self.chunks.front(), self.chunks.back()) {
-            (Some(f), Some(b)) => (f.segs.start, b.segs.end),
-            _ => (0, 0),
-        };
-        let in_flight = front <= segs.start && segs.start < back;
-        let chunk_bytes = self.per_chunk * layout.segment_size();
-        // A forward skip of less than a chunk still counts as sequential
-        // (a request overtaken by the next one); backward reads do not.
-        let sequential =
-            in_flight || (offset >= self.expected && offset - self.expected <= chunk_bytes);
-        let near = !self.chunks.is_empty()
-            && segs.start + self.per_chunk >= front
-            && segs.start < back + self.per_chunk;
-        if !sequential {
-            if !near {
-                self.chunks.clear();
-                self.window = 0;
-                self.expected = end;
-            }
+        let segs = self
+            .obj
+            .layout()
+            .segments_for(offset, end - offset, plain_len);
+        let pattern = self.pattern(offset, len, &segs);
+        if let Some(out) = self.serve_at_hand(&pattern, offset, end, segs.clone()) {
+            return Ok(Bytes::from(out));
+        }
+        if !pattern.sequential {
+            self.note_random(&pattern, end);
             return self.read_random(offset, end, segs).await.map(Bytes::from);
         }
+        self.was_local = pattern.local;
         self.expected = self.expected.max(end);
         self.window = match self.window {
             0 => 1,
@@ -259,7 +211,7 @@ impl Reader {
         };
         self.advance_to(segs.start);
         self.top_up(segs.clone());
-        let seg = layout.segment_size();
+        let seg = self.obj.layout().segment_size();
         let mut parts: Vec<Bytes> = Vec::with_capacity(2);
         let mut failed = None;
         for c in self.chunks.iter_mut() {
@@ -330,6 +282,128 @@ impl Reader {
         Ok(out)
     }
 
+    /// How a read at `offset` relates to the ones before it (no change).
+    fn pattern(&self, offset: u64, len: u64, segs: &Range<u64>) -> Pattern {
+        // Sequential: continues the previous read, or falls inside what is
+        // already being read ahead. The kernel's own read-ahead requests run
+        // concurrently and can arrive slightly out of order; a read just
+        // behind the pipeline is served without disturbing it.
+        let (front, back) = match (self.chunks.front(), self.chunks.back()) {
+            (Some(f), Some(b)) => (f.segs.start, b.segs.end),
+            _ => (0, 0),
+        };
+        let in_flight = front <= segs.start && segs.start < back;
+        let chunk_bytes = self.per_chunk * self.obj.layout().segment_size();
+        // A read that starts where the last one ended is sequential. So is
+        // a forward skip of less than a chunk once the reader streams (a
+        // request overtaken by the next one). Before it streams, a short
+        // skip (one kernel request, or this read's length) counts only when
+        // the read before was just as near its predecessor: the kernel's
+        // first read-ahead requests, out of order. Backward reads never
+        // are. Random reads that land a little ahead of the last must not
+        // start a chunk-sized read-ahead: with "near" meaning a chunk, one
+        // 4 KiB read in 60 of a 256 MiB file did, each costing milliseconds.
+        let slack = len.max(MAX_KERNEL_REQUEST);
+        let local = offset.abs_diff(self.expected) <= slack;
+        let sequential = in_flight
+            || offset == self.expected
+            || (offset > self.expected
+                && offset - self.expected <= chunk_bytes
+                && (self.window > 0 || (local && self.was_local)));
+        let near = !self.chunks.is_empty()
+            && segs.start + self.per_chunk >= front
+            && segs.start < back + self.per_chunk;
+        Pattern {
+            sequential,
+            in_flight,
+            local,
+            near,
+        }
+    }
+
+    /// A random read ending at `end` happened: one near the pipeline leaves
+    /// it be, one elsewhere ends it.
+    fn note_random(&mut self, pattern: &Pattern, end: u64) {
+        self.was_local = pattern.local;
+        if !pattern.near {
+            self.chunks.clear();
+            self.window = 0;
+            self.expected = end;
+        }
+    }
+
+    /// Serves a read without waiting, when it is a random read whose bytes
+    /// are all in the memory cache or the disk cache (local disk I/O and
+    /// decryption of a few KiB, done on the caller's thread). `None`, with
+    /// the reader unchanged, when it would wait: a sequential read (its
+    /// read-ahead) or bytes only S3 has. This spares a small random read
+    /// the hand-offs between threads that cost more than serving it.
+    pub fn read_at_hand(&mut self, offset: u64, len: u64) -> Option<Result<Bytes>> {
+        let plain_len = self.obj.plain_len();
+        let end = offset.saturating_add(len).min(plain_len);
+        if offset >= end {
+            return Some(Ok(Bytes::new()));
+        }
+        let segs = self
+            .obj
+            .layout()
+            .segments_for(offset, end - offset, plain_len);
+        let pattern = self.pattern(offset, len, &segs);
+        let out = self.serve_at_hand(&pattern, offset, end, segs)?;
+        Some(Ok(Bytes::from(out)))
+    }
+
+    /// The read's bytes from the caches, with the reader's idea of the
+    /// access pattern moved on, unless the read-ahead pipeline holds them
+    /// (or is fetching them). A sequential run through cached segments is
+    /// served this way too, at the kernel's request size, and read-ahead
+    /// from S3 starts where the cache ends.
+    fn serve_at_hand(
+        &mut self,
+        pattern: &Pattern,
+        offset: u64,
+        end: u64,
+        segs: Range<u64>,
+    ) -> Option<Vec<u8>> {
+        if pattern.in_flight {
+            return None;
+        }
+        let out = self.at_hand(offset, end, segs)?;
+        if pattern.sequential {
+            self.was_local = pattern.local;
+            self.expected = self.expected.max(end);
+        } else {
+            self.note_random(pattern, end);
+        }
+        Some(out)
+    }
+
+    /// The bytes of `[offset, end)` (in segments `segs`) if the memory
+    /// cache and the disk cache hold all of them. Only the pieces of a disk
+    /// entry that the read touches are opened (a 4 KiB read opens 4 KiB,
+    /// not the segment), and nothing goes to the memory cache: the kernel's
+    /// page cache keeps what was read.
+    fn at_hand(&self, offset: u64, end: u64, segs: Range<u64>) -> Option<Vec<u8>> {
+        let seg = self.obj.layout().segment_size();
+        let (key, etag) = (&self.obj.key, &self.obj.info.etag);
+        let mut out = Vec::with_capacity((end - offset) as usize);
+        for i in segs {
+            let base = i * seg;
+            let want = offset.max(base) - base..end.min(base + seg) - base;
+            if let Some(p) = self.shared.cache.get(&(key.clone(), etag.clone(), i)) {
+                out.extend_from_slice(p.get(want.start as usize..want.end as usize)?);
+                continue;
+            }
+            let expect = want.end - want.start;
+            let b = self.shared.disk.as_deref()?.get_range(key, etag, i, want)?;
+            if b.len() as u64 != expect {
+                return None;
+            }
+            out.extend_from_slice(&b);
+        }
+        Some(out)
+    }
+
     /// Drops chunks wholly before segment `seg` but the last of them (for
     /// late requests from just behind); restarts the pipeline when `seg` is
     /// not inside it.
@@ -397,7 +471,7 @@ impl Reader {
     }
 
     /// A read away from the previous one: only the segments it needs, served
-    /// from the plaintext cache where possible.
+    /// from the caches where possible.
     async fn read_random(&mut self, offset: u64, end: u64, segs: Range<u64>) -> Result<Vec<u8>> {
         let seg = self.obj.layout().segment_size();
         let cache = &self.shared.cache;

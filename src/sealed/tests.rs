@@ -577,4 +577,129 @@ mod reading_order {
         let gets = r.mem.counts().get.load(Relaxed) - before;
         assert!(gets <= 34, "{gets} GETs: the pipeline restarted");
     }
+
+    /// Random reads that land a little ahead of the previous one (within a
+    /// chunk) fetch only their own segments: a lone short forward skip is
+    /// not a stream.
+    #[tokio::test]
+    async fn a_random_read_just_ahead_of_the_last_starts_no_read_ahead() {
+        let r = rig(IoSettings {
+            read_run: 4096,
+            ..small_parts()
+        });
+        let plain = data(256 * 4096, 6);
+        r.put("vol/j", &plain).await.unwrap();
+        let shared = ReadShared::new(ReadSettings {
+            chunk: 16 * 4096,
+            max_window: 4,
+            budget_chunks: 8,
+            cache_bytes: 64 * 4096,
+        });
+        let obj = r.sealed.open("vol/j").await.unwrap();
+        let mut rd = Reader::new(Arc::new(obj), r.sealed.store().clone(), shared);
+        let before = r.mem.counts().get.load(Relaxed);
+        // Far apart, then each a few segments ahead of a far one.
+        for seg in [200u64, 100, 105, 30, 33, 180, 190] {
+            let at = seg * 4096 + 7;
+            let got = rd.read(at, 4096).await.unwrap();
+            assert_eq!(got, plain[at as usize..at as usize + 4096]);
+            assert_eq!(
+                rd.chunks_held(),
+                0,
+                "read at segment {seg} started read-ahead"
+            );
+        }
+        // One GET per read, each of its two segments.
+        let gets = r.mem.counts().get.load(Relaxed) - before;
+        assert_eq!(gets, 7);
+        // Two reads in a row that continue each other do stream.
+        rd.read(40 * 4096, 4096).await.unwrap();
+        rd.read(41 * 4096, 4096).await.unwrap();
+        assert!(rd.chunks_held() > 0, "a sequential pair did not stream");
+    }
+
+    /// Reads the caches can answer are answered without waiting (and
+    /// without S3); the rest are left to the async path, the reader as it
+    /// was.
+    #[tokio::test]
+    async fn reads_at_hand_come_from_the_caches_and_nothing_else() {
+        use crate::local::{cache::ReadCache, LocalKey};
+        let r = rig(IoSettings {
+            read_run: 4096,
+            ..small_parts()
+        });
+        let plain = data(64 * 4096 + 100, 9);
+        r.put("vol/h", &plain).await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let disk =
+            ReadCache::open_with(dir.path(), Arc::new(LocalKey::ephemeral()), 1 << 30, false)
+                .unwrap();
+        let settings = ReadSettings {
+            chunk: 8 * 4096,
+            max_window: 4,
+            budget_chunks: 8,
+            cache_bytes: 0,
+        };
+        let shared = ReadShared::with_disk(settings, Some(disk.clone()));
+        let open = || async {
+            let obj = r.sealed.open("vol/h").await.unwrap();
+            Reader::new(Arc::new(obj), r.sealed.store().clone(), shared.clone())
+        };
+        let gets = || r.mem.counts().get.load(Relaxed);
+        // Nothing cached: nothing at hand.
+        let mut rd = open().await;
+        assert!(rd.read_at_hand(40 * 4096 + 5, 4096).is_none());
+        // Segments 0..16 read once (backwards: random reads, no read-ahead)
+        // go to the disk cache.
+        for i in (0..16u64).rev() {
+            rd.read(i * 4096, 4096).await.unwrap();
+        }
+        assert_eq!(rd.chunks_held(), 0);
+        drop(rd);
+        let entries = std::fs::read_dir(dir.path().join("read-cache"))
+            .unwrap()
+            .count();
+        assert_eq!(entries, 16);
+        let mut rd = open().await;
+        let before = gets();
+        for off in [9 * 4096 + 17, 3 * 4096, 14 * 4096 + 4000] {
+            let got = rd.read_at_hand(off, 4096).expect("cached").unwrap();
+            assert_eq!(got, plain[off as usize..off as usize + 4096]);
+        }
+        // A run through cached segments is served at hand too, and starts
+        // no read-ahead; where the cache ends, the async path takes over.
+        let mut at = 0u64;
+        while let Some(got) = rd.read_at_hand(at, 16384) {
+            let got = got.unwrap();
+            assert_eq!(got, plain[at as usize..at as usize + got.len()]);
+            at += got.len() as u64;
+        }
+        assert_eq!(at, 16 * 4096, "at hand exactly as far as the cache goes");
+        assert_eq!(rd.chunks_held(), 0);
+        assert_eq!(gets(), before, "no S3 request for cached bytes");
+        let got = rd.read(at, 16384).await.unwrap();
+        assert_eq!(got, plain[at as usize..at as usize + 16384]);
+        assert!(gets() > before);
+        assert!(
+            rd.chunks_held() > 0,
+            "the run continues as read-ahead from S3"
+        );
+        // A read inside the pipeline is the pipeline's, not the cache's.
+        assert!(rd.read_at_hand(at + 16384, 4096).is_none());
+        // A cache entry altered on disk is not served (and is gone).
+        let names: Vec<_> = std::fs::read_dir(dir.path().join("read-cache"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        for p in &names {
+            let mut b = std::fs::read(p).unwrap();
+            let n = b.len();
+            b[n / 2] ^= 1;
+            std::fs::write(p, b).unwrap();
+        }
+        let mut rd = open().await;
+        assert!(rd.read_at_hand(2 * 4096, 4096).is_none());
+        let got = rd.read(2 * 4096, 4096).await.unwrap();
+        assert_eq!(got, plain[2 * 4096..3 * 4096], "fetched again from S3");
+    }
 }
