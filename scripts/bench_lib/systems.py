@@ -122,6 +122,7 @@ class Systems:
                     "--log-file", str(self.work / "sealfs.log")]
             if write_back:
                 args.append("--write-back")
+            args += os.environ.get("SEALFS_BENCH_EXTRA", "").split()
             run(args, env={**e, "SEALFS_LOG": "warn"})
             bucket, prefix = "sealfs", "vol/"
         elif name == "s3fs":

@@ -98,21 +98,35 @@ impl EncryptedFile {
     /// Block `index`: its data and `used`, or `None` for a hole.
     #[allow(clippy::type_complexity)]
     fn read_block(&self, index: u64) -> Result<Option<(Zeroizing<Vec<u8>>, u32)>> {
-        let mut sealed = vec![0u8; SEALED_BLOCK];
+        let sealed = self.read_sealed(index, 1)?;
+        self.open_block(index, &sealed)
+    }
+
+    /// The sealed bytes of `count` blocks from `first`, in one read (fewer
+    /// at the end of the disk file).
+    fn read_sealed(&self, first: u64, count: u64) -> Result<Vec<u8>> {
+        let mut sealed = vec![0u8; count as usize * SEALED_BLOCK];
         let mut got = 0;
         while got < sealed.len() {
             match self
                 .file
-                .read_at(&mut sealed[got..], block_at(index) + got as u64)?
+                .read_at(&mut sealed[got..], block_at(first) + got as u64)?
             {
                 0 => break,
                 n => got += n,
             }
         }
-        if got == 0 || sealed[..got].iter().all(|&b| b == 0) {
+        sealed.truncate(got);
+        Ok(sealed)
+    }
+
+    /// Block `index` from its sealed bytes: `None` for a hole or a block
+    /// past the end (no bytes, or only zeros).
+    fn open_block(&self, index: u64, sealed: &[u8]) -> Result<Option<(Zeroizing<Vec<u8>>, u32)>> {
+        if sealed.iter().all(|&b| b == 0) {
             return Ok(None);
         }
-        match self.cipher.open(index, &sealed[..got]) {
+        match self.cipher.open(index, sealed) {
             Some(b) => Ok(Some(b)),
             None => Err(corrupt(index)),
         }
@@ -133,12 +147,21 @@ impl EncryptedFile {
     /// Reads exactly `buf.len()` bytes at `offset` (the caller keeps within
     /// the length).
     pub fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        if buf.is_empty() {
+            return Ok(());
+        }
+        // One read for all the blocks (an upload reads parts of megabytes).
+        let first = offset / B;
+        let count = (offset + buf.len() as u64 - 1) / B + 1 - first;
+        let sealed = self.read_sealed(first, count)?;
         let mut done = 0usize;
         while done < buf.len() {
             let at = offset + done as u64;
             let (index, within) = (at / B, (at % B) as usize);
             let n = (BLOCK - within).min(buf.len() - done);
-            match self.read_block(index)? {
+            let from = ((index - first) as usize * SEALED_BLOCK).min(sealed.len());
+            let to = (from + SEALED_BLOCK).min(sealed.len());
+            match self.open_block(index, &sealed[from..to])? {
                 Some((data, _)) => buf[done..done + n].copy_from_slice(&data[within..within + n]),
                 None => buf[done..done + n].fill(0),
             }
@@ -153,6 +176,10 @@ impl EncryptedFile {
     pub fn write_at(&self, data: &[u8], offset: u64, size: u64) -> Result<()> {
         let end = offset + data.len() as u64;
         let new_size = size.max(end);
+        // Whole blocks in a row are sealed into one buffer and written
+        // with one call (a 1 MiB write is 64 blocks).
+        let mut run: Vec<u8> = Vec::new();
+        let mut run_start = 0u64;
         let mut done = 0usize;
         while done < data.len() {
             let at = offset + done as u64;
@@ -160,13 +187,26 @@ impl EncryptedFile {
             let n = (BLOCK - within).min(data.len() - done);
             let used = (new_size - index * B).min(B);
             if n == BLOCK {
-                self.write_block(index, &data[done..done + n], used)?;
+                if run.is_empty() {
+                    run_start = index;
+                }
+                run.extend_from_slice(&self.cipher.seal(index, &data[done..done + n], used as u32));
             } else {
+                self.flush_run(&mut run, run_start)?;
                 let mut block = self.block_data(index)?;
                 block[within..within + n].copy_from_slice(&data[done..done + n]);
                 self.write_block(index, &block, used)?;
             }
             done += n;
+        }
+        self.flush_run(&mut run, run_start)
+    }
+
+    /// Writes sealed blocks from `first` and empties `run`.
+    fn flush_run(&self, run: &mut Vec<u8>, first: u64) -> Result<()> {
+        if !run.is_empty() {
+            self.file.write_all_at(run, block_at(first))?;
+            run.clear();
         }
         Ok(())
     }

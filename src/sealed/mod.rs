@@ -27,7 +27,9 @@ pub trait SegmentCache: Send + Sync {
     fn get(&self, key: &str, etag: &str, seg: u64) -> Option<Vec<u8>> {
         self.get_range(key, etag, seg, 0..u64::MAX)
     }
-    fn put(&self, key: &str, etag: &str, seg: u64, plain: &[u8]);
+    /// Offers segment `seg` (or the header): kept if the cache can take it
+    /// now, never waited for.
+    fn put(&self, key: &str, etag: &str, seg: u64, plain: Bytes);
     /// Returns once everything put so far is stored (unmount).
     fn flush(&self);
 }
@@ -328,7 +330,7 @@ impl SealedStore {
         }
         let obj = self.open_version(key, Some(etag)).await?;
         if obj.prefix.len() >= HEADER_LEN {
-            cache.put(key, etag, HEADER_SLOT, &obj.prefix[..HEADER_LEN]);
+            cache.put(key, etag, HEADER_SLOT, obj.prefix.slice(..HEADER_LEN));
         }
         Ok(obj)
     }

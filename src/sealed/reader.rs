@@ -117,7 +117,7 @@ struct Pattern {
 const MAX_KERNEL_REQUEST: u64 = 128 << 10;
 
 enum Body {
-    Pending(JoinHandle<Result<Vec<u8>>>),
+    Pending(JoinHandle<Result<Bytes>>),
     Ready(Bytes),
 }
 
@@ -232,7 +232,6 @@ impl Reader {
                     };
                     match got {
                         Ok(b) => {
-                            let b = Bytes::from(b);
                             c.body = Body::Ready(b.clone());
                             b
                         }
@@ -522,13 +521,13 @@ async fn segments(
     store: &dyn ObjectStore,
     range: Range<u64>,
     disk: Option<&dyn SegmentCache>,
-) -> Result<Vec<u8>> {
+) -> Result<Bytes> {
     let Some(disk) = disk else {
-        return obj.segments(store, range).await;
+        return obj.segments(store, range).await.map(Bytes::from);
     };
     let (key, etag) = (obj.key.as_str(), obj.info.etag.as_str());
     let seg = obj.layout().segment_size() as usize;
-    let mut out = Vec::with_capacity((range.end - range.start) as usize * seg);
+    let mut out = Vec::new();
     let mut i = range.start;
     while i < range.end {
         if let Some(p) = disk.get(key, etag, i) {
@@ -540,14 +539,23 @@ async fn segments(
         while j < range.end && !disk.has(key, etag, j) {
             j += 1;
         }
-        let plain = obj.segments(store, i..j).await?;
-        for (n, chunk) in plain.chunks(seg).enumerate() {
-            disk.put(key, etag, i + n as u64, chunk);
+        let plain = Bytes::from(obj.segments(store, i..j).await?);
+        for (n, a) in (0..plain.len()).step_by(seg).enumerate() {
+            disk.put(
+                key,
+                etag,
+                i + n as u64,
+                plain.slice(a..(a + seg).min(plain.len())),
+            );
+        }
+        if i == range.start && j == range.end {
+            // All of it in one run: no copy.
+            return Ok(plain);
         }
         out.extend_from_slice(&plain);
         i = j;
     }
-    Ok(out)
+    Ok(Bytes::from(out))
 }
 
 /// A read that could not be assembled in full: EIO, never a short reply.
