@@ -28,6 +28,8 @@ pub const DIR: &str = "read-cache";
 
 pub struct ReadCache {
     dir: PathBuf,
+    /// The directory, open: entries are opened relative to it.
+    dir_fd: std::fs::File,
     entries: EntryCipher,
     limit: u64,
     state: Mutex<Index>,
@@ -92,6 +94,7 @@ impl ReadCache {
     ) -> std::io::Result<Arc<ReadCache>> {
         let dir = base.join(DIR);
         std::fs::create_dir_all(&dir)?;
+        let dir_fd = std::fs::File::open(&dir)?;
         let mut found: Vec<(std::time::SystemTime, String, u64)> = Vec::new();
         for e in std::fs::read_dir(&dir)?.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
@@ -140,6 +143,7 @@ impl ReadCache {
                 tx
             });
             ReadCache {
+                dir_fd,
                 dir,
                 entries: key.secret().entry_cipher(),
                 limit,
@@ -168,6 +172,26 @@ impl ReadCache {
         }
     }
 
+    /// Opens entry `name` relative to the cache directory (no path walk
+    /// from the root for each read).
+    fn open_entry(&self, name: &str) -> std::io::Result<std::fs::File> {
+        use std::os::fd::{AsRawFd, FromRawFd};
+        let c = std::ffi::CString::new(name).map_err(|_| std::io::ErrorKind::InvalidInput)?;
+        // SAFETY: a valid directory fd and a NUL-terminated name; the new fd
+        // is owned by the File.
+        let fd = unsafe {
+            libc::openat(
+                self.dir_fd.as_raw_fd(),
+                c.as_ptr(),
+                libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOFOLLOW,
+            )
+        };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(unsafe { std::fs::File::from_raw_fd(fd) })
+    }
+
     fn forget(&self, name: &str) {
         let mut s = self.state.lock();
         if let Some(len) = s.lru.pop(name) {
@@ -182,35 +206,40 @@ impl SegmentCache for ReadCache {
         self.state.lock().lru.contains(&entry_name(key, etag, seg))
     }
 
-    fn get_range(&self, key: &str, etag: &str, seg: u64, range: Range<u64>) -> Option<Vec<u8>> {
+    fn get_range(
+        &self,
+        key: &str,
+        etag: &str,
+        seg: u64,
+        len: u64,
+        range: Range<u64>,
+    ) -> Option<Vec<u8>> {
         let name = entry_name(key, etag, seg);
         // Known to the index (which also marks it recently used)?
         self.state.lock().lru.get(&name)?;
         // An entry that cannot be read (removed by another mount of this
         // directory, cut short) is forgotten quietly; one that does not
         // authenticate was altered, and says so.
-        let read = || -> std::io::Result<(u64, u64, Vec<u8>)> {
-            let file = std::fs::File::open(self.dir.join(&name))?;
-            let len = EntryCipher::plain_len(file.metadata()?.len())
-                .ok_or(std::io::ErrorKind::InvalidData)?;
-            let at = EntryCipher::locate(len, range.clone());
-            let mut sealed = vec![0u8; (at.sealed.end - at.sealed.start) as usize];
-            file.read_exact_at(&mut sealed, at.sealed.start)?;
-            Ok((len, at.first, sealed))
-        };
-        let Ok((len, first, sealed)) = read() else {
+        let at = EntryCipher::locate(len, range.clone());
+        let mut sealed = vec![0u8; (at.sealed.end - at.sealed.start) as usize];
+        let read = self
+            .open_entry(&name)
+            .and_then(|f| f.read_exact_at(&mut sealed, at.sealed.start));
+        if read.is_err() {
             self.forget(&name);
             return None;
-        };
-        let Some(plain) = self.entries.open(&name, len, first, &sealed) else {
+        }
+        let Some(mut plain) = self.entries.open(&name, len, at.first, &sealed) else {
             tracing::warn!(entry = %name, "a read cache entry does not authenticate; discarded");
             self.forget(&name);
             return None;
         };
-        let from = first * ENTRY_PIECE;
+        let from = at.first * ENTRY_PIECE;
         let a = (range.start.min(len) - from) as usize;
         let b = (range.end.min(len) - from) as usize;
-        Some(plain[a..b.max(a)].to_vec())
+        plain.truncate(b.max(a));
+        plain.drain(..a);
+        Some(plain)
     }
 
     fn put(&self, key: &str, etag: &str, seg: u64, plain: bytes::Bytes) {
@@ -277,19 +306,19 @@ mod tests {
         let c = cache(dir.path(), &key, 1 << 20);
         c.put("vol/f", "e1", 3, Bytes::from_static(b"segment three"));
         assert_eq!(
-            c.get("vol/f", "e1", 3).as_deref(),
+            c.get("vol/f", "e1", 3, 13).as_deref(),
             Some(&b"segment three"[..])
         );
-        assert_eq!(c.get("vol/f", "e2", 3), None, "another version");
-        assert_eq!(c.get("vol/f", "e1", 4), None, "another segment");
+        assert_eq!(c.get("vol/f", "e2", 3, 13), None, "another version");
+        assert_eq!(c.get("vol/f", "e1", 4, 13), None, "another segment");
         let again = cache(dir.path(), &key, 1 << 20);
         assert_eq!(
-            again.get("vol/f", "e1", 3).as_deref(),
+            again.get("vol/f", "e1", 3, 13).as_deref(),
             Some(&b"segment three"[..])
         );
         // Under another local key (another cache directory's), nothing opens.
         let other = cache(dir.path(), &Arc::new(LocalKey::ephemeral()), 1 << 20);
-        assert_eq!(other.get("vol/f", "e1", 3), None);
+        assert_eq!(other.get("vol/f", "e1", 3, 13), None);
         assert_eq!(other.bytes(), 0, "the unreadable entry was discarded");
     }
 
@@ -298,12 +327,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let key = Arc::new(LocalKey::ephemeral());
         let c = cache(dir.path(), &key, 1 << 20);
+        // An entry of another length than the object says is not served.
+        c.put("vol/f", "e", 5, Bytes::from(vec![5u8; 1000]));
+        assert_eq!(c.get("vol/f", "e", 5, 999), None);
+        assert_eq!(c.get("vol/f", "e", 5, 1000), None, "and it is gone");
         c.put("vol/f", "e", 0, Bytes::from(vec![7u8; 1000]));
         let path = dir.path().join(DIR).join(entry_name("vol/f", "e", 0));
         let mut bytes = std::fs::read(&path).unwrap();
         bytes[50] ^= 1;
         std::fs::write(&path, &bytes).unwrap();
-        assert_eq!(c.get("vol/f", "e", 0), None);
+        assert_eq!(c.get("vol/f", "e", 0, 1000), None);
         assert!(!path.exists());
         assert_eq!(c.bytes(), 0);
         // Another entry's bytes under this entry's name do not open either.
@@ -312,7 +345,7 @@ mod tests {
         let one = dir.path().join(DIR).join(entry_name("vol/f", "e", 1));
         let two = dir.path().join(DIR).join(entry_name("vol/f", "e", 2));
         std::fs::copy(&two, &one).unwrap();
-        assert_eq!(c.get("vol/f", "e", 1), None);
+        assert_eq!(c.get("vol/f", "e", 1, 10), None);
         assert!(!std::fs::read(&two)
             .unwrap()
             .windows(10)
@@ -333,8 +366,8 @@ mod tests {
             .map(|e| e.unwrap().metadata().unwrap().len())
             .sum();
         assert_eq!(on_disk, c.bytes());
-        assert!(c.get("vol/f", "e", 99).is_some(), "the newest stay");
-        assert!(c.get("vol/f", "e", 0).is_none(), "the oldest go");
+        assert!(c.get("vol/f", "e", 99, 1000).is_some(), "the newest stay");
+        assert!(c.get("vol/f", "e", 0, 1000).is_none(), "the oldest go");
         // A smaller bound at the next mount evicts down to it.
         let small = cache(dir.path(), &key, 3_000);
         assert!(small.bytes() <= 3_000);
@@ -355,6 +388,6 @@ mod tests {
             }
             std::thread::sleep(std::time::Duration::from_millis(2));
         }
-        assert_eq!(c.get("vol/f", "e", 0).as_deref(), Some(&b"later"[..]));
+        assert_eq!(c.get("vol/f", "e", 0, 5).as_deref(), Some(&b"later"[..]));
     }
 }

@@ -14,18 +14,21 @@ pub trait SegmentCache: Send + Sync {
     // (An object's header is kept in the slot [`HEADER_SLOT`].)
     /// Whether segment `seg` of that version is there (no I/O).
     fn has(&self, key: &str, etag: &str, seg: u64) -> bool;
-    /// Bytes `range` of segment `seg` of that version (clamped to the
-    /// segment), verified; `None` when it is not there or does not verify.
+    /// Bytes `range` of segment `seg` of that version, whose length is
+    /// `len` (known from the verified header: an entry of another length
+    /// does not verify), clamped to it; `None` when it is not there or does
+    /// not verify.
     fn get_range(
         &self,
         key: &str,
         etag: &str,
         seg: u64,
+        len: u64,
         range: std::ops::Range<u64>,
     ) -> Option<Vec<u8>>;
-    /// The whole segment.
-    fn get(&self, key: &str, etag: &str, seg: u64) -> Option<Vec<u8>> {
-        self.get_range(key, etag, seg, 0..u64::MAX)
+    /// The whole segment (of `len` bytes).
+    fn get(&self, key: &str, etag: &str, seg: u64, len: u64) -> Option<Vec<u8>> {
+        self.get_range(key, etag, seg, len, 0..len)
     }
     /// Offers segment `seg` (or the header): kept if the cache can take it
     /// now, never waited for.
@@ -322,7 +325,7 @@ impl SealedStore {
         let Some(cache) = cache else {
             return self.open_version(key, Some(etag)).await;
         };
-        if let Some(head) = cache.get(key, etag, HEADER_SLOT) {
+        if let Some(head) = cache.get(key, etag, HEADER_SLOT, HEADER_LEN as u64) {
             let info = self.store.head(key).await?;
             if info.etag == etag && head.len() == HEADER_LEN {
                 return self.open_parts(key, info, Bytes::from(head)).await;

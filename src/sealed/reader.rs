@@ -394,9 +394,19 @@ impl Reader {
                 continue;
             }
             let expect = want.end - want.start;
-            let b = self.shared.disk.as_deref()?.get_range(key, etag, i, want)?;
+            let seg_len = seg.min(self.obj.plain_len() - base);
+            let b = self
+                .shared
+                .disk
+                .as_deref()?
+                .get_range(key, etag, i, seg_len, want)?;
             if b.len() as u64 != expect {
                 return None;
+            }
+            if out.is_empty() && b.len() as u64 == end - offset {
+                // The whole read from one entry: no copy.
+                out = b;
+                continue;
             }
             out.extend_from_slice(&b);
         }
@@ -527,10 +537,11 @@ async fn segments(
     };
     let (key, etag) = (obj.key.as_str(), obj.info.etag.as_str());
     let seg = obj.layout().segment_size() as usize;
+    let seg_len = |i: u64| (seg as u64).min(obj.plain_len().saturating_sub(i * seg as u64));
     let mut out = Vec::new();
     let mut i = range.start;
     while i < range.end {
-        if let Some(p) = disk.get(key, etag, i) {
+        if let Some(p) = disk.get(key, etag, i, seg_len(i)) {
             out.extend_from_slice(&p);
             i += 1;
             continue;
