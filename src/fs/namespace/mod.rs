@@ -306,9 +306,15 @@ impl Namespace {
         self.names.forget(ino);
     }
 
-    /// Moves `parent/name` to `new_parent/new_name`, replacing any entry there.
+    /// Moves `parent/name` to `new_parent/new_name`, replacing any entry
+    /// there. Both directories' remembered names are forgotten: the names
+    /// listed before no longer say what is in either (the destination's
+    /// listing, taken by the rename's own look-up, lacks the new name, and
+    /// would answer ENOENT for it once its table entry is gone).
     pub(super) fn rename(&self, parent: u64, name: &str, new_parent: u64, new_name: &str) {
         self.table.lock().rename(parent, name, new_parent, new_name);
+        self.names.forget(parent);
+        self.names.forget(new_parent);
     }
 
     /// A file's object was copied to its new key as version `etag`.

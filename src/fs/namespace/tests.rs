@@ -238,6 +238,24 @@ fn removing_a_directory_forgets_its_names() {
 }
 
 #[test]
+fn a_rename_forgets_the_names_of_both_directories() {
+    let n = ns(Duration::from_secs(60));
+    let d = n.record(ROOT, "d", seen(Kind::Dir, 0, "m")).unwrap().ino;
+    n.record(ROOT, "a", seen(Kind::File, 1, "e")).unwrap();
+    // The names each directory had before (`mv`'s own look-up of the
+    // destination lists it without the name about to arrive).
+    n.remember_names(d, HashSet::new());
+    n.remember_names(ROOT, ["a".to_string(), "d".to_string()].into());
+    n.rename(ROOT, "a", d, "a2");
+    assert!(
+        n.fresh_names(d).is_none(),
+        "the destination's names are stale"
+    );
+    assert!(n.fresh_names(ROOT).is_none(), "so are the source's");
+    assert!(n.child(d, "a2").is_some());
+}
+
+#[test]
 fn an_attribute_edit_that_refuses_changes_nothing() {
     let n = ns(Duration::from_secs(60));
     let f = n.record(ROOT, "f", seen(Kind::File, 1, "e")).unwrap().ino;
