@@ -499,4 +499,6 @@ pub mod stream;
 #[cfg(test)]
 mod key_tests;
 #[cfg(test)]
+mod reader_tests;
+#[cfg(test)]
 mod tests;
