@@ -219,8 +219,8 @@ impl SealFs {
     }
 
     /// [`SealFs::read`], answered at once on the caller's thread when
-    /// nothing has to be waited for: a random read of an opened object
-    /// whose bytes are in the memory or disk cache. `None`: call `read`.
+    /// nothing has to be waited for: a read of an opened object whose bytes
+    /// are in the memory or disk cache. `None`: call `read`.
     pub fn read_at_hand(&self, fh: u64, offset: u64, size: u32) -> Option<Result<bytes::Bytes>> {
         let h = self.handle(fh).ok()?;
         if self.staged(h.ino).is_some() {

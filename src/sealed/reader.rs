@@ -186,15 +186,9 @@ impl Reader {
     /// Reads up to `len` bytes at `offset` (fewer at end of file). A read
     /// inside one chunk is a slice of it, not a copy.
     pub async fn read(&mut self, offset: u64, len: u64) -> Result<Bytes> {
-        let plain_len = self.obj.plain_len();
-        let end = offset.saturating_add(len).min(plain_len);
-        if offset >= end {
+        let Some((end, segs)) = self.span(offset, len) else {
             return Ok(Bytes::new());
-        }
-        let segs = self
-            .obj
-            .layout()
-            .segments_for(offset, end - offset, plain_len);
+        };
         let pattern = self.pattern(offset, len, &segs);
         if let Some(out) = self.serve_at_hand(&pattern, offset, end, segs.clone()) {
             return Ok(Bytes::from(out));
@@ -216,7 +210,7 @@ impl Reader {
         let mut failed = None;
         for c in self.chunks.iter_mut() {
             let from = c.segs.start * seg;
-            let to = (c.segs.end * seg).min(plain_len);
+            let to = (c.segs.end * seg).min(self.obj.plain_len());
             if to <= offset || from >= end {
                 continue;
             }
@@ -331,22 +325,30 @@ impl Reader {
         }
     }
 
-    /// Serves a read without waiting, when it is a random read whose bytes
-    /// are all in the memory cache or the disk cache (local disk I/O and
-    /// decryption of a few KiB, done on the caller's thread). `None`, with
-    /// the reader unchanged, when it would wait: a sequential read (its
-    /// read-ahead) or bytes only S3 has. This spares a small random read
-    /// the hand-offs between threads that cost more than serving it.
-    pub fn read_at_hand(&mut self, offset: u64, len: u64) -> Option<Result<Bytes>> {
+    /// Where a read of `len` bytes at `offset` ends (clamped to the file)
+    /// and the segments it touches; `None` when it is at or past the end.
+    fn span(&self, offset: u64, len: u64) -> Option<(u64, Range<u64>)> {
         let plain_len = self.obj.plain_len();
         let end = offset.saturating_add(len).min(plain_len);
-        if offset >= end {
+        (offset < end).then(|| {
+            let segs = self
+                .obj
+                .layout()
+                .segments_for(offset, end - offset, plain_len);
+            (end, segs)
+        })
+    }
+
+    /// Serves a read without waiting, when all its bytes are in the memory
+    /// cache or the disk cache (local disk I/O and decryption of a few KiB,
+    /// done on the caller's thread). `None`, with the reader unchanged,
+    /// when it would wait: bytes the read-ahead pipeline holds or fetches,
+    /// or bytes only S3 has. This spares a small read the hand-offs between
+    /// threads that cost more than serving it.
+    pub fn read_at_hand(&mut self, offset: u64, len: u64) -> Option<Result<Bytes>> {
+        let Some((end, segs)) = self.span(offset, len) else {
             return Some(Ok(Bytes::new()));
-        }
-        let segs = self
-            .obj
-            .layout()
-            .segments_for(offset, end - offset, plain_len);
+        };
         let pattern = self.pattern(offset, len, &segs);
         let out = self.serve_at_hand(&pattern, offset, end, segs)?;
         Some(Ok(Bytes::from(out)))
@@ -394,7 +396,7 @@ impl Reader {
                 continue;
             }
             let expect = want.end - want.start;
-            let seg_len = seg.min(self.obj.plain_len() - base);
+            let seg_len = self.obj.layout().segment_plain_len(i, self.obj.plain_len());
             let b = self
                 .shared
                 .disk
@@ -537,7 +539,7 @@ async fn segments(
     };
     let (key, etag) = (obj.key.as_str(), obj.info.etag.as_str());
     let seg = obj.layout().segment_size() as usize;
-    let seg_len = |i: u64| (seg as u64).min(obj.plain_len().saturating_sub(i * seg as u64));
+    let seg_len = |i: u64| obj.layout().segment_plain_len(i, obj.plain_len());
     let mut out = Vec::new();
     let mut i = range.start;
     while i < range.end {
