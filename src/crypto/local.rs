@@ -106,16 +106,25 @@ impl BlockCipher {
     /// Block `index`: `data` (at most [`BLOCK`] bytes, zero-filled to it)
     /// of which `used` bytes belong to the file if it is the last block.
     pub fn seal(&self, index: u64, data: &[u8], used: u32) -> Vec<u8> {
+        let mut out = Vec::with_capacity(SEALED_BLOCK);
+        self.seal_into(index, data, used, &mut out);
+        out
+    }
+
+    /// [`BlockCipher::seal`], appended to `out` (runs of blocks are sealed
+    /// into one buffer and written with one call).
+    pub fn seal_into(&self, index: u64, data: &[u8], used: u32, out: &mut Vec<u8>) {
         debug_assert!(data.len() <= BLOCK && used as usize <= BLOCK);
         let nonce = random_nonce();
-        let mut out = vec![0u8; SEALED_BLOCK];
-        out[..NONCE_LEN].copy_from_slice(&nonce);
-        let body = &mut out[NONCE_LEN..NONCE_LEN + BLOCK + 4];
+        let at = out.len();
+        out.resize(at + SEALED_BLOCK, 0);
+        let block = &mut out[at..];
+        block[..NONCE_LEN].copy_from_slice(&nonce);
+        let body = &mut block[NONCE_LEN..NONCE_LEN + BLOCK + 4];
         body[..data.len()].copy_from_slice(data);
         body[BLOCK..].copy_from_slice(&used.to_be_bytes());
         let tag = self.0.seal_in_place(nonce, &index.to_be_bytes(), body);
-        out[NONCE_LEN + BLOCK + 4..].copy_from_slice(&tag);
-        out
+        block[NONCE_LEN + BLOCK + 4..].copy_from_slice(&tag);
     }
 
     /// Opens block `index`: its data ([`BLOCK`] bytes) and `used`. `None`

@@ -190,7 +190,8 @@ impl EncryptedFile {
                 if run.is_empty() {
                     run_start = index;
                 }
-                run.extend_from_slice(&self.cipher.seal(index, &data[done..done + n], used as u32));
+                self.cipher
+                    .seal_into(index, &data[done..done + n], used as u32, &mut run);
             } else {
                 self.flush_run(&mut run, run_start)?;
                 let mut block = self.block_data(index)?;
