@@ -222,6 +222,11 @@ async fn a_second_read_costs_no_get_and_a_changed_file_is_never_served_stale() {
         rounds += 1;
         assert!(rounds < 10, "still {fetched} GETs after {rounds} remounts");
     }
+    // The mount reports the cache it found (1 MiB groups of segments).
+    let rc = &stats(&m)["read_cache"];
+    let entries = rc["entries"].as_u64().unwrap();
+    assert!((100..=200).contains(&entries), "{rc}");
+    assert!(rc["bytes"].as_u64().unwrap() <= rc["limit"].as_u64().unwrap());
     // Random reads too (answered piece by piece from the read cache), with
     // the kernel's pages dropped first.
     m.remount();

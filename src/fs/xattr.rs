@@ -32,6 +32,16 @@ impl SealFs {
                 let mut v = stats();
                 // Entries the mount holds: the kernel's plus the bounded cache.
                 v["inodes"] = self.cached_inodes().into();
+                if let Some(disk) = self.read_shared.disk() {
+                    let c = disk.stats();
+                    v["read_cache"] = serde_json::json!({
+                        "entries": c.entries,
+                        "bytes": c.bytes,
+                        "limit": c.limit,
+                        "stored": c.stored,
+                        "dropped": c.dropped,
+                    });
+                }
                 return Ok(v.to_string().into_bytes());
             }
         }

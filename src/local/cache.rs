@@ -3,28 +3,40 @@
 //! once is read again (after its pages left the kernel's cache, or after a
 //! remount) without S3.
 //!
-//! An entry is one segment of one version: its name is a hash of (object
-//! key, ETag, segment index), so a changed object is never served from an old
-//! entry, and its content is a record sealed for that name, so an entry that
-//! was altered, truncated or renamed fails to open and is discarded. The
-//! cache is bounded in bytes on disk, least recently used first out; entries
-//! left by earlier mounts of the same cache directory are used (oldest
-//! written first out). Mounts of different volumes use different cache
-//! directories; two mounts of one directory share its entries (each keeps
-//! the bound for what it writes).
+//! An entry holds one segment of one version, or (written from a
+//! sequential read's run) a group of consecutive segments, 1 MiB together:
+//! a file per 64 KiB segment cost a cold sequential read eight times the
+//! CPU of a file per MiB, in file creations alone. An entry's name is a
+//! hash of (object key, ETag, segment size, kind, index), so a changed
+//! object is never served from an old entry, and its content is a record
+//! sealed for that name and length, so an entry that was altered, truncated
+//! or renamed fails to open and is discarded. The cache is bounded in bytes
+//! on disk, least recently used first out; entries left by earlier mounts
+//! of the same cache directory are used (oldest written first out). Mounts
+//! of different volumes use different cache directories; two mounts of one
+//! directory share its entries (each keeps the bound for what it writes).
 
 use super::LocalKey;
 use crate::crypto::local::{EntryCipher, ENTRY_PIECE};
-use crate::sealed::SegmentCache;
+use crate::sealed::{CacheStats, SegmentCache, Slot, HEADER_SLOT};
 use parking_lot::Mutex;
 use sha2::{Digest, Sha256};
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
 /// The read cache's directory, under a cache directory.
 pub const DIR: &str = "read-cache";
+
+/// Plaintext bytes of a group entry (whole segments: fewer when a segment
+/// is larger).
+const GROUP_BYTES: u64 = 1 << 20;
+
+/// Plaintext bytes waiting for the background writer at most; beyond it
+/// offered entries are not kept.
+const QUEUE_BYTES: u64 = 16 << 20;
 
 pub struct ReadCache {
     dir: PathBuf,
@@ -34,9 +46,14 @@ pub struct ReadCache {
     limit: u64,
     state: Mutex<Index>,
     /// Entries to write, handed to a background thread at idle priority so
-    /// that a read never waits for the cache (when the queue is full, the
-    /// entry is not kept). `None`: written inline (tests).
-    writer: Option<std::sync::mpsc::SyncSender<Job>>,
+    /// that a read never waits for the cache (when [`QUEUE_BYTES`] wait,
+    /// the entry is not kept). `None`: written inline (tests).
+    writer: Option<std::sync::mpsc::Sender<Job>>,
+    /// Plaintext bytes handed to the writer and not yet written.
+    queued: AtomicU64,
+    /// Entries written, and entries offered but not kept (writer behind).
+    stored: AtomicU64,
+    dropped: AtomicU64,
 }
 
 enum Job {
@@ -44,9 +61,6 @@ enum Job {
     /// Answered once every entry queued before it is written.
     Flush(std::sync::mpsc::SyncSender<()>),
 }
-
-/// Entries waiting for the background writer (64 KiB segments: 16 MiB).
-const QUEUE: usize = 256;
 
 struct Index {
     /// Entry name → bytes on disk, least recently used first.
@@ -65,16 +79,44 @@ fn idle_priority() {
 }
 
 /// Names entries of this format: entries of another never match, and age out.
-const NAME_LABEL: &[u8] = b"sealfs read cache entry v2";
+const NAME_LABEL: &[u8] = b"sealfs read cache entry v3";
 
-fn entry_name(key: &str, etag: &str, seg: u64) -> String {
+/// What an entry holds: one segment (or the header), or a group.
+#[derive(Clone, Copy)]
+enum Kind {
+    Segment = 1,
+    Group = 2,
+}
+
+fn entry_name(kind: Kind, at: &Slot, index: u64) -> String {
     let mut h = Sha256::new();
     h.update(NAME_LABEL);
-    for part in [key.as_bytes(), etag.as_bytes(), &seg.to_be_bytes()] {
+    h.update([kind as u8]);
+    for part in [
+        at.key.as_bytes(),
+        at.etag.as_bytes(),
+        &at.segment_size.to_be_bytes(),
+        &index.to_be_bytes(),
+    ] {
         h.update((part.len() as u32).to_be_bytes());
         h.update(part);
     }
     hex::encode(&h.finalize()[..20])
+}
+
+/// Segments per group entry for segments of `size` bytes (1: no groups).
+fn group_span(size: u64) -> u64 {
+    GROUP_BYTES.checked_div(size).map_or(1, |n| n.max(1))
+}
+
+/// The group entry that would hold `at`, and where `at` lies in it.
+fn group_of(at: &Slot) -> Option<(String, u64)> {
+    let span = group_span(at.segment_size);
+    if span == 1 || at.index == HEADER_SLOT {
+        return None;
+    }
+    let name = entry_name(Kind::Group, at, at.index / span);
+    Some((name, (at.index % span) * at.segment_size))
 }
 
 impl ReadCache {
@@ -121,18 +163,26 @@ impl ReadCache {
         }
         let cache = Arc::new_cyclic(|me: &std::sync::Weak<ReadCache>| {
             let writer = background.then(|| {
-                let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(QUEUE);
+                let (tx, rx) = std::sync::mpsc::channel::<Job>();
                 let me = me.clone();
                 // Ends when the cache is dropped (its sender with it).
                 std::thread::spawn(move || {
                     // The cache is written with CPU time nothing else
-                    // wants, so filling it never slows the reads that
-                    // offer the entries (on two cores, a cold sequential
-                    // read lost a quarter of its speed to it).
+                    // wants first (on two cores shared with the backend, a
+                    // cold sequential read still pays about a tenth of its
+                    // speed to the filling; see docs/PERFORMANCE.md).
                     idle_priority();
+                    // One buffer for every entry: allocating each one
+                    // mapped, faulted in and unmapped a MiB at a time, and
+                    // the process-wide memory-map lock that takes, held by
+                    // an idle-priority thread, stalled the reads.
+                    let mut buf = Vec::new();
                     for job in rx {
                         match (job, me.upgrade()) {
-                            (Job::Write(name, plain), Some(c)) => c.write_entry(name, &plain),
+                            (Job::Write(name, plain), Some(c)) => {
+                                c.write_entry(name, &plain, &mut buf);
+                                c.queued.fetch_sub(plain.len() as u64, Relaxed);
+                            }
                             (Job::Flush(done), _) => {
                                 let _ = done.send(());
                             }
@@ -149,6 +199,9 @@ impl ReadCache {
                 limit,
                 state: Mutex::new(index),
                 writer,
+                queued: AtomicU64::new(0),
+                stored: AtomicU64::new(0),
+                dropped: AtomicU64::new(0),
             }
         });
         cache.evict();
@@ -199,39 +252,25 @@ impl ReadCache {
         }
         let _ = std::fs::remove_file(self.dir.join(name));
     }
-}
 
-impl SegmentCache for ReadCache {
-    fn has(&self, key: &str, etag: &str, seg: u64) -> bool {
-        self.state.lock().lru.contains(&entry_name(key, etag, seg))
-    }
-
-    fn get_range(
-        &self,
-        key: &str,
-        etag: &str,
-        seg: u64,
-        len: u64,
-        range: Range<u64>,
-    ) -> Option<Vec<u8>> {
-        let name = entry_name(key, etag, seg);
-        // Known to the index (which also marks it recently used)?
-        self.state.lock().lru.get(&name)?;
-        // An entry that cannot be read (removed by another mount of this
-        // directory, cut short) is forgotten quietly; one that does not
-        // authenticate was altered, and says so.
+    /// Bytes `range` (within `len`) of entry `name`, whose plaintext is
+    /// `len` bytes. Only the pieces holding the range are read and opened.
+    /// An entry that cannot be read (removed by another mount of this
+    /// directory, cut short) is forgotten quietly; one that does not
+    /// authenticate was altered, and says so.
+    fn read_entry(&self, name: &str, len: u64, range: Range<u64>) -> Option<Vec<u8>> {
         let at = EntryCipher::locate(len, range.clone());
         let mut sealed = vec![0u8; (at.sealed.end - at.sealed.start) as usize];
         let read = self
-            .open_entry(&name)
+            .open_entry(name)
             .and_then(|f| f.read_exact_at(&mut sealed, at.sealed.start));
         if read.is_err() {
-            self.forget(&name);
+            self.forget(name);
             return None;
         }
-        let Some(mut plain) = self.entries.open(&name, len, at.first, &sealed) else {
+        let Some(mut plain) = self.entries.open(name, len, at.first, &sealed) else {
             tracing::warn!(entry = %name, "a read cache entry does not authenticate; discarded");
-            self.forget(&name);
+            self.forget(name);
             return None;
         };
         let from = at.first * ENTRY_PIECE;
@@ -242,19 +281,90 @@ impl SegmentCache for ReadCache {
         Some(plain)
     }
 
-    fn put(&self, key: &str, etag: &str, seg: u64, plain: bytes::Bytes) {
-        if self.limit == 0 {
-            return;
+    /// `range` of `at` from the group entry holding it, if there is one
+    /// that holds all of `at` (a group ends early only at the object's end).
+    fn get_from_group(&self, at: &Slot, range: &Range<u64>) -> Option<Vec<u8>> {
+        let (name, offset) = group_of(at)?;
+        let sealed_len = *self.state.lock().lru.get(&name)?;
+        let len = EntryCipher::plain_len(sealed_len)?;
+        let end = offset.checked_add(at.len)?;
+        let whole = at.len == at.segment_size || end == len;
+        if end > len || !whole {
+            return None;
         }
-        let name = entry_name(key, etag, seg);
+        let r = offset + range.start.min(at.len)..offset + range.end.min(at.len);
+        self.read_entry(&name, len, r)
+    }
+
+    /// Hands an entry to the writer, or writes it (no background writer).
+    fn offer(&self, name: String, plain: bytes::Bytes) {
         let Some(tx) = &self.writer else {
-            return self.write_entry(name, &plain);
+            return self.write_entry(name, &plain, &mut Vec::new());
         };
         // A read never waits for the cache: when the writer is behind (a
         // cold read faster than the disk and the idle CPU can store), the
         // entry is not kept, and a later read of it offers it again.
-        if tx.try_send(Job::Write(name, plain)).is_err() {
-            tracing::trace!(seg, "read cache writer behind; segment not kept");
+        let n = plain.len() as u64;
+        if self.queued.fetch_add(n, Relaxed) + n > QUEUE_BYTES {
+            self.queued.fetch_sub(n, Relaxed);
+            self.dropped.fetch_add(1, Relaxed);
+            tracing::trace!(entry = %name, "read cache writer behind; entry not kept");
+            return;
+        }
+        if tx.send(Job::Write(name, plain)).is_err() {
+            self.queued.fetch_sub(n, Relaxed);
+        }
+    }
+}
+
+impl SegmentCache for ReadCache {
+    fn has(&self, at: &Slot) -> bool {
+        let group = group_of(at);
+        let segment = entry_name(Kind::Segment, at, at.index);
+        let s = self.state.lock();
+        group.is_some_and(|(g, _)| s.lru.contains(&g)) || s.lru.contains(&segment)
+    }
+
+    fn get_range(&self, at: &Slot, range: Range<u64>) -> Option<Vec<u8>> {
+        if let Some(p) = self.get_from_group(at, &range) {
+            return Some(p);
+        }
+        let name = entry_name(Kind::Segment, at, at.index);
+        // Known to the index (which also marks it recently used)?
+        self.state.lock().lru.get(&name)?;
+        self.read_entry(&name, at.len, range)
+    }
+
+    fn put(&self, at: &Slot, plain: bytes::Bytes) {
+        if self.limit > 0 {
+            self.offer(entry_name(Kind::Segment, at, at.index), plain);
+        }
+    }
+
+    fn put_run(&self, first: &Slot, plain: bytes::Bytes) {
+        if self.limit == 0 {
+            return;
+        }
+        let size = first.segment_size.max(1);
+        let span = group_span(size);
+        let len = plain.len() as u64;
+        // A short last segment is the object's end: a group ending there is
+        // whole.
+        let ends_object = len % size != 0;
+        let mut at = 0u64;
+        while at < len {
+            let index = first.index + at / size;
+            let group_end = at + span * size;
+            let (end, name) = if span > 1 && index % span == 0 && (group_end <= len || ends_object)
+            {
+                let g = entry_name(Kind::Group, first, index / span);
+                (group_end.min(len), g)
+            } else {
+                let s = entry_name(Kind::Segment, first, index);
+                ((at + size).min(len), s)
+            };
+            self.offer(name, plain.slice(at as usize..end as usize));
+            at = end;
         }
     }
 
@@ -266,18 +376,30 @@ impl SegmentCache for ReadCache {
             }
         }
     }
+
+    fn stats(&self) -> CacheStats {
+        let s = self.state.lock();
+        CacheStats {
+            entries: s.lru.len() as u64,
+            bytes: s.bytes,
+            limit: self.limit,
+            stored: self.stored.load(Relaxed),
+            dropped: self.dropped.load(Relaxed),
+        }
+    }
 }
 
 impl ReadCache {
-    fn write_entry(&self, name: String, plain: &[u8]) {
-        let sealed = self.entries.seal(&name, plain);
+    fn write_entry(&self, name: String, plain: &[u8], sealed: &mut Vec<u8>) {
+        self.entries.seal_into(&name, plain, sealed);
         let path = self.dir.join(&name);
         let tmp = self.dir.join(format!("{name}.{}.tmp", std::process::id()));
-        if let Err(e) = super::write_private(&path, &tmp, &sealed, false) {
+        if let Err(e) = super::write_private(&path, &tmp, sealed, false) {
             // A full disk costs the cache, never the read.
             tracing::debug!(error = %e, "read cache entry not written");
             return;
         }
+        self.stored.fetch_add(1, Relaxed);
         {
             let mut s = self.state.lock();
             let len = sealed.len() as u64;
@@ -291,103 +413,5 @@ impl ReadCache {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use bytes::Bytes;
-
-    fn cache(dir: &Path, key: &Arc<LocalKey>, limit: u64) -> Arc<ReadCache> {
-        ReadCache::open_with(dir, key.clone(), limit, false).unwrap()
-    }
-
-    #[test]
-    fn entries_survive_a_remount_and_a_new_version_misses() {
-        let dir = tempfile::tempdir().unwrap();
-        let key = Arc::new(LocalKey::ephemeral());
-        let c = cache(dir.path(), &key, 1 << 20);
-        c.put("vol/f", "e1", 3, Bytes::from_static(b"segment three"));
-        assert_eq!(
-            c.get("vol/f", "e1", 3, 13).as_deref(),
-            Some(&b"segment three"[..])
-        );
-        assert_eq!(c.get("vol/f", "e2", 3, 13), None, "another version");
-        assert_eq!(c.get("vol/f", "e1", 4, 13), None, "another segment");
-        let again = cache(dir.path(), &key, 1 << 20);
-        assert_eq!(
-            again.get("vol/f", "e1", 3, 13).as_deref(),
-            Some(&b"segment three"[..])
-        );
-        // Under another local key (another cache directory's), nothing opens.
-        let other = cache(dir.path(), &Arc::new(LocalKey::ephemeral()), 1 << 20);
-        assert_eq!(other.get("vol/f", "e1", 3, 13), None);
-        assert_eq!(other.bytes(), 0, "the unreadable entry was discarded");
-    }
-
-    #[test]
-    fn a_changed_entry_is_discarded_never_served() {
-        let dir = tempfile::tempdir().unwrap();
-        let key = Arc::new(LocalKey::ephemeral());
-        let c = cache(dir.path(), &key, 1 << 20);
-        // An entry of another length than the object says is not served.
-        c.put("vol/f", "e", 5, Bytes::from(vec![5u8; 1000]));
-        assert_eq!(c.get("vol/f", "e", 5, 999), None);
-        assert_eq!(c.get("vol/f", "e", 5, 1000), None, "and it is gone");
-        c.put("vol/f", "e", 0, Bytes::from(vec![7u8; 1000]));
-        let path = dir.path().join(DIR).join(entry_name("vol/f", "e", 0));
-        let mut bytes = std::fs::read(&path).unwrap();
-        bytes[50] ^= 1;
-        std::fs::write(&path, &bytes).unwrap();
-        assert_eq!(c.get("vol/f", "e", 0, 1000), None);
-        assert!(!path.exists());
-        assert_eq!(c.bytes(), 0);
-        // Another entry's bytes under this entry's name do not open either.
-        c.put("vol/f", "e", 1, Bytes::from(vec![1u8; 10]));
-        c.put("vol/f", "e", 2, Bytes::from(vec![2u8; 10]));
-        let one = dir.path().join(DIR).join(entry_name("vol/f", "e", 1));
-        let two = dir.path().join(DIR).join(entry_name("vol/f", "e", 2));
-        std::fs::copy(&two, &one).unwrap();
-        assert_eq!(c.get("vol/f", "e", 1, 10), None);
-        assert!(!std::fs::read(&two)
-            .unwrap()
-            .windows(10)
-            .any(|w| w == [2u8; 10]));
-    }
-
-    #[test]
-    fn the_cache_never_exceeds_its_size() {
-        let dir = tempfile::tempdir().unwrap();
-        let key = Arc::new(LocalKey::ephemeral());
-        let c = cache(dir.path(), &key, 10_000);
-        for seg in 0..100 {
-            c.put("vol/f", "e", seg, Bytes::from(vec![seg as u8; 1000]));
-            assert!(c.bytes() <= 10_000);
-        }
-        let on_disk: u64 = std::fs::read_dir(dir.path().join(DIR))
-            .unwrap()
-            .map(|e| e.unwrap().metadata().unwrap().len())
-            .sum();
-        assert_eq!(on_disk, c.bytes());
-        assert!(c.get("vol/f", "e", 99, 1000).is_some(), "the newest stay");
-        assert!(c.get("vol/f", "e", 0, 1000).is_none(), "the oldest go");
-        // A smaller bound at the next mount evicts down to it.
-        let small = cache(dir.path(), &key, 3_000);
-        assert!(small.bytes() <= 3_000);
-        let off = cache(dir.path(), &key, 0);
-        off.put("vol/g", "e", 0, Bytes::from_static(b"x"));
-        assert_eq!(off.bytes(), 0, "size 0 turns it off");
-    }
-
-    #[test]
-    fn the_background_writer_writes_what_reads_put() {
-        let dir = tempfile::tempdir().unwrap();
-        let key = Arc::new(LocalKey::ephemeral());
-        let c = ReadCache::open(dir.path(), key, 1 << 20).unwrap();
-        c.put("vol/f", "e", 0, Bytes::from_static(b"later"));
-        for _ in 0..500 {
-            if c.has("vol/f", "e", 0) {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(2));
-        }
-        assert_eq!(c.get("vol/f", "e", 0, 5).as_deref(), Some(&b"later"[..]));
-    }
-}
+#[path = "cache_tests.rs"]
+mod tests;

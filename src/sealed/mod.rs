@@ -8,33 +8,80 @@
 
 pub use keys::{meta, KeyRef, SealMeta, WriteKey};
 
+/// One entry of a [`SegmentCache`]: segment `index` of one version (ETag)
+/// of an object whose segments are `segment_size` bytes, `len` bytes long
+/// (known from the verified header), or the object's header (index
+/// [`HEADER_SLOT`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Slot<'a> {
+    pub key: &'a str,
+    pub etag: &'a str,
+    pub segment_size: u64,
+    pub index: u64,
+    pub len: u64,
+}
+
+impl Slot<'_> {
+    /// The header's slot of that version.
+    pub fn header<'a>(key: &'a str, etag: &'a str) -> Slot<'a> {
+        Slot {
+            key,
+            etag,
+            segment_size: 0,
+            index: HEADER_SLOT,
+            len: HEADER_LEN as u64,
+        }
+    }
+}
+
 /// Verified plaintext segments kept beyond memory (the mount's encrypted
 /// read cache on local disk), by object key, version and segment index.
 pub trait SegmentCache: Send + Sync {
-    // (An object's header is kept in the slot [`HEADER_SLOT`].)
-    /// Whether segment `seg` of that version is there (no I/O).
-    fn has(&self, key: &str, etag: &str, seg: u64) -> bool;
-    /// Bytes `range` of segment `seg` of that version, whose length is
-    /// `len` (known from the verified header: an entry of another length
-    /// does not verify), clamped to it; `None` when it is not there or does
-    /// not verify.
-    fn get_range(
-        &self,
-        key: &str,
-        etag: &str,
-        seg: u64,
-        len: u64,
-        range: std::ops::Range<u64>,
-    ) -> Option<Vec<u8>>;
-    /// The whole segment (of `len` bytes).
-    fn get(&self, key: &str, etag: &str, seg: u64, len: u64) -> Option<Vec<u8>> {
-        self.get_range(key, etag, seg, len, 0..len)
+    /// Whether that entry is there (no I/O).
+    fn has(&self, at: &Slot) -> bool;
+    /// Bytes `range` of that entry, clamped to its length; `None` when it
+    /// is not there or does not verify (an entry of another length than
+    /// `at.len` does not verify).
+    fn get_range(&self, at: &Slot, range: std::ops::Range<u64>) -> Option<Vec<u8>>;
+    /// The whole entry.
+    fn get(&self, at: &Slot) -> Option<Vec<u8>> {
+        self.get_range(at, 0..at.len)
     }
-    /// Offers segment `seg` (or the header): kept if the cache can take it
-    /// now, never waited for.
-    fn put(&self, key: &str, etag: &str, seg: u64, plain: Bytes);
+    /// Offers one entry (a segment or the header): kept if the cache can
+    /// take it now, never waited for.
+    fn put(&self, at: &Slot, plain: Bytes);
+    /// Offers consecutive segments from `first` on, `first.segment_size`
+    /// bytes each (the last may be shorter: the object's end). A cache may
+    /// store a run more cheaply than its segments one by one.
+    fn put_run(&self, first: &Slot, plain: Bytes) {
+        let size = first.segment_size.max(1) as usize;
+        for (n, a) in (0..plain.len()).step_by(size).enumerate() {
+            let b = (a + size).min(plain.len());
+            let at = Slot {
+                index: first.index + n as u64,
+                len: (b - a) as u64,
+                ..*first
+            };
+            self.put(&at, plain.slice(a..b));
+        }
+    }
     /// Returns once everything put so far is stored (unmount).
     fn flush(&self);
+    /// What the cache holds and has done, for `user.sealfs.stats`.
+    fn stats(&self) -> CacheStats;
+}
+
+/// A [`SegmentCache`]'s figures since the mount.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    /// Entries and bytes held now, and the bound on bytes.
+    pub entries: u64,
+    pub bytes: u64,
+    pub limit: u64,
+    /// Entries written, and entries offered but not kept because the
+    /// writer was behind.
+    pub stored: u64,
+    pub dropped: u64,
 }
 
 /// The [`SegmentCache`] slot of an object's header (no segment has this index).
@@ -325,7 +372,8 @@ impl SealedStore {
         let Some(cache) = cache else {
             return self.open_version(key, Some(etag)).await;
         };
-        if let Some(head) = cache.get(key, etag, HEADER_SLOT, HEADER_LEN as u64) {
+        let slot = Slot::header(key, etag);
+        if let Some(head) = cache.get(&slot) {
             let info = self.store.head(key).await?;
             if info.etag == etag && head.len() == HEADER_LEN {
                 return self.open_parts(key, info, Bytes::from(head)).await;
@@ -333,7 +381,7 @@ impl SealedStore {
         }
         let obj = self.open_version(key, Some(etag)).await?;
         if obj.prefix.len() >= HEADER_LEN {
-            cache.put(key, etag, HEADER_SLOT, obj.prefix.slice(..HEADER_LEN));
+            cache.put(&slot, obj.prefix.slice(..HEADER_LEN));
         }
         Ok(obj)
     }
@@ -408,6 +456,18 @@ impl SealedObject {
 
     pub fn layout(&self) -> Layout {
         self.opener.layout()
+    }
+
+    /// Segment `index`'s entry in a [`SegmentCache`].
+    pub fn slot(&self, index: u64) -> Slot<'_> {
+        let layout = self.layout();
+        Slot {
+            key: &self.key,
+            etag: &self.info.etag,
+            segment_size: layout.segment_size(),
+            index,
+            len: layout.segment_plain_len(index, self.plain_len),
+        }
     }
 
     fn integrity(&self, bucket: &str, check: IntegrityError) -> Error {

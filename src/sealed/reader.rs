@@ -396,12 +396,11 @@ impl Reader {
                 continue;
             }
             let expect = want.end - want.start;
-            let seg_len = self.obj.layout().segment_plain_len(i, self.obj.plain_len());
             let b = self
                 .shared
                 .disk
                 .as_deref()?
-                .get_range(key, etag, i, seg_len, want)?;
+                .get_range(&self.obj.slot(i), want)?;
             if b.len() as u64 != expect {
                 return None;
             }
@@ -537,30 +536,20 @@ async fn segments(
     let Some(disk) = disk else {
         return obj.segments(store, range).await.map(Bytes::from);
     };
-    let (key, etag) = (obj.key.as_str(), obj.info.etag.as_str());
-    let seg = obj.layout().segment_size() as usize;
-    let seg_len = |i: u64| obj.layout().segment_plain_len(i, obj.plain_len());
     let mut out = Vec::new();
     let mut i = range.start;
     while i < range.end {
-        if let Some(p) = disk.get(key, etag, i, seg_len(i)) {
+        if let Some(p) = disk.get(&obj.slot(i)) {
             out.extend_from_slice(&p);
             i += 1;
             continue;
         }
         let mut j = i + 1;
-        while j < range.end && !disk.has(key, etag, j) {
+        while j < range.end && !disk.has(&obj.slot(j)) {
             j += 1;
         }
         let plain = Bytes::from(obj.segments(store, i..j).await?);
-        for (n, a) in (0..plain.len()).step_by(seg).enumerate() {
-            disk.put(
-                key,
-                etag,
-                i + n as u64,
-                plain.slice(a..(a + seg).min(plain.len())),
-            );
-        }
+        disk.put_run(&obj.slot(i), plain.clone());
         if i == range.start && j == range.end {
             // All of it in one run: no copy.
             return Ok(plain);
