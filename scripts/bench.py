@@ -12,9 +12,12 @@ issue 6 on every system, each in its own bucket of the same server:
   gocryptfs gocryptfs over an s3fs mount
   s3fs      s3fs alone, the unencrypted reference
 
-Results go to bench/results/<date>.json and .md (and a PNG chart with
-matplotlib). Timings are medians of --reps runs; ratios compare medians of
-this one run. Every server and mount it starts is stopped by PID/unmounted,
+Every workload runs in two profiles: `local` (clients reach the servers
+directly, well under a millisecond a request) and `aws` (every client, peers
+included, reaches S3 and KMS through a TCP proxy that adds --rtt ms round
+trips, 20 by default, as in a region). Results go to
+bench/results/<date>.json and .md (and PNG charts with matplotlib).
+Timings are medians of --reps runs; ratios compare medians of this one run. Every server and mount it starts is stopped by PID/unmounted,
 also on failure.
 """
 
@@ -37,6 +40,10 @@ def main():
     ap.add_argument("--reps", type=int)
     ap.add_argument("--only", help="comma-separated workloads (W1..W5, W7, format)")
     ap.add_argument("--out", help="results directory (default bench/results; bench/work/quick for --quick)")
+    ap.add_argument("--profiles", default="local,aws",
+                    help="local (servers reached directly) and/or aws (through --rtt round trips)")
+    ap.add_argument("--rtt", type=int, default=20, help="round trip of the aws profile, ms")
+    ap.add_argument("--proxy", required=True, help="the delay proxy binary (examples/delay_proxy.rs)")
     a = ap.parse_args()
     q = a.quick
     a.reps = a.reps or (1 if q else 3)
@@ -47,14 +54,21 @@ def main():
     a.random_seconds = 5 if q else 20
     a.random_count = 500 if q else 4000
     a.reread_mib = 64 if q else 1024
-    doc = Bench(a).go()
     out = pathlib.Path(a.out or (ROOT / "bench" / ("work/quick" if q else "results")))
     out.mkdir(parents=True, exist_ok=True)
     stem = datetime.date.today().isoformat() + ("-quick" if q else "")
-    (out / f"{stem}.json").write_text(json.dumps(doc, indent=2) + "\n")
-    md = markdown(doc)
-    if not q and chart(doc, out / f"{stem}.png"):
-        md += f"\n![chart]({stem}.png)\n"
+    docs, md = {}, ""
+    for profile in a.profiles.split(","):
+        a.rtt_ms = 0 if profile == "local" else a.rtt
+        log(f"profile {profile}" + (f" ({a.rtt_ms} ms round trips)" if a.rtt_ms else ""))
+        doc = Bench(a).go()
+        docs[profile] = doc
+        part = markdown(doc).replace("# sealfs benchmark,", f"# sealfs benchmark ({profile}),", 1)
+        png = f"{stem}.png" if profile == "local" else f"{stem}-{profile}.png"
+        if not q and chart(doc, out / png):
+            part += f"\n![chart]({png})\n"
+        md += part + "\n"
+    (out / f"{stem}.json").write_text(json.dumps({"profiles": docs}, indent=2) + "\n")
     (out / f"{stem}.md").write_text(md)
     print(md)
     log(f"results in {out / stem}.{{json,md}}")

@@ -8,7 +8,7 @@ def document(b):
     """The results document of a finished run of `b` (a Bench)."""
     summary = {}
     for w, systems in b.results.items():
-        if w == "format":
+        if w in ("format", "proxy check"):
             summary[w] = systems
             continue
         summary[w] = {s: {k: median(v) for k, v in vals.items()} for s, vals in systems.items()}
@@ -16,6 +16,7 @@ def document(b):
     doc = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "mode": "quick" if b.a.quick else "full",
+        "rtt_ms": b.a.rtt_ms,
         "machine": machine(),
         "versions": versions(b.sealfs, b.venv),
         "parameters": {"reps": b.a.reps, "big_mib": b.a.big_mib, "files": b.a.files,
@@ -117,8 +118,10 @@ def markdown(doc):
     lines = [f"# sealfs benchmark, {doc['date']} ({doc['mode']})", "",
              f"Machine: {doc['machine']['cpus']} cores ({doc['machine']['cpu']}), "
              f"{doc['machine']['memory_gib']} GiB, Linux {doc['machine']['kernel']}. "
-             f"Backend: SeaweedFS {doc['versions']['seaweedfs'] or ''} on 127.0.0.1, KMS: moto. "
-             f"Medians of {doc['parameters']['reps']} runs.", ""]
+             f"Backend: SeaweedFS {doc['versions']['seaweedfs'] or ''} on 127.0.0.1, KMS: moto"
+             + (f", every client reaching both through a TCP proxy that adds a {doc['rtt_ms']} ms round trip"
+                if doc.get("rtt_ms") else ", reached directly (well under 1 ms a request)")
+             + f". Medians of {doc['parameters']['reps']} runs.", ""]
     p = doc["parameters"]
     rows = [
         ("W1 write", f"{p['big_mib']} MiB dd bs=1M conv=fsync, until complete in S3", "W1", "mib_s", "MiB/s"),
@@ -154,6 +157,10 @@ def markdown(doc):
             lines.append(f"- {w}: `{json.dumps(r)}`")
     for n in doc.get("notes", []):
         lines += ["", f"Note: {n}"]
+    check = m.get("proxy check")
+    if check:
+        lines += ["", "The proxy alone does not cap a client: " + ", ".join(
+            f"{k} {v}" for k, v in check.items()) + "."]
     fmt = m.get("format")
     if fmt:
         lines += ["", "Format on one core: " + ", ".join(
@@ -182,8 +189,9 @@ def chart(doc, path):
         ax.invert_yaxis()
         for i, (_, val) in enumerate(data):
             ax.text(val, i, f" {val:.0f}" if val >= 10 else f" {val:.2f}", va="center", fontsize=8)
+    rtt = f", {doc['rtt_ms']} ms round trips" if doc.get("rtt_ms") else ", local"
     fig.suptitle(f"sealfs vs raw S3 and peers on SeaweedFS — {doc['date'][:10]}, "
-                 f"{doc['machine']['cpus']} cores")
+                 f"{doc['machine']['cpus']} cores{rtt}")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     return True

@@ -5,10 +5,14 @@ from bench_lib.common import *  # noqa: F401,F403  (helpers, constants, stdlib m
 
 
 class Servers:
-    """SeaweedFS (S3) and moto (KMS), on loopback, stopped by PID."""
+    """SeaweedFS (S3) and moto (KMS), on loopback, stopped by PID; with a
+    round trip (`rtt_ms` > 0), every client reaches them through a delaying
+    TCP proxy (examples/delay_proxy.rs), as it would reach S3 and KMS in a
+    region."""
 
-    def __init__(self, work, venv):
+    def __init__(self, work, venv, proxy=None, rtt_ms=0):
         self.work, self.venv, self.procs = work, venv, []
+        self.proxy, self.rtt_ms = proxy, rtt_ms
 
     def start(self):
         run(["ip", "link", "set", "lo", "up"])
@@ -37,7 +41,28 @@ class Servers:
                    ".create_key(Description='sealfs bench'); print(k['KeyMetadata']['Arn'])",
                    f"http://127.0.0.1:{self.moto_port}"], env={**os.environ, **CREDS}).stdout.strip()
         self.kms_key = key
-        log(f"SeaweedFS on 127.0.0.1:{S3_PORT}, moto KMS on 127.0.0.1:{self.moto_port}")
+        self.s3_url = f"http://127.0.0.1:{S3_PORT}"
+        self.kms_url = f"http://127.0.0.1:{self.moto_port}"
+        if self.rtt_ms:
+            self.s3_url = self.delayed(S3_PORT, self.rtt_ms, "s3")
+            self.kms_url = self.delayed(self.moto_port, self.rtt_ms, "kms")
+        log(f"SeaweedFS on 127.0.0.1:{S3_PORT}, moto KMS on 127.0.0.1:{self.moto_port}"
+            + (f"; clients reach them through {self.rtt_ms} ms round trips" if self.rtt_ms else ""))
+
+    def delayed(self, port, rtt_ms, name):
+        """Starts a delaying proxy to 127.0.0.1:`port`; returns its URL."""
+        port_file = self.work / f"proxy-{name}-{rtt_ms}.port"
+        port_file.unlink(missing_ok=True)
+        self.procs.append(subprocess.Popen(
+            [str(self.proxy), "--upstream", f"127.0.0.1:{port}", "--rtt-ms", str(rtt_ms),
+             "--port-file", str(port_file)],
+            stdout=open(self.work / f"proxy-{name}.log", "a"), stderr=subprocess.STDOUT,
+            start_new_session=True))
+        for _ in range(200):
+            if port_file.exists():
+                return f"http://127.0.0.1:{port_file.read_text().strip()}"
+            time.sleep(0.05)
+        raise RuntimeError(f"delay proxy for {name} did not start; see {self.work}")
 
     def wait_http(self, url, what):
         for _ in range(240):
@@ -65,7 +90,7 @@ class Systems:
         self.work = ROOT / "bench" / "work"
         self.sealfs = pathlib.Path(args.sealfs).resolve()
         self.venv = pathlib.Path(args.venv)
-        self.servers = Servers(self.work, self.venv)
+        self.servers = Servers(self.work, self.venv, args.proxy, args.rtt_ms)
         self.mounts = []
         self.results = {}
         self.requests = {}
@@ -77,12 +102,15 @@ class Systems:
              if not k.startswith("AWS_") and k not in ("SEALFS_ENDPOINT_URL",)}
         e.update(CREDS)
         e.update({"AWS_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true",
-                  "AWS_ENDPOINT_URL": f"http://127.0.0.1:{self.servers.moto_port}",
-                  "AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{S3_PORT}"})
+                  "AWS_ENDPOINT_URL": self.servers.kms_url,
+                  "AWS_ENDPOINT_URL_S3": self.servers.s3_url})
         return e
 
-    def raw(self, bucket, *op):
-        r = run([str(self.sealfs), "raw", bucket, *map(str, op)], env=self.env())
+    def raw(self, bucket, *op, s3_url=None):
+        env = self.env()
+        if s3_url:
+            env["AWS_ENDPOINT_URL_S3"] = s3_url
+        r = run([str(self.sealfs), "raw", bucket, *map(str, op)], env=env)
         return json.loads(r.stdout.strip().splitlines()[-1])
 
     def make_bucket(self, bucket):
@@ -169,7 +197,7 @@ class Systems:
         pw = self.work / "s3fs.passwd"
         pw.write_text(f"{CREDS['AWS_ACCESS_KEY_ID']}:{CREDS['AWS_SECRET_ACCESS_KEY']}\n")
         pw.chmod(0o600)
-        run(["s3fs", bucket, str(m), "-o", f"url=http://127.0.0.1:{S3_PORT}", "-o", "use_path_request_style",
+        run(["s3fs", bucket, str(m), "-o", f"url={self.servers.s3_url}", "-o", "use_path_request_style",
              "-o", f"passwd_file={pw}", "-o", "endpoint=us-east-1", "-o", "dbglevel=warn"],
             env={k: v for k, v in os.environ.items() if not k.startswith("AWS_")})
         for _ in range(100):
@@ -183,7 +211,7 @@ class Systems:
         obscured = run(["rclone", "obscure", "benchpass"]).stdout.strip()
         e.update({
             "RCLONE_CONFIG_S3_TYPE": "s3", "RCLONE_CONFIG_S3_PROVIDER": "Other",
-            "RCLONE_CONFIG_S3_ENDPOINT": f"http://127.0.0.1:{S3_PORT}",
+            "RCLONE_CONFIG_S3_ENDPOINT": self.servers.s3_url,
             "RCLONE_CONFIG_S3_ACCESS_KEY_ID": CREDS["AWS_ACCESS_KEY_ID"],
             "RCLONE_CONFIG_S3_SECRET_ACCESS_KEY": CREDS["AWS_SECRET_ACCESS_KEY"],
             "RCLONE_CONFIG_S3_FORCE_PATH_STYLE": "true",

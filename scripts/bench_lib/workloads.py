@@ -45,6 +45,8 @@ class Bench(Systems):
             drop_caches()
             r = self.raw("raw", "get", f"w1/{rep}")
             self.record("W2", "raw", seconds=r["seconds"], mib_s=size / MiB / r["seconds"])
+            if self.a.rtt_ms and rep == 0:
+                self.proxy_check(f"w1/{rep}", size)
             return
         m, bucket, prefix, pid = self.mount(name)
         before = self.stats(m) if name == "sealfs" else None
@@ -151,6 +153,17 @@ class Bench(Systems):
             self.requests.setdefault("W4", self.delta(before, self.stats(m)))
         self.unmount(name, m)
         self.record("W4", name, seconds=t)
+
+    def proxy_check(self, key, size):
+        """The proxy alone does not cap a client: the raw GET straight to
+        the server and through a proxy that adds no delay."""
+        direct = self.raw("raw", "get", key, s3_url=f"http://127.0.0.1:{S3_PORT}")
+        url = self.servers.delayed(S3_PORT, 0, "s3-check")
+        drop_caches()
+        proxied = self.raw("raw", "get", key, s3_url=url)
+        self.results["proxy check"] = {
+            "raw GET direct MiB/s": round(size / MiB / direct["seconds"]),
+            "raw GET through the proxy (0 ms) MiB/s": round(size / MiB / proxied["seconds"])}
 
     def w5_prepare(self, name):
         size = self.a.random_mib * MiB
