@@ -61,6 +61,17 @@ pub struct MountArgs {
     /// unmount waits until the spool is empty. Also `-o write_back`.
     #[arg(long)]
     pub write_back: bool,
+    /// Data keys for new files generated ahead of need, so creating a file
+    /// never waits on KMS (each is one GenerateDataKey; 0: none). A pool of
+    /// N costs N calls at mount and one per file created.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(0..=4096))]
+    pub kms_pool: u32,
+    /// GenerateDataKey calls in flight while the pool refills. KMS quotas
+    /// are per account and shared with every other application: lower it
+    /// where the quota is tight; after throttling the pool pauses (1 s,
+    /// doubling to 60 s) before it refills again.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub kms_concurrency: u32,
     /// Uploads of the write-back spool in flight at once.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub write_back_uploads: u16,
@@ -430,7 +441,11 @@ async fn prepare(
     let local = crate::local::LocalKey::load_or_create(&cache_dir, keys.as_ref(), &cfg.kms_key_arn)
         .await
         .context("unwrapping the cache directory's local key")?;
-    let pool = KeyPool::new(keys, cfg.kms_key_arn.clone(), 32);
+    let pool_settings = crate::keys::PoolSettings {
+        target: args.kms_pool as usize,
+        concurrency: args.kms_concurrency as usize,
+    };
+    let pool = KeyPool::new(keys, cfg.kms_key_arn.clone(), pool_settings);
     let warm = pool.clone();
     tokio::spawn(async move {
         if let Err(e) = warm.fill().await {

@@ -163,7 +163,11 @@ pub async fn rekey(opts: &AwsOptions, url: &S3Url) -> anyhow::Result<()> {
         file_id: obj.seal().key.file_id.to_hex(),
         key_arn: obj.seal().key.key_id.clone(),
     };
-    let pool = KeyPool::new(keys, cfg.kms_key_arn.clone(), 0);
+    let pool = KeyPool::new(
+        keys,
+        cfg.kms_key_arn.clone(),
+        crate::keys::PoolSettings::off(),
+    );
     let mut wk = sealed.new_key(&pool).await?;
     // Replace exactly the version read, never a newer one.
     wk.condition = PutCondition::IfMatch(obj.info().etag.clone());

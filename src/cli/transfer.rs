@@ -103,7 +103,11 @@ pub async fn put(w: &Wiring, local: &Path, url: &S3Url) -> anyhow::Result<()> {
     }
     let keys = w.keys.service.clone();
     let (cfg, sealed) = volume_of(w, &url.bucket, &key).await?;
-    let pool = KeyPool::new(keys, cfg.kms_key_arn.clone(), 0);
+    let pool = KeyPool::new(
+        keys,
+        cfg.kms_key_arn.clone(),
+        crate::keys::PoolSettings::off(),
+    );
     let wk = sealed.key_for_write(&key, &pool).await?;
     let mut file = tokio::fs::File::open(local)
         .await

@@ -40,7 +40,7 @@ pub(crate) fn rig_over(
         crate::store::AttributeRule::Strict,
     ));
     let sealed = SealedStore::new(attested, keys.clone(), io, arn.clone());
-    let pool = KeyPool::new(keys, arn, 0);
+    let pool = KeyPool::new(keys, arn, crate::keys::PoolSettings::off());
     let cache = tempfile::tempdir().unwrap();
     let settings = FsSettings {
         metadata_ttl: ttl,

@@ -14,7 +14,7 @@ pub use cache::CachingKeyService;
 #[cfg(test)]
 pub use fake::FakeKms;
 pub use kms::KmsKeyService;
-pub use pool::KeyPool;
+pub use pool::{KeyPool, PoolSettings};
 pub use retry::{RetryPolicy, Retrying};
 
 use crate::crypto::{DataKey, FileId};

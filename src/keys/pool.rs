@@ -4,6 +4,13 @@
 //! its encryption context, so a pooled key is as single-use as a fresh one.
 //! Taking a key triggers a background refill back to the target size; when the
 //! pool is empty the caller generates synchronously and sees any KMS error.
+//!
+//! Sized for real quotas: the target and the refill concurrency are mount
+//! options (`--kms-pool`, `--kms-concurrency`). A refill that fails (KMS
+//! throttling, after the retry layer's own backoff) is not tried again by
+//! the next take, but only after a pause that doubles with each failure
+//! (1 s up to 60 s): under throttling the pool backs off instead of adding a
+//! storm of calls to an account-wide quota.
 
 use super::{EncryptionContext, GeneratedKey, KeyError, KeyService};
 use crate::crypto::FileId;
@@ -11,9 +18,40 @@ use parking_lot::Mutex;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
 
-/// GenerateDataKey calls in flight while refilling.
-const FILL_CONCURRENCY: usize = 8;
+/// How the pool is sized.
+#[derive(Clone, Copy, Debug)]
+pub struct PoolSettings {
+    /// Keys kept ready (0: every new file calls KMS itself).
+    pub target: usize,
+    /// GenerateDataKey calls in flight while refilling.
+    pub concurrency: usize,
+}
+
+impl PoolSettings {
+    /// No pool: each new file calls KMS itself (one-shot commands, tests).
+    pub fn off() -> Self {
+        PoolSettings {
+            target: 0,
+            ..PoolSettings::default()
+        }
+    }
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        PoolSettings {
+            target: 32,
+            concurrency: 8,
+        }
+    }
+}
+
+/// The pause after a failed refill: doubled by each failure in a row.
+const FIRST_PAUSE: Duration = Duration::from_secs(1);
+const LONGEST_PAUSE: Duration = Duration::from_secs(60);
 
 /// A data key for one new file, with the file id it is bound to.
 #[derive(Debug)]
@@ -25,19 +63,26 @@ pub struct NewFileKey {
 pub struct KeyPool {
     inner: Arc<dyn KeyService>,
     key_id: String,
-    target: usize,
+    settings: PoolSettings,
     ready: Mutex<VecDeque<NewFileKey>>,
     refilling: AtomicBool,
+    /// After failed refills: no refill before this, and the next pause.
+    backoff: Mutex<Option<(Instant, Duration)>>,
 }
 
 impl KeyPool {
-    pub fn new(inner: Arc<dyn KeyService>, key_id: impl Into<String>, target: usize) -> Arc<Self> {
+    pub fn new(
+        inner: Arc<dyn KeyService>,
+        key_id: impl Into<String>,
+        settings: PoolSettings,
+    ) -> Arc<Self> {
         Arc::new(KeyPool {
             inner,
             key_id: key_id.into(),
-            target,
-            ready: Mutex::new(VecDeque::with_capacity(target)),
+            ready: Mutex::new(VecDeque::with_capacity(settings.target)),
+            settings,
             refilling: AtomicBool::new(false),
+            backoff: Mutex::new(None),
         })
     }
 
@@ -58,19 +103,17 @@ impl KeyPool {
     }
 
     /// Fills the pool to its target now, returning the first error. Up to
-    /// [`FILL_CONCURRENCY`] GenerateDataKey calls run at once: a burst of new
-    /// files (cp -r of thousands) drains the pool faster than one call at a
-    /// time, each a KMS round trip, could refill it.
+    /// `concurrency` GenerateDataKey calls run at once: a burst of new files
+    /// (cp -r of thousands) drains the pool faster than one call at a time,
+    /// each a KMS round trip, could refill it.
     pub async fn fill(&self) -> Result<(), KeyError> {
         loop {
-            let missing = self.target.saturating_sub(self.ready());
+            let missing = self.settings.target.saturating_sub(self.ready());
             if missing == 0 {
                 return Ok(());
             }
-            let batch = futures::future::join_all(
-                (0..missing.min(FILL_CONCURRENCY)).map(|_| self.generate()),
-            )
-            .await;
+            let at_once = missing.min(self.settings.concurrency.max(1));
+            let batch = futures::future::join_all((0..at_once).map(|_| self.generate())).await;
             let mut first_err = None;
             for k in batch {
                 match k {
@@ -97,13 +140,29 @@ impl KeyPool {
     }
 
     fn spawn_refill(self: &Arc<Self>) {
-        if self.target == 0 || self.refilling.swap(true, Ordering::AcqRel) {
+        if self.settings.target == 0 {
+            return;
+        }
+        if self
+            .backoff
+            .lock()
+            .is_some_and(|(until, _)| Instant::now() < until)
+        {
+            return;
+        }
+        if self.refilling.swap(true, Ordering::AcqRel) {
             return;
         }
         let pool = Arc::clone(self);
         tokio::spawn(async move {
-            if let Err(e) = pool.fill().await {
-                tracing::warn!(error = %e, "could not refill the data key pool; new files will call KMS directly");
+            match pool.fill().await {
+                Ok(()) => *pool.backoff.lock() = None,
+                Err(e) => {
+                    let mut b = pool.backoff.lock();
+                    let pause = b.map_or(FIRST_PAUSE, |(_, p)| (p * 2).min(LONGEST_PAUSE));
+                    *b = Some((Instant::now() + pause, pause));
+                    tracing::warn!(error = %e, pause_s = pause.as_secs(), "could not refill the data key pool; new files call KMS directly, and the pool tries again after the pause");
+                }
             }
             pool.refilling.store(false, Ordering::Release);
         });
@@ -114,13 +173,19 @@ impl KeyPool {
 mod tests {
     use super::*;
     use crate::keys::FakeKms;
-    use std::time::Duration;
+
+    fn sized(target: usize) -> PoolSettings {
+        PoolSettings {
+            target,
+            ..PoolSettings::default()
+        }
+    }
 
     #[tokio::test]
     async fn pooled_keys_are_distinct_and_bound_to_their_file_id() {
         let kms = FakeKms::new();
         let arn = kms.add_key();
-        let pool = KeyPool::new(Arc::new(kms.clone()), arn.clone(), 4);
+        let pool = KeyPool::new(Arc::new(kms.clone()), arn.clone(), sized(4));
         pool.fill().await.unwrap();
         assert_eq!(kms.calls().generate_data_key, 4);
         let a = pool.take().await.unwrap();
@@ -138,7 +203,7 @@ mod tests {
     async fn take_does_not_wait_on_kms_and_refills_in_background() {
         let kms = FakeKms::new();
         let arn = kms.add_key();
-        let pool = KeyPool::new(Arc::new(kms.clone()), arn, 3);
+        let pool = KeyPool::new(Arc::new(kms.clone()), arn, sized(3));
         pool.fill().await.unwrap();
         kms.set_latency(Some(Duration::from_millis(200)));
         let started = tokio::time::Instant::now();
@@ -156,10 +221,53 @@ mod tests {
         let kms = FakeKms::new();
         let arn = kms.add_key();
         kms.deny(&arn);
-        let pool = KeyPool::new(Arc::new(kms.clone()), arn, 0);
+        let pool = KeyPool::new(Arc::new(kms.clone()), arn, sized(0));
         assert!(matches!(
             pool.take().await.unwrap_err(),
             KeyError::AccessDenied { .. }
         ));
+    }
+
+    // Virtual time: the pauses are counted exactly.
+    #[tokio::test(start_paused = true)]
+    async fn a_throttled_refill_backs_off_instead_of_retrying_on_every_take() {
+        let kms = FakeKms::new();
+        let arn = kms.add_key();
+        let settings = PoolSettings {
+            target: 4,
+            concurrency: 2,
+        };
+        let pool = KeyPool::new(Arc::new(kms.clone()), arn, settings);
+        let throttled = || KeyError::Throttled {
+            action: "GenerateDataKey",
+        };
+        // A refill whose calls are throttled (after the retry layer gave up).
+        kms.inject([throttled(), throttled()]);
+        pool.spawn_refill();
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert_eq!((kms.calls().generate_data_key, pool.ready()), (2, 0));
+        // Takes within the pause call KMS for themselves only: no refill.
+        for _ in 0..5 {
+            pool.take().await.unwrap();
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        assert_eq!((kms.calls().generate_data_key, pool.ready()), (7, 0));
+        // After the pause a take refills again; failing once more, the
+        // pause doubles.
+        tokio::time::sleep(FIRST_PAUSE).await;
+        kms.inject([throttled(), throttled()]);
+        pool.spawn_refill();
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert_eq!((kms.calls().generate_data_key, pool.ready()), (9, 0));
+        tokio::time::sleep(FIRST_PAUSE + Duration::from_millis(100)).await;
+        pool.take().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(kms.calls().generate_data_key, 10, "still paused");
+        // Past the doubled pause, the refill runs and succeeds.
+        tokio::time::sleep(FIRST_PAUSE).await;
+        pool.take().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(kms.calls().generate_data_key, 15);
+        assert_eq!(pool.ready(), 4);
     }
 }

@@ -30,7 +30,7 @@ async fn a_key_outside_the_pin_is_an_integrity_failure_and_never_asked_for() {
         small_parts(),
         evil.clone(),
     );
-    let evil_pool = KeyPool::new(evil_keys, evil.clone(), 0);
+    let evil_pool = KeyPool::new(evil_keys, evil.clone(), crate::keys::PoolSettings::off());
     let wk = evil_store.key_for_write("vol/e", &evil_pool).await.unwrap();
     evil_store
         .write(

@@ -24,7 +24,7 @@ pub(super) fn rig(settings: IoSettings) -> Rig {
         64,
         Duration::from_secs(600),
     ));
-    let pool = KeyPool::new(keys.clone(), arn.clone(), 0);
+    let pool = KeyPool::new(keys.clone(), arn.clone(), crate::keys::PoolSettings::off());
     Rig {
         sealed: SealedStore::new(Arc::new(mem.clone()), keys, settings, arn),
         mem,
