@@ -211,3 +211,25 @@ fn the_background_writer_writes_what_reads_put_and_drops_what_it_cannot() {
     assert!(stats.dropped > 0, "{stats:?}");
     assert_eq!(stats.entries, stats.stored);
 }
+
+#[test]
+fn a_miss_beside_a_held_group_fetches_its_whole_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = Arc::new(LocalKey::ephemeral());
+    let c = cache(dir.path(), &key, 64 << 20);
+    let total = 100; // segments of the object
+                     // Nothing held: a random miss fetches what it needs.
+    assert_eq!(c.fill_run(&seg("e", 37, 64 << 10), 37..38, total), 37..38);
+    // Group 1 (segments 16..32) held: a miss in group 2 or group 0 fetches
+    // that group; a miss in group 3 (no held neighbour) does not.
+    c.put_run(&seg("e", 16, 64 << 10), run(16, 16, 64 << 10));
+    assert_eq!(c.fill_run(&seg("e", 37, 64 << 10), 37..39, total), 32..48);
+    assert_eq!(c.fill_run(&seg("e", 3, 64 << 10), 3..4, total), 0..16);
+    assert_eq!(c.fill_run(&seg("e", 50, 64 << 10), 50..51, total), 50..51);
+    // A run across two groups is left as it is; so is another version's.
+    assert_eq!(c.fill_run(&seg("e", 47, 64 << 10), 47..49, total), 47..49);
+    assert_eq!(c.fill_run(&seg("f", 37, 64 << 10), 37..38, total), 37..38);
+    // The last group ends at the object's end.
+    c.put_run(&seg("e", 80, 64 << 10), run(80, 16, 64 << 10));
+    assert_eq!(c.fill_run(&seg("e", 98, 64 << 10), 98..99, total), 96..100);
+}

@@ -65,6 +65,20 @@ pub trait SegmentCache: Send + Sync {
             self.put(&at, plain.slice(a..b));
         }
     }
+    /// The segments a random read that misses `run` (inside an object of
+    /// `segments` segments; `at` is its first) should fetch: `run` itself,
+    /// or more when the cache judges that more would complete an entry
+    /// worth having. At S3 latencies a GET of 1 MiB costs about what a GET
+    /// of 64 KiB does.
+    fn fill_run(
+        &self,
+        at: &Slot,
+        run: std::ops::Range<u64>,
+        segments: u64,
+    ) -> std::ops::Range<u64> {
+        let _ = (at, segments);
+        run
+    }
     /// Returns once everything put so far is stored (unmount).
     fn flush(&self);
     /// What the cache holds and has done, for `user.sealfs.stats`.

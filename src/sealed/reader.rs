@@ -500,7 +500,14 @@ impl Reader {
         if let Some(first) = missing {
             let run = first..segs.end;
             let disk = self.shared.disk.as_deref();
-            let plain = segments(&self.obj, self.store.as_ref(), run.clone(), disk).await?;
+            let total = self.obj.layout().segment_count(self.obj.plain_len());
+            let fetch = disk.map_or(run.clone(), |d| {
+                d.fill_run(&self.obj.slot(first), run.clone(), total)
+            });
+            debug_assert!(fetch.start <= run.start && run.end <= fetch.end);
+            let plain = segments(&self.obj, self.store.as_ref(), fetch.clone(), disk).await?;
+            let skip = ((run.start - fetch.start) * seg) as usize;
+            let plain = plain.slice(skip.min(plain.len())..);
             for (n, i) in run.enumerate() {
                 let a = n * seg as usize;
                 let b = (a + seg as usize).min(plain.len());

@@ -342,19 +342,17 @@ mod reading_order {
         assert!(rd.chunks_held() > 0, "a sequential pair did not stream");
     }
 
-    /// Reads the caches can answer are answered without waiting (and
-    /// without S3); the rest are left to the async path, the reader as it
-    /// was.
-    #[tokio::test]
-    async fn reads_at_hand_come_from_the_caches_and_nothing_else() {
+    /// Readers sharing an (inline-written) disk cache in a new directory,
+    /// and no memory cache.
+    fn with_disk_cache() -> (
+        tempfile::TempDir,
+        Arc<crate::local::cache::ReadCache>,
+        Arc<ReadShared>,
+    ) {
         use crate::local::{cache::ReadCache, LocalKey};
-        let r = rig(no_prefix());
-        let plain = data(64 * 4096 + 100, 9);
-        r.put("vol/h", &plain).await.unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let disk =
-            ReadCache::open_with(dir.path(), Arc::new(LocalKey::ephemeral()), 1 << 30, false)
-                .unwrap();
+        let key = Arc::new(LocalKey::ephemeral());
+        let disk = ReadCache::open_with(dir.path(), key, 1 << 30, false).unwrap();
         let settings = ReadSettings {
             chunk: 8 * 4096,
             max_window: 4,
@@ -362,6 +360,18 @@ mod reading_order {
             cache_bytes: 0,
         };
         let shared = ReadShared::with_disk(settings, Some(disk.clone()));
+        (dir, disk, shared)
+    }
+
+    /// Reads the caches can answer are answered without waiting (and
+    /// without S3); the rest are left to the async path, the reader as it
+    /// was.
+    #[tokio::test]
+    async fn reads_at_hand_come_from_the_caches_and_nothing_else() {
+        let r = rig(no_prefix());
+        let plain = data(64 * 4096 + 100, 9);
+        r.put("vol/h", &plain).await.unwrap();
+        let (dir, _disk, shared) = with_disk_cache();
         let open = || reader(&r, "vol/h", &shared);
         let gets = || r.mem.counts().get.load(Relaxed);
         // Nothing cached: nothing at hand.
@@ -419,5 +429,53 @@ mod reading_order {
         assert!(rd.read_at_hand(2 * 4096, 4096).is_none());
         let got = rd.read(2 * 4096, 4096).await.unwrap();
         assert_eq!(got, plain[2 * 4096..3 * 4096], "fetched again from S3");
+    }
+
+    /// A random read that misses inside a group the disk cache lacks, next
+    /// to one it holds (a file streamed before, a group of which the cache
+    /// writer dropped), brings the whole group in one GET; a random read in
+    /// a file with nothing cached brings only what it needs.
+    #[tokio::test]
+    async fn a_miss_beside_a_cached_group_fetches_the_group() {
+        let r = rig(no_prefix());
+        // 4 KiB segments: a group is 256 of them (1 MiB); three groups.
+        let plain = data(3 << 20, 5);
+        r.put("vol/g", &plain).await.unwrap();
+        let (_dir, disk, shared) = with_disk_cache();
+        let gets = || r.mem.counts().get.load(Relaxed);
+        let mut rd = reader(&r, "vol/g", &shared).await;
+        // Nothing cached: a random read fetches its segment only.
+        let before = gets();
+        let at = (2 << 20) + 5 * 4096 + 7;
+        assert_eq!(
+            rd.read(at, 100).await.unwrap(),
+            plain[at as usize..at as usize + 100]
+        );
+        assert_eq!(gets() - before, 1);
+        let etag = rd.object().info.etag.clone();
+        let slot = |i: u64| crate::sealed::Slot {
+            key: "vol/g",
+            etag: &etag,
+            segment_size: 4096,
+            index: i,
+            len: 4096,
+        };
+        assert!(!disk.has(&slot(512 + 6)), "only the segment read");
+        // Group 0 in the cache, as a sequential read leaves it.
+        disk.put_run(&slot(0), bytes::Bytes::copy_from_slice(&plain[..1 << 20]));
+        // A miss in group 1 brings all of group 1, with one GET.
+        let before = gets();
+        let at = (1 << 20) + 100 * 4096 + 1;
+        assert_eq!(
+            rd.read(at, 5000).await.unwrap(),
+            plain[at as usize..at as usize + 5000]
+        );
+        assert_eq!(gets() - before, 1);
+        assert!(disk.has(&slot(256)) && disk.has(&slot(511)));
+        for off in [(1 << 20) + 3, (2 << 20) - 4096] {
+            let got = rd.read_at_hand(off, 4096).expect("cached").unwrap();
+            assert_eq!(got, plain[off as usize..off as usize + 4096]);
+        }
+        assert_eq!(gets() - before, 1, "the group's other segments are local");
     }
 }
