@@ -117,3 +117,41 @@ async fn the_stats_attribute_is_read_only_json_on_the_root() {
     m.sh("! getfattr -n user.sealfs.stats $M/f 2>/dev/null");
     m.finish().await;
 }
+
+/// GenerateDataKey calls the mount has made, once they stop changing (the
+/// key pool refills in the background).
+fn settled_generates(m: &Mounted) -> u64 {
+    let mut last = count(&stats(m), "kms", "GenerateDataKey");
+    for _ in 0..100 {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let now = count(&stats(m), "kms", "GenerateDataKey");
+        if now == last {
+            return now;
+        }
+        last = now;
+    }
+    panic!("GenerateDataKey calls still changing: {last}");
+}
+
+#[tokio::test]
+async fn the_key_pool_is_sized_by_its_mount_options() {
+    let mut m = Mounted::new("kmspool");
+    m.mount_args = ["--kms-pool", "4", "--kms-concurrency", "2"]
+        .map(String::from)
+        .to_vec();
+    let mut m = m.mount();
+    // The pool is filled at mount (4 keys), and refilled to 4 behind the
+    // files that take from it: one call per new file, no more.
+    let warm = settled_generates(&m);
+    assert!(warm >= 4, "{warm} calls at mount");
+    m.sh("for i in 1 2 3 4 5 6 7 8 9 10; do echo $i > $M/f$i; done");
+    assert_eq!(settled_generates(&m) - warm, 10);
+    // No pool: each new file makes its own call, nothing is generated ahead.
+    m.mount_args = ["--kms-pool", "0"].map(String::from).to_vec();
+    m.remount();
+    let start = settled_generates(&m);
+    m.sh("for i in 1 2 3; do echo $i > $M/g$i; done");
+    assert_eq!(settled_generates(&m) - start, 3);
+    assert_eq!(m.sh("cat $M/f7 $M/g2"), "7\n2\n");
+    m.finish().await;
+}

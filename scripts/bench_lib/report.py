@@ -159,8 +159,9 @@ def markdown(doc):
         lines += ["", f"Note: {n}"]
     check = m.get("proxy check")
     if check:
-        lines += ["", "The proxy alone does not cap a client: " + ", ".join(
-            f"{k} {v}" for k, v in check.items()) + "."]
+        lines += ["", "Proxy check (what the delaying proxy alone costs a client; above it, "
+                  "aws-profile throughput is the proxy's): " + ", ".join(
+                      f"{k} {v}" for k, v in check.items()) + "."]
     fmt = m.get("format")
     if fmt:
         lines += ["", "Format on one core: " + ", ".join(
