@@ -113,13 +113,17 @@ fn group_span(size: u64) -> u64 {
     GROUP_BYTES.checked_div(size).map_or(1, |n| n.max(1))
 }
 
+/// The group `at` falls in and the segments per group; `None` where
+/// groups do not apply (the header, or segments of a group's size or more).
+fn group_place(at: &Slot) -> Option<(u64, u64)> {
+    let span = group_span(at.segment_size);
+    (span > 1 && at.index != HEADER_SLOT).then(|| (at.index / span, span))
+}
+
 /// The group entry that would hold `at`, and where `at` lies in it.
 fn group_of(at: &Slot) -> Option<(String, u64)> {
-    let span = group_span(at.segment_size);
-    if span == 1 || at.index == HEADER_SLOT {
-        return None;
-    }
-    let name = entry_name(Kind::Group, at, at.index / span);
+    let (g, span) = group_place(at)?;
+    let name = entry_name(Kind::Group, at, g);
     Some((name, (at.index % span) * at.segment_size))
 }
 
@@ -377,11 +381,9 @@ impl SegmentCache for ReadCache {
     /// drop), fetches the whole group: the reads after it are local. A miss
     /// with no such neighbour (a file read at random) fetches what it needs.
     fn fill_run(&self, at: &Slot, run: Range<u64>, segments: u64) -> Range<u64> {
-        let span = group_span(at.segment_size);
-        if span == 1 || at.index == HEADER_SLOT {
+        let Some((g, span)) = group_place(at) else {
             return run;
-        }
-        let g = at.index / span;
+        };
         let group = g * span..((g + 1) * span).min(segments);
         if run.start < group.start || run.end > group.end {
             return run;

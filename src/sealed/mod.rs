@@ -85,8 +85,9 @@ pub trait SegmentCache: Send + Sync {
     fn stats(&self) -> CacheStats;
 }
 
-/// A [`SegmentCache`]'s figures since the mount.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// A [`SegmentCache`]'s figures since the mount (as `user.sealfs.stats`
+/// shows them).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct CacheStats {
     /// Entries and bytes held now, and the bound on bytes.
     pub entries: u64,
