@@ -7,6 +7,15 @@ fn cache(dir: &Path, key: &Arc<LocalKey>, limit: u64) -> Arc<ReadCache> {
     ReadCache::open_with(dir, key.clone(), limit, false).unwrap()
 }
 
+/// A cache of `limit` bytes in a new directory under a new local key (the
+/// directory and key returned, for remounts), written inline.
+fn fresh(limit: u64) -> (tempfile::TempDir, Arc<LocalKey>, Arc<ReadCache>) {
+    let dir = tempfile::tempdir().unwrap();
+    let key = Arc::new(LocalKey::ephemeral());
+    let c = cache(dir.path(), &key, limit);
+    (dir, key, c)
+}
+
 /// Segment `index` (`len` bytes) of version `etag` of `vol/f`, in 64
 /// KiB segments.
 fn seg(etag: &str, index: u64, len: u64) -> Slot<'_> {
@@ -30,9 +39,7 @@ fn files(dir: &Path) -> Vec<PathBuf> {
 
 #[test]
 fn entries_survive_a_remount_and_a_new_version_misses() {
-    let dir = tempfile::tempdir().unwrap();
-    let key = Arc::new(LocalKey::ephemeral());
-    let c = cache(dir.path(), &key, 1 << 20);
+    let (dir, key, c) = fresh(1 << 20);
     c.put(&seg("e1", 3, 13), Bytes::from_static(b"segment three"));
     assert_eq!(
         c.get(&seg("e1", 3, 13)).as_deref(),
@@ -53,9 +60,7 @@ fn entries_survive_a_remount_and_a_new_version_misses() {
 
 #[test]
 fn a_changed_entry_is_discarded_never_served() {
-    let dir = tempfile::tempdir().unwrap();
-    let key = Arc::new(LocalKey::ephemeral());
-    let c = cache(dir.path(), &key, 1 << 20);
+    let (dir, _key, c) = fresh(1 << 20);
     // An entry of another length than the object says is not served.
     c.put(&seg("e", 5, 1000), Bytes::from(vec![5u8; 1000]));
     assert_eq!(c.get(&seg("e", 5, 999)), None);
@@ -95,9 +100,7 @@ fn run(first: u64, n: u64, last: u64) -> Bytes {
 
 #[test]
 fn a_run_is_kept_in_groups_and_each_segment_reads_from_them() {
-    let dir = tempfile::tempdir().unwrap();
-    let key = Arc::new(LocalKey::ephemeral());
-    let c = cache(dir.path(), &key, 64 << 20);
+    let (dir, key, c) = fresh(64 << 20);
     // Segments 8..52: 8..16 and 48..52 as segments, 16..48 as groups.
     c.put_run(&seg("e", 8, 64 << 10), run(8, 44, 64 << 10));
     assert_eq!(files(dir.path()).len(), 8 + 2 + 4);
@@ -135,9 +138,7 @@ fn a_run_is_kept_in_groups_and_each_segment_reads_from_them() {
 
 #[test]
 fn an_altered_group_is_discarded_and_its_segments_read_elsewhere() {
-    let dir = tempfile::tempdir().unwrap();
-    let key = Arc::new(LocalKey::ephemeral());
-    let c = cache(dir.path(), &key, 64 << 20);
+    let (dir, _key, c) = fresh(64 << 20);
     c.put_run(&seg("e", 0, 64 << 10), run(0, 16, 64 << 10));
     let group = files(dir.path()).pop().unwrap();
     c.put(&seg("e", 3, 64 << 10), run(3, 1, 64 << 10));
@@ -167,9 +168,7 @@ fn an_altered_group_is_discarded_and_its_segments_read_elsewhere() {
 
 #[test]
 fn the_cache_never_exceeds_its_size() {
-    let dir = tempfile::tempdir().unwrap();
-    let key = Arc::new(LocalKey::ephemeral());
-    let c = cache(dir.path(), &key, 10_000);
+    let (dir, key, c) = fresh(10_000);
     for i in 0..100 {
         c.put(&seg("e", i, 1000), Bytes::from(vec![i as u8; 1000]));
         assert!(c.bytes() <= 10_000);
@@ -214,9 +213,7 @@ fn the_background_writer_writes_what_reads_put_and_drops_what_it_cannot() {
 
 #[test]
 fn a_miss_beside_a_held_group_fetches_its_whole_group() {
-    let dir = tempfile::tempdir().unwrap();
-    let key = Arc::new(LocalKey::ephemeral());
-    let c = cache(dir.path(), &key, 64 << 20);
+    let (_dir, _key, c) = fresh(64 << 20);
     let total = 100; // segments of the object
                      // Nothing held: a random miss fetches what it needs.
     assert_eq!(c.fill_run(&seg("e", 37, 64 << 10), 37..38, total), 37..38);
