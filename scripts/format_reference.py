@@ -51,10 +51,15 @@ salt = bytes(0x20 + i for i in range(32))
 file_id = bytes(0x40 + i for i in range(16))
 text = (b"sealfs golden vector. " * 1000)[:10000]
 obj, bind_key, aad = seal(dk, salt, file_id, 12, text)
+# Sealing fields version 2: a file's data key derives from a branch key.
+branch_key = bytes(0x60 + i for i in range(32))
+branch_id = bytes(0x80 + i for i in range(16))
+file_key = expand(hkdf_extract(branch_id, branch_key), b"sealfs/v2/file-key", file_id)
 got = {
     "GOLDEN_HEADER": obj[:120].hex(),
     "GOLDEN_SHA256": hashlib.sha256(obj).hexdigest(),
     "GOLDEN_BINDING": binding(bind_key, b"bucket", b"prefix/file.txt", aad),
+    "GOLDEN_FILE_KEY": file_key.hex(),
 }
 assert len(obj) == 120 + 10000 + 3 * 16
 

@@ -2,7 +2,7 @@
 //!
 //! Layers (see `docs/FORMAT.md` and the README):
 //! - [`crypto`]: the object format, pure and I/O-free;
-//! - [`keys`]: data keys from KMS, with retry, a decrypt cache and a key pool;
+//! - [`keys`]: data keys from KMS, with retry and a decrypt cache;
 //! - [`store`]: the object store (S3, in-memory) and multipart uploads;
 //! - [`sealed`]: sealed objects in a store (write a stream, verified reads);
 //! - [`volume`]: the authenticated volume config;

@@ -87,19 +87,33 @@ impl VolumeConfig {
     /// segment size, every data key pinned to its KMS key, and every
     /// object's attributes checked and written through [`AttestedStore`]:
     /// what every owner path (mount, put, share, rekey, verify) uses.
+    ///
+    /// Files sealed under the volume's branch keys open through it; with
+    /// `branches` (a mount), new files take keys derived from a branch key
+    /// of this store's own, else one KMS call each (one-shot commands).
     pub async fn sealed_store(
         &self,
         prefix: &str,
         inner: Arc<dyn ObjectStore>,
         keys: Arc<dyn KeyService>,
+        branches: Option<crate::sealed::BranchSettings>,
     ) -> Result<crate::sealed::SealedStore> {
         let store = self.attested_store(prefix, inner, keys.as_ref()).await?;
+        let branch_keys = crate::sealed::Branches::new(
+            store.clone(),
+            keys.clone(),
+            &self.kms_key_arn,
+            &self.volume_id,
+            prefix,
+            branches,
+        );
         Ok(crate::sealed::SealedStore::new(
             store,
             keys,
             self.io_settings(),
             self.kms_key_arn.clone(),
-        ))
+        )
+        .with_branches(branch_keys))
     }
 
     fn signed_bytes(&self) -> Vec<u8> {

@@ -86,6 +86,23 @@ async fn the_attacker_has_s3_and_nothing_else() {
     assert!(m.stack.iam(&mallory).list_policies().send().await.is_err());
 }
 
+/// Points `to` at `from`'s data key: every sealing field but the path
+/// binding (the file id, the KMS key, and the wrapped key or the branch).
+fn copy_key_fields(from: &HashMap<String, String>, to: &mut HashMap<String, String>) {
+    for k in [
+        "sealfs-v",
+        "sealfs-kid",
+        "sealfs-dk",
+        "sealfs-branch",
+        "sealfs-fid",
+    ] {
+        match from.get(k) {
+            Some(v) => to.insert(k.into(), v.clone()),
+            None => to.remove(k),
+        };
+    }
+}
+
 /// Grant hijack: the shared file's metadata names another file's id (and key).
 /// Sharing refuses (EIO) and no grant names the other file.
 #[tokio::test]
@@ -96,9 +113,7 @@ async fn grant_hijack_is_refused() {
     m.sh("echo public > $M/shared.txt; echo 'the secret' > $M/secret.txt");
     let (_, secret) = m.object("secret.txt").await;
     let (_, mut shared) = m.object("shared.txt").await;
-    for k in ["sealfs-fid", "sealfs-dk", "sealfs-kid"] {
-        shared.insert(k.into(), secret[k].clone());
-    }
+    copy_key_fields(&secret, &mut shared);
     set_metadata(&m, &mallory, "shared.txt", shared).await;
     // Through the mount (a fresh lookup: the TTL is 1 s).
     std::thread::sleep(std::time::Duration::from_millis(1100));
@@ -144,9 +159,7 @@ async fn write_key_redirection_seals_nothing_under_the_planted_key() {
     m.sh("echo one > $M/target; echo 'the secret' > $M/secret");
     let (_, secret) = m.object("secret").await;
     let (_, mut target) = m.object("target").await;
-    for k in ["sealfs-fid", "sealfs-dk"] {
-        target.insert(k.into(), secret[k].clone());
-    }
+    copy_key_fields(&secret, &mut target);
     set_metadata(&m, &mallory, "target", target).await;
     std::thread::sleep(std::time::Duration::from_millis(1100));
     let out = m.sh_any("echo new > $M/target");

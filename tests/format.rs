@@ -2,7 +2,8 @@
 
 use proptest::prelude::*;
 use sealfs::crypto::{
-    DataKey, FileId, IntegrityError, Layout, Opener, Sealer, HEADER_LEN, TAG_LEN,
+    file_key, BranchId, DataKey, FileId, IntegrityError, Layout, Opener, Sealer, HEADER_LEN,
+    TAG_LEN,
 };
 use sha2::{Digest, Sha256};
 
@@ -57,6 +58,28 @@ fn golden_vector() {
 
 const GOLDEN_HEADER: &str = "5345414c4653010c404142434445464748494a4b4c4d4e4f202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f1620f05ca1bd5661c97a22eb55f7c70e1d61f4fe190be4abad5504ac3a6982e070e8d8de49cf7d28045dc399e03d9603f9df3682474e47fd3a6368b420dccc4b";
 const GOLDEN_SHA256: &str = "c324748a46f4df3228a5dfe75953d87dab3a254990be6d22aed3c5068ac7e9c8";
+/// Sealing fields version 2: the data key a file derives from a branch key
+/// and its file id (also recomputed by scripts/format_reference.py).
+#[test]
+fn golden_file_key() {
+    let branch_key = DataKey::from_bytes(core::array::from_fn(|i| 0x60 + i as u8));
+    let branch = BranchId(core::array::from_fn(|i| 0x80 + i as u8));
+    let fid = FileId(core::array::from_fn(|i| 0x40 + i as u8));
+    let k = file_key(&branch_key, &branch, &fid);
+    assert_eq!(hex::encode(k.expose()), GOLDEN_FILE_KEY);
+    // Each input matters: another file, branch or branch key, another key.
+    let other_fid = FileId([0x41; 16]);
+    let other_branch = BranchId([0x81; 16]);
+    for other in [
+        file_key(&branch_key, &branch, &other_fid),
+        file_key(&branch_key, &other_branch, &fid),
+        file_key(&DataKey::from_bytes([0x60; 32]), &branch, &fid),
+    ] {
+        assert_ne!(other.expose(), k.expose());
+    }
+}
+
+const GOLDEN_FILE_KEY: &str = "75c454492080a83f8656149b5df84795bec007ed2c42d584cf738a999aae9f53";
 const GOLDEN_BINDING: &str = "aa30778ecf935ac3ee4cb760e2777161fc0a0c1bd8cf531ab4a20ed1af8de0d3";
 
 #[test]

@@ -21,6 +21,9 @@ fn count(v: &serde_json::Value, part: &str, name: &str) -> u64 {
 async fn a_large_sequential_write_streams_and_reads_back_exactly() {
     let mut m = Mounted::new("stream").mount();
     std::fs::write(m.local("big.bin"), content(40 << 20, 9)).unwrap();
+    // The mount makes its branch key (one PUT of its wrapped form) with
+    // its first new file: made here, so the counts below are dd's alone.
+    m.sh("echo first > $M/first");
     let before = stats(&m);
     m.sh("dd if=big.bin of=$M/big.bin bs=1M conv=fsync status=none");
     let after = stats(&m);
@@ -74,9 +77,13 @@ async fn write_back_copies_trees_and_unmount_drains_the_spool() {
     // Read back at once: waits for the background uploads, then reads.
     m.sh("diff -r src $M/cp && diff -r src $M/rs");
     let after = stats(&m);
+    // 600+ new files, one branch key: one KMS call in all.
     let created =
         count(&after, "kms", "GenerateDataKey") - count(&before, "kms", "GenerateDataKey");
-    assert!(created >= 600, "{created} data keys for 600+ new files");
+    assert_eq!(
+        created, 1,
+        "{created} GenerateDataKey calls for 600+ new files"
+    );
     m.unmount();
     // Without --write-back now: what the first mount wrote is all in S3.
     m.mount_args.clear();
@@ -118,40 +125,26 @@ async fn the_stats_attribute_is_read_only_json_on_the_root() {
     m.finish().await;
 }
 
-/// GenerateDataKey calls the mount has made, once they stop changing (the
-/// key pool refills in the background).
-fn settled_generates(m: &Mounted) -> u64 {
-    let mut last = count(&stats(m), "kms", "GenerateDataKey");
-    for _ in 0..100 {
-        std::thread::sleep(std::time::Duration::from_millis(300));
-        let now = count(&stats(m), "kms", "GenerateDataKey");
-        if now == last {
-            return now;
-        }
-        last = now;
-    }
-    panic!("GenerateDataKey calls still changing: {last}");
-}
-
 #[tokio::test]
-async fn the_key_pool_is_sized_by_its_mount_options() {
-    let mut m = Mounted::new("kmspool");
-    m.mount_args = ["--kms-pool", "4", "--kms-concurrency", "2"]
-        .map(String::from)
-        .to_vec();
+async fn new_files_cost_one_kms_call_per_branch_key() {
+    let mut m = Mounted::new("branches");
+    m.mount_args = ["--branch-files", "4"].map(String::from).to_vec();
     let mut m = m.mount();
-    // The pool is filled at mount (4 keys), and refilled to 4 behind the
-    // files that take from it: one call per new file, no more.
-    let warm = settled_generates(&m);
-    assert!(warm >= 4, "{warm} calls at mount");
+    let kms = |m: &Mounted, call: &str| count(&stats(m), "kms", call);
+    let start = kms(&m, "GenerateDataKey");
     m.sh("for i in 1 2 3 4 5 6 7 8 9 10; do echo $i > $M/f$i; done");
-    assert_eq!(settled_generates(&m) - warm, 10);
-    // No pool: each new file makes its own call, nothing is generated ahead.
-    m.mount_args = ["--kms-pool", "0"].map(String::from).to_vec();
+    // Ten files, four per branch: three branch keys, no per-file call.
+    assert_eq!(kms(&m, "GenerateDataKey") - start, 3);
+    // After a remount, reading them unwraps each branch key once.
+    m.mount_args = vec![];
     m.remount();
-    let start = settled_generates(&m);
-    m.sh("for i in 1 2 3; do echo $i > $M/g$i; done");
-    assert_eq!(settled_generates(&m) - start, 3);
-    assert_eq!(m.sh("cat $M/f7 $M/g2"), "7\n2\n");
+    let (generated, decrypted) = (kms(&m, "GenerateDataKey"), kms(&m, "Decrypt"));
+    let out = m.sh("cat $M/f*");
+    assert_eq!(out.lines().count(), 10, "{out}");
+    assert_eq!(kms(&m, "Decrypt") - decrypted, 3);
+    // With the default (10,000 files per branch), 20 new files take one.
+    m.sh("for i in $(seq 1 20); do echo $i > $M/g$i; done");
+    assert_eq!(kms(&m, "GenerateDataKey") - generated, 1);
+    assert_eq!(m.sh("cat $M/f7 $M/g20"), "7\n20\n");
     m.finish().await;
 }

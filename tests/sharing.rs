@@ -364,6 +364,28 @@ async fn one_files_key_opens_no_other_file_and_rekey_retires_it() {
     // A's key, with either file id, opens nothing of B.
     assert!(open_with(&dk_a, &fid_b, &obj_b).is_err());
     assert!(open_with(&dk_a, &fid_a, &obj_b).is_err());
+    // A and B derive from one branch key; sharing A wrapped A's key alone
+    // (sealfs-dk), B has none, and alice cannot fetch the branch key.
+    let (meta_a, meta_b) = (m.object("a").await.1, m.object("b").await.1);
+    assert_eq!(meta_a["sealfs-v"], "2");
+    assert_eq!(meta_a["sealfs-branch"], meta_b["sealfs-branch"]);
+    assert!(!meta_b.contains_key("sealfs-dk"), "{meta_b:?}");
+    let branch = format!("{}/.sealfs/branches/{}", m.prefix, meta_a["sealfs-branch"]);
+    assert!(
+        !m.object_at(&branch).await.0.is_empty(),
+        "the branch key is stored"
+    );
+    let denied = m
+        .stack
+        .s3(&alice)
+        .get_object()
+        .bucket(m.stack.bucket())
+        .key(&branch)
+        .send()
+        .await;
+    assert!(denied.is_err(), "a grantee fetched a branch key");
+    let got = get_as(&m, &alice, "b");
+    assert!(!got.status.success(), "alice read an unshared file");
 
     // Re-key A: fresh data key and file id; the grant follows.
     m.sh("chmod 600 $M/a; setfattr -n user.note -v kept $M/a");
@@ -371,6 +393,10 @@ async fn one_files_key_opens_no_other_file_and_rekey_retires_it() {
     assert!(text(&out.stderr).contains(&alice), "{}", text(&out.stderr));
     let new_fid = file_id(&m, "a").await;
     assert_ne!(new_fid, fid_a);
+    // A key of its own from KMS, derived from no branch.
+    let rekeyed = m.object("a").await.1;
+    assert_eq!(rekeyed["sealfs-v"], "1");
+    assert!(!rekeyed.contains_key("sealfs-branch"));
     let new_obj = m.object("a").await.0;
     let err = open_with(&dk_a, &new_fid, &new_obj).unwrap_err();
     assert!(err.contains("commitment"), "{err}");

@@ -332,9 +332,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     if cli.stats {
         let k = w.keys.calls();
         eprintln!(
-            "sealfs: stats: kms GenerateDataKey={} Decrypt={}; s3 {}",
+            "sealfs: stats: kms GenerateDataKey={} Decrypt={} Encrypt={}; s3 {}",
             k.generate_data_key,
             k.decrypt,
+            k.encrypt,
             w.s3.counts()
                 .nonzero()
                 .iter()

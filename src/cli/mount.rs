@@ -8,7 +8,6 @@ use crate::app::{AwsOptions, Wiring};
 use crate::fs::{Defaults, FsSettings, SealFs};
 use crate::fuse::FuseAdapter;
 use crate::grants::{GrantSettings, Grants};
-use crate::keys::KeyPool;
 use crate::url::S3Url;
 use crate::volume::{self, Pins};
 use anyhow::{bail, Context};
@@ -61,17 +60,13 @@ pub struct MountArgs {
     /// unmount waits until the spool is empty. Also `-o write_back`.
     #[arg(long)]
     pub write_back: bool,
-    /// Data keys for new files generated ahead of need, so creating a file
-    /// never waits on KMS (each is one GenerateDataKey; 0: none). A pool of
-    /// N costs N calls at mount and one per file created.
-    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(0..=4096))]
-    pub kms_pool: u32,
-    /// GenerateDataKey calls in flight while the pool refills. KMS quotas
-    /// are per account and shared with every other application: lower it
-    /// where the quota is tight; after throttling the pool pauses (1 s,
-    /// doubling to 60 s) before it refills again.
-    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=256))]
-    pub kms_concurrency: u32,
+    /// New files whose data keys derive from one branch key (one KMS
+    /// GenerateDataKey) before the mount makes the next.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub branch_files: u64,
+    /// Hours a branch key is used for new files before the next is made.
+    #[arg(long, default_value_t = 24, value_parser = clap::value_parser!(u64).range(1..=8760))]
+    pub branch_hours: u64,
     /// Uploads of the write-back spool in flight at once.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub write_back_uploads: u16,
@@ -434,24 +429,21 @@ async fn prepare(
         pins.check(&format!("s3://{}/{prefix}", url.bucket), &cfg)?;
     }
     let sealed = cfg
-        .sealed_store(&prefix, w.store.clone(), keys.clone())
+        .sealed_store(
+            &prefix,
+            w.store.clone(),
+            keys.clone(),
+            Some(crate::sealed::BranchSettings {
+                max_files: args.branch_files,
+                max_age: Duration::from_secs(args.branch_hours * 3600),
+            }),
+        )
         .await?;
     // Everything the mount writes under its cache directory is encrypted
     // under this key, stored there wrapped by KMS under the volume's key.
     let local = crate::local::LocalKey::load_or_create(&cache_dir, keys.as_ref(), &cfg.kms_key_arn)
         .await
         .context("unwrapping the cache directory's local key")?;
-    let pool_settings = crate::keys::PoolSettings {
-        target: args.kms_pool as usize,
-        concurrency: args.kms_concurrency as usize,
-    };
-    let pool = KeyPool::new(keys, cfg.kms_key_arn.clone(), pool_settings);
-    let warm = pool.clone();
-    tokio::spawn(async move {
-        if let Err(e) = warm.fill().await {
-            tracing::warn!(error = %e, "could not pre-generate data keys");
-        }
-    });
     let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
     let settings = FsSettings {
         metadata_ttl: args.metadata_ttl,
@@ -491,11 +483,11 @@ async fn prepare(
             .collect();
         serde_json::json!({
             "s3": s3,
-            "kms": {"GenerateDataKey": k.generate_data_key, "Decrypt": k.decrypt},
+            "kms": {"GenerateDataKey": k.generate_data_key, "Decrypt": k.decrypt, "Encrypt": k.encrypt},
         })
     };
     Ok(Arc::new(
-        SealFs::new(sealed, pool, &prefix, settings, Arc::new(local))?
+        SealFs::new(sealed, &prefix, settings, Arc::new(local))?
             .with_grants(grants)
             .with_stats(Arc::new(stats)),
     ))

@@ -72,7 +72,7 @@ pub fn document(role: Role, bucket: &str, prefix: &str, key_arn: &str) -> anyhow
                     {
                         "Sid": "SealfsDataKeys",
                         "Effect": "Allow",
-                        "Action": ["kms:GenerateDataKey", "kms:Decrypt"],
+                        "Action": ["kms:GenerateDataKey", "kms:Decrypt", "kms:Encrypt"],
                         "Resource": key_arn,
                     },
                     {

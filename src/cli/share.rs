@@ -10,8 +10,7 @@ use crate::crypto::{Header, Layout, HEADER_LEN};
 use crate::error::Error;
 use crate::fs::{SHARE, UNSHARE};
 use crate::grants::{GrantSettings, Grants, SharedFile};
-use crate::keys::KeyPool;
-use crate::sealed::meta;
+use crate::sealed::SealMeta;
 use crate::store::{ObjectStore, PutCondition};
 use crate::url::S3Url;
 use anyhow::{bail, Context};
@@ -59,7 +58,17 @@ pub async fn change(
     };
     let w = Wiring::new(opts, &url.bucket).await;
     let g = grants(&w, settings);
-    let file = verified_file(&w, url).await?;
+    let (_, sealed) = super::transfer::volume_of(&w, &url.bucket, &url.key).await?;
+    // Only a file that verifies is shared, and its grant names the file id
+    // it verified with; a grant first has the file's key wrapped for
+    // grantees (a file whose key derives from a branch key).
+    let file = match change {
+        Change::Share => {
+            let (v, _) = sealed.publish_key(&url.key).await?;
+            SharedFile::of(&url.bucket, &url.key, &v)
+        }
+        _ => SharedFile::verified(&sealed, &url.key).await?,
+    };
     match change {
         Change::Share => {
             for name in who {
@@ -154,8 +163,7 @@ async fn plain_size(store: &dyn ObjectStore, key: &str) -> crate::Result<u64> {
 /// moves the file's grants to the new file id.
 pub async fn rekey(opts: &AwsOptions, url: &S3Url) -> anyhow::Result<()> {
     let w = Wiring::new(opts, &url.bucket).await;
-    let keys = w.keys.service.clone();
-    let (cfg, sealed) = super::transfer::volume_of(&w, &url.bucket, &url.key).await?;
+    let (_, sealed) = super::transfer::volume_of(&w, &url.bucket, &url.key).await?;
     let obj = sealed.open(&url.key).await?;
     let old = SharedFile {
         bucket: url.bucket.clone(),
@@ -163,22 +171,13 @@ pub async fn rekey(opts: &AwsOptions, url: &S3Url) -> anyhow::Result<()> {
         file_id: obj.seal().key.file_id.to_hex(),
         key_arn: obj.seal().key.key_id.clone(),
     };
-    let pool = KeyPool::new(
-        keys,
-        cfg.kms_key_arn.clone(),
-        crate::keys::PoolSettings::off(),
-    );
-    let mut wk = sealed.new_key(&pool).await?;
+    // A key of the file's own from KMS: no branch key derives it, so
+    // neither a key a former grantee kept nor any branch opens the new version.
+    let mut wk = sealed.own_key().await?;
     // Replace exactly the version read, never a newer one.
     wk.condition = PutCondition::IfMatch(obj.info().etag.clone());
     let mut extra = obj.info().metadata.clone();
-    for k in [
-        meta::VERSION,
-        meta::KEY_ID,
-        meta::WRAPPED_KEY,
-        meta::FILE_ID,
-        meta::BINDING,
-    ] {
+    for k in SealMeta::NAMES {
         extra.remove(k);
     }
     let settings = sealed.settings().clone();

@@ -4,8 +4,7 @@ use super::progress_bar;
 use crate::app::Wiring;
 use crate::crypto::{Header, Layout, HEADER_LEN};
 use crate::grants::{GrantSettings, Grants};
-use crate::keys::KeyPool;
-use crate::sealed::{IoSettings, SealMeta, SealedStore};
+use crate::sealed::{IoSettings, KeySource, SealMeta, SealedStore};
 use crate::store::Metadata;
 use crate::url::S3Url;
 use crate::volume::{self, Pins, VolumeConfig};
@@ -26,7 +25,9 @@ pub(super) async fn volume_of(
     if let Some(pins) = Pins::default_location() {
         pins.check(&format!("s3://{bucket}/{prefix}"), &cfg)?;
     }
-    let sealed = cfg.sealed_store(&prefix, w.store.clone(), keys).await?;
+    let sealed = cfg
+        .sealed_store(&prefix, w.store.clone(), keys, None)
+        .await?;
     Ok((cfg, sealed))
 }
 
@@ -101,14 +102,8 @@ pub async fn put(w: &Wiring, local: &Path, url: &S3Url) -> anyhow::Result<()> {
             volume::INTERNAL_DIR
         );
     }
-    let keys = w.keys.service.clone();
-    let (cfg, sealed) = volume_of(w, &url.bucket, &key).await?;
-    let pool = KeyPool::new(
-        keys,
-        cfg.kms_key_arn.clone(),
-        crate::keys::PoolSettings::off(),
-    );
-    let wk = sealed.key_for_write(&key, &pool).await?;
+    let (_, sealed) = volume_of(w, &url.bucket, &key).await?;
+    let wk = sealed.key_for_write(&key).await?;
     let mut file = tokio::fs::File::open(local)
         .await
         .with_context(|| format!("cannot open {}", local.display()))?;
@@ -228,11 +223,25 @@ pub async fn inspect(w: &Wiring, url: &S3Url, verify: bool) -> anyhow::Result<()
     match SealMeta::read_from(&got.info.metadata) {
         Ok(sm) => {
             println!("KMS key:       {}", sm.key.key_id);
-            println!(
-                "wrapped key:   {} bytes (KMS ciphertext blob)",
-                sm.key.wrapped.len()
-            );
-            println!("context:       sealfs:v=1, sealfs:file={}", sm.key.file_id);
+            match &sm.key.source {
+                KeySource::Wrapped(w) => println!(
+                    "wrapped key:   {} bytes (KMS ciphertext blob, context sealfs:v=1, sealfs:file={})",
+                    w.len(),
+                    sm.key.file_id
+                ),
+                KeySource::Branch { id, shared } => {
+                    println!("branch key:    {id} (the file's key derives from it and the file id)");
+                    match shared {
+                        Some(w) => println!(
+                            "shared key:    {} bytes (KMS ciphertext blob, context sealfs:v=1, sealfs:file={})",
+                            w.len(),
+                            sm.key.file_id
+                        ),
+                        None => println!("shared key:    none (never shared)"),
+                    }
+                }
+            }
+            println!("file id:       {}", sm.key.file_id);
         }
         Err(reason) => println!("sealing meta:  invalid ({reason})"),
     }

@@ -53,7 +53,9 @@ pub async fn run(w: &Wiring, url: &S3Url) -> anyhow::Result<()> {
         .into_iter()
         .filter(|e| !is_marker(e) && !volume::is_internal(&e.key))
         .collect();
-    let sealed = cfg.sealed_store(&prefix, w.store.clone(), keys).await?;
+    let sealed = cfg
+        .sealed_store(&prefix, w.store.clone(), keys, None)
+        .await?;
     let pb = if std::io::stderr().is_terminal() {
         let pb = indicatif::ProgressBar::new(objects.len() as u64);
         pb.set_style(

@@ -15,7 +15,7 @@ mod seal;
 
 pub use header::{segment_log2, Header, HEADER_LEN, MAGIC, VERSION};
 pub use layout::Layout;
-pub use schedule::{binding_mac, VersionKeys};
+pub use schedule::{binding_mac, file_key, VersionKeys};
 pub use seal::{Opener, Sealer};
 
 use std::fmt;
@@ -65,38 +65,54 @@ impl fmt::Debug for DataKey {
     }
 }
 
-/// The random 128-bit id of a file. It names the file in the KMS encryption
-/// context (and so in CloudTrail and in sharing grants) without revealing its path.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct FileId(pub [u8; FILE_ID_LEN]);
+/// A random 128-bit id, shown as hex.
+macro_rules! random_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(pub [u8; FILE_ID_LEN]);
 
-impl FileId {
-    pub fn random() -> Self {
-        let mut id = [0u8; FILE_ID_LEN];
-        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut id);
-        FileId(id)
-    }
+        impl $name {
+            pub fn random() -> Self {
+                let mut id = [0u8; FILE_ID_LEN];
+                rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut id);
+                $name(id)
+            }
 
-    pub fn to_hex(&self) -> String {
-        hex::encode(self.0)
-    }
+            pub fn to_hex(&self) -> String {
+                hex::encode(self.0)
+            }
 
-    pub fn from_hex(s: &str) -> Option<Self> {
-        let bytes = hex::decode(s).ok()?;
-        Some(FileId(bytes.try_into().ok()?))
-    }
+            pub fn from_hex(s: &str) -> Option<Self> {
+                let bytes = hex::decode(s).ok()?;
+                Some($name(bytes.try_into().ok()?))
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, concat!(stringify!($name), "({})"), self.to_hex())
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.to_hex())
+            }
+        }
+    };
 }
 
-impl fmt::Debug for FileId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "FileId({})", self.to_hex())
-    }
+random_id! {
+    /// The random 128-bit id of a file. It names the file in the KMS encryption
+    /// context (and so in CloudTrail and in sharing grants) without revealing its path.
+    FileId
 }
 
-impl fmt::Display for FileId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.to_hex())
-    }
+random_id! {
+    /// The random 128-bit id of a branch key: names its wrapped form in the
+    /// volume's internal area and its KMS encryption context.
+    BranchId
 }
 
 /// Why an object failed verification. Every variant means "do not trust these
@@ -125,4 +141,8 @@ pub enum IntegrityError {
     WrappedKey,
     #[error("data key is wrapped under KMS key {0:?}, not the key this volume is pinned to")]
     ForeignKey(String),
+    #[error("{0} (the file's data key derives from it)")]
+    BranchKey(String),
+    #[error("the file's key derives from a branch key and has not been wrapped for sharing (the owner shares it again)")]
+    NotPublished,
 }

@@ -13,7 +13,7 @@
 //! The salt is drawn fresh for every version, so no (key, nonce) pair is ever
 //! used twice even though the DK is reused across versions of one file.
 
-use super::{DataKey, FileId, TAG_LEN};
+use super::{BranchId, DataKey, FileId, TAG_LEN};
 use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 use hkdf::Hkdf;
 use hmac::{Hmac, Mac};
@@ -25,6 +25,21 @@ const LABEL_COMMITMENT: &[u8] = b"sealfs/v1/commitment";
 const LABEL_SEGMENT: &[u8] = b"sealfs/v1/segment";
 const LABEL_HEADER_MAC: &[u8] = b"sealfs/v1/header-mac";
 const LABEL_BINDING: &[u8] = b"sealfs/v1/path-binding";
+const LABEL_FILE_KEY: &[u8] = b"sealfs/v2/file-key";
+
+/// The data key of a file sealed under a branch key (sealing fields version
+/// 2): `HKDF-SHA-512(salt = branch id, IKM = branch key, info =
+/// "sealfs/v2/file-key" || file id, 32)`. One KMS call makes a branch key
+/// for thousands of files, yet each file still has a key of its own: knowing
+/// one file's key (a grantee's) tells nothing of the branch key or of any
+/// other file's key.
+pub fn file_key(branch_key: &DataKey, branch: &BranchId, file: &FileId) -> DataKey {
+    let mut out = Zeroizing::new([0u8; 32]);
+    Hkdf::<Sha512>::new(Some(&branch.0), branch_key.expose())
+        .expand_multi_info(&[LABEL_FILE_KEY, &file.0], out.as_mut())
+        .expect("32 bytes is a valid HKDF-SHA-512 length");
+    DataKey::from_bytes(*out)
+}
 
 /// AES-256-GCM under one key (cheap to clone). AWS-LC's assembly (AES-NI with
 /// stitched GHASH) seals and opens about four times as fast as RustCrypto's

@@ -104,7 +104,7 @@ impl SealFs {
         let mut attr = Attr::new(Kind::Symlink, 0o777, uid, gid);
         attr.size = target.len() as u64;
         let key = self.key_of(&path);
-        let wk = self.sealed.new_key(&self.pool).await?;
+        let wk = self.sealed.new_key().await?;
         let etag = self
             .sealed
             .write(

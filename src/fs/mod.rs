@@ -36,7 +36,6 @@ pub use share::{share_refused, SHARE, UNSHARE};
 use crate::crypto::Layout;
 use crate::error::{Error, Result};
 use crate::grants::Grants;
-use crate::keys::KeyPool;
 use crate::local::LocalKey;
 use crate::sealed::reader::{ReadSettings, ReadShared};
 use crate::sealed::{SealMeta, SealedStore};
@@ -91,7 +90,6 @@ pub struct FsStats {
 pub struct SealFs {
     sealed: Arc<SealedStore>,
     store: Arc<dyn ObjectStore>,
-    pool: Arc<KeyPool>,
     prefix: String,
     layout: Layout,
     settings: FsSettings,
@@ -131,7 +129,6 @@ fn enoent(what: &str) -> Error {
 impl SealFs {
     pub fn new(
         sealed: SealedStore,
-        pool: Arc<KeyPool>,
         prefix: &str,
         settings: FsSettings,
         local: Arc<LocalKey>,
@@ -164,7 +161,6 @@ impl SealFs {
             store: sealed.store().clone(),
             spool: spool::Spool::new(&settings)?,
             sealed: Arc::new(sealed),
-            pool,
             prefix: prefix.trim_end_matches('/').to_string(),
             layout,
             ns: Arc::new(Namespace::new(

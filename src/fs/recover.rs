@@ -160,7 +160,7 @@ impl SealFs {
                 .map_or(PutCondition::IfNoneMatch, PutCondition::IfMatch);
             let wk = self
                 .sealed
-                .key_for_version(&j.key, base.as_deref(), condition, &self.pool)
+                .key_for_version(&j.key, base.as_deref(), condition)
                 .await?;
             match self.upload_file(&file, &j.key, size, &meta, &wk).await {
                 Ok(()) => return Ok(Recovered::Uploaded { key: j.key.clone() }),
@@ -169,7 +169,7 @@ impl SealFs {
             }
         }
         let copy = super::upload::conflict_name(&j.key);
-        let wk = self.sealed.new_key(&self.pool).await?;
+        let wk = self.sealed.new_key().await?;
         self.upload_file(&file, &copy, size, &fresh_attr(), &wk)
             .await?;
         Ok(Recovered::ConflictCopy {

@@ -363,7 +363,7 @@ fn same_object(src: &ObjectInfo, dst: &ObjectInfo) -> bool {
         SealMeta::read_from(&src.metadata),
         SealMeta::read_from(&dst.metadata),
     ) {
-        (Ok(a), Ok(b)) => a.key.file_id == b.key.file_id && a.key.wrapped == b.key.wrapped,
+        (Ok(a), Ok(b)) => a.key.same_key(&b.key),
         (Err(_), Err(_)) => src.metadata == dst.metadata,
         _ => false,
     }

@@ -60,8 +60,12 @@ impl SealFs {
     }
 
     /// The object and file id of a regular file, uploading staged changes
-    /// first so that what is shared is what the user sees.
-    async fn shared_file(&self, ino: u64) -> Result<SharedFile> {
+    /// first so that what is shared is what the user sees. With `publish`
+    /// (a grant is being made), a file whose key derives from a branch key
+    /// first gets that one key wrapped for grantees
+    /// ([`crate::sealed::SealedStore::publish_key`]); the namespace and an
+    /// open writer learn the new ETag of that metadata-only change.
+    async fn shared_file(&self, ino: u64, publish: bool) -> Result<SharedFile> {
         let entry = self.getattr(ino).await?;
         if entry.attr.kind != Kind::File {
             return Err(Error::posix(
@@ -69,11 +73,27 @@ impl SealFs {
                 "sharing works on regular files, one at a time",
             ));
         }
-        if let Some(s) = self.ns.staged(ino) {
-            self.commit(ino, &s).await?;
+        let staged = self.ns.staged(ino);
+        if let Some(s) = &staged {
+            self.commit(ino, s).await?;
         }
         let key = self.key_of(&self.path_of(ino)?);
-        SharedFile::verified(&self.sealed, &key).await
+        if !publish {
+            return SharedFile::verified(&self.sealed, &key).await;
+        }
+        // No upload of this file runs while its metadata changes.
+        let mut writer = match &staged {
+            Some(s) => Some(s.lock().await),
+            None => None,
+        };
+        let (verified, changed) = self.sealed.publish_key(&key).await?;
+        if changed {
+            self.ns.attributes_persisted(ino, verified.etag.clone());
+            if let Some(w) = writer.as_mut() {
+                w.rebased(verified.etag.clone());
+            }
+        }
+        Ok(SharedFile::of(self.store.bucket(), &key, &verified))
     }
 
     /// The grantees of a file, comma-separated, read from IAM.
@@ -83,7 +103,9 @@ impl SealFs {
             return Err(Error::posix(ENODATA, format!("{SHARE}: no such attribute")));
         }
         let grants = self.grants()?;
-        let who = grants.grantees(&self.shared_file(ino).await?).await?;
+        let who = grants
+            .grantees(&self.shared_file(ino, false).await?)
+            .await?;
         if who.is_empty() {
             return Err(Error::posix(ENODATA, format!("{SHARE}: not shared")));
         }
@@ -95,7 +117,7 @@ impl SealFs {
         self.check_writable()?;
         let who = names(value)?;
         let grants = self.grants()?;
-        let file = self.shared_file(ino).await?;
+        let file = self.shared_file(ino, name == SHARE).await?;
         for w in &who {
             if name == SHARE {
                 let user = grants.share(w, &file).await?;
@@ -112,7 +134,7 @@ impl SealFs {
     pub(super) async fn remove_share(&self, ino: u64) -> Result<()> {
         self.check_writable()?;
         let grants = self.grants()?;
-        let file = self.shared_file(ino).await?;
+        let file = self.shared_file(ino, false).await?;
         let who = grants.unshare_all(&file).await?;
         if who.is_empty() {
             return Err(Error::posix(ENODATA, format!("{SHARE}: not shared")));

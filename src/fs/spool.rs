@@ -146,7 +146,7 @@ impl SealFs {
         let key = self.key_of(&path);
         let wk = self
             .sealed
-            .key_for_version(&key, s.sealed_base(), PutCondition::None, &self.pool)
+            .key_for_version(&key, s.sealed_base(), PutCondition::None)
             .await?;
         let obj = self.spool.dir.join(format!(
             "{}-{:016x}.obj",

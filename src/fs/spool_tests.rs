@@ -44,7 +44,11 @@ async fn read_all(fs: &SealFs, ino: u64) -> Vec<u8> {
     out
 }
 
-fn stalled(faults: &Arc<FaultyStore>) {
+/// S3 refuses every write from now on. The mount made its branch key (one
+/// KMS call, one PUT: a file written first) while S3 still answered.
+async fn stalled(fs: &SealFs, faults: &Arc<FaultyStore>) {
+    write_close(fs, "before-the-outage", b"x").await;
+    fs.drain_spool().await.unwrap();
     faults.fail_next("put", 1_000_000);
     faults.fail_next("create_multipart", 1_000_000);
 }
@@ -53,7 +57,7 @@ fn stalled(faults: &Arc<FaultyStore>) {
 async fn close_returns_with_ciphertext_in_the_spool_and_open_reports_failure() {
     let (r, faults) = faulty_rig();
     let fs = write_back(&r);
-    stalled(&faults);
+    stalled(&fs, &faults).await;
     let secret = b"WRITE-BACK-PLAINTEXT-MARKER".repeat(100);
     let ino = write_close(&fs, "f", &secret).await;
     // Close succeeded while S3 refuses every write: the file is spooled.
@@ -139,7 +143,7 @@ async fn rename_unlink_and_chmod_wait_for_the_upload() {
 async fn a_crashed_mounts_spool_is_uploaded_by_the_next_mount() {
     let (r, faults) = faulty_rig();
     let fs = write_back(&r);
-    stalled(&faults);
+    stalled(&fs, &faults).await;
     write_close(&fs, "left", b"left behind").await;
     let _ = fs.drain_spool().await;
     drop(fs); // the crash: nothing uploaded
@@ -193,7 +197,7 @@ async fn a_pending_overwrite_is_not_replaced_by_the_old_version_in_s3() {
     });
     let ino = write_close(&fs, "o", b"old").await;
     fs.drain_spool().await.unwrap();
-    stalled(&faults);
+    stalled(&fs, &faults).await;
     let fh = fs.open(ino, libc::O_WRONLY | libc::O_TRUNC).await.unwrap();
     fs.write(fh, 0, b"the new version").await.unwrap();
     fs.flush(fh).await.unwrap();

@@ -46,7 +46,7 @@ fn journal_of(b: &Bench) -> Option<(String, Option<String>)> {
 fn key_ref() -> KeyRef {
     KeyRef {
         key_id: "k".into(),
-        wrapped: vec![7],
+        source: crate::sealed::KeySource::Wrapped(vec![7]),
         file_id: crate::crypto::FileId::random(),
     }
 }
@@ -202,7 +202,7 @@ fn dirty_content_outlives_its_mount_on_disk() {
 
 /// Starts a real streamed upload of `s` (a multipart upload to the rig's store).
 async fn start_stream(r: &crate::fs::tests::Rig, s: &mut StagedInner) {
-    let wk = r.fs.sealed.new_key(&r.fs.pool).await.unwrap();
+    let wk = r.fs.sealed.new_key().await.unwrap();
     let source: Arc<dyn crate::sealed::PlainSource> = Arc::new(s.file().try_clone().unwrap());
     let attr = Attr::new(crate::fs::Kind::File, 0o644, 0, 0);
     let upload =

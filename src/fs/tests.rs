@@ -39,8 +39,15 @@ pub(crate) fn rig_over(
         "vol",
         crate::store::AttributeRule::Strict,
     ));
-    let sealed = SealedStore::new(attested, keys.clone(), io, arn.clone());
-    let pool = KeyPool::new(keys, arn, crate::keys::PoolSettings::off());
+    let branches = crate::sealed::Branches::new(
+        attested.clone(),
+        keys.clone(),
+        &arn,
+        "v0",
+        "vol",
+        Some(crate::sealed::BranchSettings::default()),
+    );
+    let sealed = SealedStore::new(attested, keys.clone(), io, arn.clone()).with_branches(branches);
     let cache = tempfile::tempdir().unwrap();
     let settings = FsSettings {
         metadata_ttl: ttl,
@@ -66,7 +73,6 @@ pub(crate) fn rig_over(
     Rig {
         fs: SealFs::new(
             sealed,
-            pool,
             "vol",
             settings,
             Arc::new(crate::local::LocalKey::ephemeral()),
@@ -82,6 +88,23 @@ pub(crate) fn rig() -> Rig {
 }
 
 impl Rig {
+    /// The volume's objects but its internal area (the branch keys).
+    pub fn user_keys(&self) -> Vec<String> {
+        let mut keys = self.mem.keys();
+        keys.retain(|k| !k.starts_with("vol/.sealfs/"));
+        keys
+    }
+
+    /// PUTs of whole objects other than the branch keys' (each one PUT).
+    pub fn object_puts(&self) -> u64 {
+        let branches = self.mem.keys().len() - self.user_keys().len();
+        self.mem
+            .counts()
+            .put
+            .load(std::sync::atomic::Ordering::Relaxed)
+            - branches as u64
+    }
+
     pub async fn write_file(&self, parent: u64, name: &str, data: &[u8]) -> u64 {
         let (e, fh) = self.fs.create(parent, name, 0o644, 0, 0).await.unwrap();
         if !data.is_empty() {
@@ -154,14 +177,7 @@ pub(crate) fn rig_with_settings(r: &Rig, edit: impl FnOnce(&mut FsSettings)) -> 
     let mut settings = r.fs.settings.clone();
     edit(&mut settings);
     // The next mount of the same cache directory unwraps the same local key.
-    SealFs::new(
-        r.fs.sealed.sibling(),
-        r.fs.pool.clone(),
-        "vol",
-        settings,
-        r.fs.local.clone(),
-    )
-    .unwrap()
+    SealFs::new(r.fs.sealed.sibling(), "vol", settings, r.fs.local.clone()).unwrap()
 }
 
 #[tokio::test]
@@ -183,9 +199,9 @@ async fn directory_tree_rename_and_removal() {
         vec!["cli", "crypto", "fs", "keys", "lib.rs"]
     );
     assert!(
-        r.mem.keys().iter().all(|k| k.starts_with("vol/b/")),
+        r.user_keys().iter().all(|k| k.starts_with("vol/b/")),
         "{:?}",
-        r.mem.keys()
+        r.user_keys()
     );
     // rm -r, in the order rm does it.
     for d in ["cli", "crypto", "fs", "keys"] {
@@ -205,7 +221,7 @@ async fn directory_tree_rename_and_removal() {
     let b = r.fs.lookup(ROOT, "b").await.unwrap().ino;
     r.fs.rmdir(b, "src").await.unwrap();
     r.fs.rmdir(ROOT, "b").await.unwrap();
-    assert!(r.mem.keys().is_empty(), "{:?}", r.mem.keys());
+    assert!(r.user_keys().is_empty(), "{:?}", r.user_keys());
 }
 
 /// Regression: a stale entry under a freshly listed parent must be found
@@ -281,13 +297,7 @@ mod model {
         }
     }
 
-    async fn apply(
-        r: &Rig,
-        other: &SealedStore,
-        pool: &Arc<KeyPool>,
-        model: &mut BTreeMap<String, Vec<u8>>,
-        op: &Op,
-    ) {
+    async fn apply(r: &Rig, other: &SealedStore, model: &mut BTreeMap<String, Vec<u8>>, op: &Op) {
         match op {
             Op::Write { f, off, len, byte } => {
                 let path = FILES[*f];
@@ -349,7 +359,7 @@ mod model {
             Op::OtherPut { f, len, byte } => {
                 let key = format!("vol/{}", FILES[*f]);
                 let data = vec![*byte; *len as usize];
-                let wk = other.key_for_write(&key, pool).await.unwrap();
+                let wk = other.key_for_write(&key).await.unwrap();
                 other
                     .write(
                         &key,
@@ -402,10 +412,9 @@ mod model {
                 let r = rig_with(Duration::ZERO);
                 r.fs.mkdir(ROOT, "d", 0o755, 0, 0).await.unwrap();
                 let other = r.fs.sealed.sibling();
-                let pool = r.fs.pool.clone();
                 let mut model = BTreeMap::new();
                 for op in &ops {
-                    apply(&r, &other, &pool, &mut model, op).await;
+                    apply(&r, &other, &mut model, op).await;
                     check(&r, &model).await;
                 }
                 let leftovers = std::fs::read_dir(&r.fs.settings.cache_dir).unwrap()
@@ -431,10 +440,7 @@ async fn concurrent_overwrite_keeps_a_conflict_copy() {
             .unwrap();
     r.fs.write(fh, 0, b"ours").await.unwrap();
     let other = r.fs.sealed.sibling();
-    let wk = other
-        .key_for_write("vol/doc.txt", &r.fs.pool)
-        .await
-        .unwrap();
+    let wk = other.key_for_write("vol/doc.txt").await.unwrap();
     other
         .write(
             "vol/doc.txt",
@@ -515,7 +521,7 @@ async fn reads_never_mix_versions() {
     let fh = r.fs.open(ino, libc::O_RDONLY).await.unwrap();
     assert!(r.fs.read(fh, 0, 4096).await.unwrap() == data[..4096]);
     let other = r.fs.sealed.sibling();
-    let wk = other.key_for_write("vol/v", &r.fs.pool).await.unwrap();
+    let wk = other.key_for_write("vol/v").await.unwrap();
     let v2 = vec![7u8; 1_000_000];
     other
         .write(
@@ -565,7 +571,7 @@ async fn utimens_and_rename_between_flush_and_release() {
     let e = r2.fs.lookup(ROOT, "f").await.unwrap();
     assert_eq!(e.attr.mtime, when);
     assert_eq!(r2.read_file(e.ino).await, b"payload");
-    assert_eq!(r.mem.keys(), vec!["vol/f".to_string()]);
+    assert_eq!(r.user_keys(), vec!["vol/f".to_string()]);
 }
 
 /// A reader of a file that a rename replaces keeps its version (it once got

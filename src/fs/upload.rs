@@ -12,7 +12,6 @@ use super::namespace::Uploaded;
 use super::staged::StagedInner;
 use super::SealFs;
 use crate::error::{Error, Result};
-use crate::keys::KeyPool;
 use crate::local::file::PlainReader;
 use crate::sealed::{KeyRef, PlainSource, SealedStore};
 use crate::store::{PutCondition, StoreError};
@@ -45,18 +44,16 @@ pub(super) enum Committed {
     Conflict(Result<String>),
 }
 
-/// Seals and uploads with the volume's store and data-key pool.
+/// Seals and uploads with the volume's store (which chooses data keys).
 pub(super) struct Uploader<'a> {
     pub sealed: &'a SealedStore,
-    pub pool: &'a Arc<KeyPool>,
 }
 
 impl SealFs {
-    /// The upload engine over this volume's store and key pool.
+    /// The upload engine over this volume's store.
     pub(super) fn uploader(&self) -> Uploader<'_> {
         Uploader {
             sealed: &self.sealed,
-            pool: &self.pool,
         }
     }
 }
@@ -117,7 +114,7 @@ impl Uploader<'_> {
         let key = s.key().to_string();
         let wk = self
             .sealed
-            .key_for_version(&key, s.sealed_base(), PutCondition::None, self.pool)
+            .key_for_version(&key, s.sealed_base(), PutCondition::None)
             .await?;
         let source: Arc<dyn PlainSource> =
             Arc::new(s.file().try_clone().map_err(|e| Error::io("staging", e))?);
@@ -214,7 +211,7 @@ impl Uploader<'_> {
     ) -> Result<(String, KeyRef)> {
         let wk = self
             .sealed
-            .key_for_version(key, s.sealed_base(), condition, self.pool)
+            .key_for_version(key, s.sealed_base(), condition)
             .await?;
         let mut f = from_start(s)?;
         let etag = self
@@ -236,7 +233,7 @@ impl Uploader<'_> {
         let copy = conflict_name(path);
         let copy_key = format!("{key}{}", &copy[path.len()..]);
         let mut f = from_start(s)?;
-        let wk = self.sealed.new_key(self.pool).await?;
+        let wk = self.sealed.new_key().await?;
         self.sealed
             .write(&copy_key, &mut f, s.size(), &attr.metadata(), &wk, &|_| {})
             .await?;

@@ -38,12 +38,17 @@ impl SharedFile {
     /// vouch for. An object that does not verify cannot be shared.
     pub async fn verified(sealed: &crate::sealed::SealedStore, key: &str) -> crate::Result<Self> {
         let v = sealed.verify_header(key, None).await?;
-        Ok(SharedFile {
-            bucket: sealed.store().bucket().to_string(),
+        Ok(Self::of(sealed.store().bucket(), key, &v))
+    }
+
+    /// The object at `bucket`/`key` whose version `v` verified.
+    pub fn of(bucket: &str, key: &str, v: &crate::sealed::Verified) -> Self {
+        SharedFile {
+            bucket: bucket.to_string(),
             key: key.to_string(),
             file_id: v.key_ref.file_id.to_hex(),
-            key_arn: v.key_ref.key_id,
-        })
+            key_arn: v.key_ref.key_id.clone(),
+        }
     }
 
     pub fn arn(&self) -> String {

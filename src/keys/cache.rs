@@ -116,6 +116,15 @@ impl<K: KeyService> KeyService for CachingKeyService<K> {
         }
         result
     }
+
+    async fn wrap(
+        &self,
+        key_id: &str,
+        key: &DataKey,
+        ctx: &EncryptionContext,
+    ) -> Result<Vec<u8>, KeyError> {
+        self.inner.wrap(key_id, key, ctx).await
+    }
 }
 
 #[cfg(test)]

@@ -105,6 +105,28 @@ impl FakeKms {
     }
 }
 
+fn seal_blob(arn: &str, master: &[u8; 32], key: &DataKey, ctx: &EncryptionContext) -> Vec<u8> {
+    let mut nonce = [0u8; 12];
+    rand::rngs::OsRng.fill_bytes(&mut nonce);
+    let aad = ctx.canonical_bytes();
+    let ct = Aes256Gcm::new_from_slice(master)
+        .unwrap()
+        .encrypt(
+            Nonce::from_slice(&nonce),
+            aes_gcm::aead::Payload {
+                msg: key.expose(),
+                aad: &aad,
+            },
+        )
+        .unwrap();
+    let mut wrapped = Vec::new();
+    wrapped.extend_from_slice(&(arn.len() as u16).to_be_bytes());
+    wrapped.extend_from_slice(arn.as_bytes());
+    wrapped.extend_from_slice(&nonce);
+    wrapped.extend_from_slice(&ct);
+    wrapped
+}
+
 /// Blob layout: u16 arn length || arn || 12-byte nonce || AES-GCM(master, dk, aad = context).
 fn parse_blob(blob: &[u8]) -> Option<(&str, &[u8], &[u8])> {
     let n = u16::from_be_bytes(blob.get(..2)?.try_into().ok()?) as usize;
@@ -125,27 +147,10 @@ impl KeyService for FakeKms {
         let (arn, master) = self.master(key_id, "kms:GenerateDataKey")?;
         let mut dk = [0u8; 32];
         rand::rngs::OsRng.fill_bytes(&mut dk);
-        let mut nonce = [0u8; 12];
-        rand::rngs::OsRng.fill_bytes(&mut nonce);
-        let aad = ctx.canonical_bytes();
-        let ct = Aes256Gcm::new_from_slice(&master)
-            .unwrap()
-            .encrypt(
-                Nonce::from_slice(&nonce),
-                aes_gcm::aead::Payload {
-                    msg: &dk,
-                    aad: &aad,
-                },
-            )
-            .unwrap();
-        let mut wrapped = Vec::new();
-        wrapped.extend_from_slice(&(arn.len() as u16).to_be_bytes());
-        wrapped.extend_from_slice(arn.as_bytes());
-        wrapped.extend_from_slice(&nonce);
-        wrapped.extend_from_slice(&ct);
+        let key = DataKey::from_bytes(dk);
         Ok(GeneratedKey {
-            key: DataKey::from_bytes(dk),
-            wrapped,
+            wrapped: seal_blob(&arn, &master, &key, ctx),
+            key,
             key_id: arn,
         })
     }
@@ -173,6 +178,18 @@ impl KeyService for FakeKms {
             )
             .map_err(|_| KeyError::InvalidCiphertext)?;
         DataKey::from_slice(&dk).ok_or(KeyError::InvalidCiphertext)
+    }
+
+    async fn wrap(
+        &self,
+        key_id: &str,
+        key: &DataKey,
+        ctx: &EncryptionContext,
+    ) -> Result<Vec<u8>, KeyError> {
+        self.counter.count_encrypt();
+        self.enter().await?;
+        let (arn, master) = self.master(key_id, "kms:Encrypt")?;
+        Ok(seal_blob(&arn, &master, key, ctx))
     }
 }
 
@@ -227,5 +244,24 @@ mod tests {
         ));
         assert_eq!(kms.calls().generate_data_key, 1);
         assert_eq!(kms.calls().decrypt, 4);
+    }
+
+    #[tokio::test]
+    async fn a_wrapped_key_opens_only_under_its_context() {
+        let kms = FakeKms::new();
+        let arn = kms.add_key();
+        let key = DataKey::from_bytes([7; 32]);
+        let ctx = EncryptionContext::for_file(&FileId([1; 16]));
+        let blob = kms.wrap(&arn, &key, &ctx).await.unwrap();
+        assert_eq!(
+            kms.decrypt(&arn, &blob, &ctx).await.unwrap().expose(),
+            &[7; 32]
+        );
+        let other = EncryptionContext::for_file(&FileId([2; 16]));
+        assert_eq!(
+            kms.decrypt(&arn, &blob, &other).await.unwrap_err(),
+            KeyError::InvalidCiphertext
+        );
+        assert_eq!(kms.calls().encrypt, 1);
     }
 }

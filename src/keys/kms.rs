@@ -138,6 +138,30 @@ impl KeyService for KmsKeyService {
             .map_err(|e| map_err("kms:Decrypt", key_id, e))?;
         take_key(&mut out.plaintext).ok_or(KeyError::InvalidCiphertext)
     }
+
+    async fn wrap(
+        &self,
+        key_id: &str,
+        key: &DataKey,
+        ctx: &EncryptionContext,
+    ) -> Result<Vec<u8>, KeyError> {
+        self.counter.count_encrypt();
+        let out = self
+            .client
+            .encrypt()
+            .key_id(key_id)
+            .plaintext(Blob::new(key.expose().to_vec()))
+            .set_encryption_context(context_map(ctx))
+            .send()
+            .await
+            .map_err(|e| map_err("kms:Encrypt", key_id, e))?;
+        out.ciphertext_blob()
+            .map(|b| b.as_ref().to_vec())
+            .ok_or_else(|| KeyError::Other {
+                action: "kms:Encrypt",
+                message: "response has no ciphertext blob".into(),
+            })
+    }
 }
 
 #[async_trait]

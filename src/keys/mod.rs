@@ -1,23 +1,23 @@
 //! Data keys: the `KeyService` trait, its KMS and in-memory implementations,
-//! and the decorators that make KMS cheap to use (retry, decrypt cache, key pool).
+//! and the decorators that make KMS cheap to use (retry, decrypt cache).
 //!
-//! Stack used by the app: `KeyPool(CachingKeyService(Retrying(KmsKeyService)))`.
+//! Stack used by the app: `CachingKeyService(Retrying(KmsKeyService))`; new
+//! files' keys derive from branch keys (`crate::sealed::branches`), so a
+//! mount makes one GenerateDataKey per branch, not per file.
 
 mod cache;
 #[cfg(test)]
 mod fake;
 mod kms;
-mod pool;
 mod retry;
 
 pub use cache::CachingKeyService;
 #[cfg(test)]
 pub use fake::FakeKms;
 pub use kms::KmsKeyService;
-pub use pool::{KeyPool, PoolSettings};
 pub use retry::{RetryPolicy, Retrying};
 
-use crate::crypto::{DataKey, FileId};
+use crate::crypto::{BranchId, DataKey, FileId};
 use async_trait::async_trait;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -32,6 +32,7 @@ impl EncryptionContext {
     pub const FILE_KEY: &'static str = "sealfs:file";
     pub const VOLUME_KEY: &'static str = "sealfs:volume";
     pub const LOCAL_KEY: &'static str = "sealfs:local";
+    pub const BRANCH_KEY: &'static str = "sealfs:branch";
 
     pub fn for_file(file_id: &FileId) -> Self {
         Self::with(Self::FILE_KEY, file_id.to_hex())
@@ -39,6 +40,15 @@ impl EncryptionContext {
 
     pub fn for_volume(volume_id: &str) -> Self {
         Self::with(Self::VOLUME_KEY, volume_id.to_string())
+    }
+
+    /// A branch key of one volume (see `crate::sealed::branches`). It has no
+    /// `sealfs:file`, so no grant (which allows Decrypt only for listed file
+    /// ids) can unwrap it.
+    pub fn for_branch(volume_id: &str, branch: &BranchId) -> Self {
+        let mut ctx = Self::for_volume(volume_id);
+        ctx.0.insert(Self::BRANCH_KEY.to_string(), branch.to_hex());
+        ctx
     }
 
     /// The local key of one cache directory (see `crate::local`).
@@ -131,6 +141,16 @@ pub trait KeyService: Send + Sync {
         wrapped: &[u8],
         ctx: &EncryptionContext,
     ) -> Result<DataKey, KeyError>;
+    /// One `Encrypt` of a data key the caller already holds, under `key_id`
+    /// with `ctx`: the wrapped form `decrypt` opens with the same context.
+    /// Used to hand one file's key to a grantee (a key derived from a
+    /// branch key has no KMS-wrapped form of its own until it is shared).
+    async fn wrap(
+        &self,
+        key_id: &str,
+        key: &DataKey,
+        ctx: &EncryptionContext,
+    ) -> Result<Vec<u8>, KeyError>;
 }
 
 #[async_trait]
@@ -150,6 +170,14 @@ impl<T: KeyService + ?Sized> KeyService for std::sync::Arc<T> {
     ) -> Result<DataKey, KeyError> {
         (**self).decrypt(key_id, wrapped, ctx).await
     }
+    async fn wrap(
+        &self,
+        key_id: &str,
+        key: &DataKey,
+        ctx: &EncryptionContext,
+    ) -> Result<Vec<u8>, KeyError> {
+        (**self).wrap(key_id, key, ctx).await
+    }
 }
 
 /// Key administration used by `sealfs init`, kept off the hot-path trait.
@@ -167,12 +195,14 @@ pub trait KeyAdmin: Send + Sync {
 pub struct CallCounter {
     generate: AtomicU64,
     decrypt: AtomicU64,
+    encrypt: AtomicU64,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct KmsCalls {
     pub generate_data_key: u64,
     pub decrypt: u64,
+    pub encrypt: u64,
 }
 
 impl CallCounter {
@@ -182,10 +212,14 @@ impl CallCounter {
     pub fn count_decrypt(&self) {
         self.decrypt.fetch_add(1, Ordering::Relaxed);
     }
+    pub fn count_encrypt(&self) {
+        self.encrypt.fetch_add(1, Ordering::Relaxed);
+    }
     pub fn snapshot(&self) -> KmsCalls {
         KmsCalls {
             generate_data_key: self.generate.load(Ordering::Relaxed),
             decrypt: self.decrypt.load(Ordering::Relaxed),
+            encrypt: self.encrypt.load(Ordering::Relaxed),
         }
     }
 }

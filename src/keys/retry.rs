@@ -92,6 +92,15 @@ impl<K: KeyService> KeyService for Retrying<K> {
             .run(|| self.inner.decrypt(key_id, wrapped, ctx))
             .await
     }
+
+    async fn wrap(
+        &self,
+        key_id: &str,
+        key: &DataKey,
+        ctx: &EncryptionContext,
+    ) -> Result<Vec<u8>, KeyError> {
+        self.policy.run(|| self.inner.wrap(key_id, key, ctx)).await
+    }
 }
 
 #[cfg(test)]

@@ -4,15 +4,18 @@
 use super::tests::{rig, small_parts};
 use super::*;
 use crate::crypto::IntegrityError;
-use crate::keys::{KeyPool, KeyService};
+use crate::keys::KeyService;
 use crate::store::{MemoryStore, Metadata, PutCondition};
 
-/// Copies the key fields (`sealfs-kid`, `-dk`, `-fid`) of `from` onto `to`'s
-/// metadata, as a bucket writer with no KMS rights can.
+/// Copies the key fields (every sealing field but the binding) of `from`
+/// onto `to`'s metadata, as a bucket writer with no KMS rights can.
 fn redirect_key(mem: &MemoryStore, to: &str, from: &Metadata) {
     let (body, mut m) = mem.raw(to).unwrap();
-    for k in [meta::KEY_ID, meta::WRAPPED_KEY, meta::FILE_ID] {
-        m.insert(k.into(), from[k].clone());
+    for k in SealMeta::NAMES.into_iter().filter(|k| *k != meta::BINDING) {
+        match from.get(k) {
+            Some(v) => m.insert(k.into(), v.clone()),
+            None => m.remove(k),
+        };
     }
     mem.tamper(to, Some(body), Some(m));
 }
@@ -30,8 +33,7 @@ async fn a_key_outside_the_pin_is_an_integrity_failure_and_never_asked_for() {
         small_parts(),
         evil.clone(),
     );
-    let evil_pool = KeyPool::new(evil_keys, evil.clone(), crate::keys::PoolSettings::off());
-    let wk = evil_store.key_for_write("vol/e", &evil_pool).await.unwrap();
+    let wk = evil_store.key_for_write("vol/e").await.unwrap();
     evil_store
         .write(
             "vol/e",
@@ -69,7 +71,7 @@ async fn write_keys_come_only_from_verified_versions() {
     // The attacker points target's metadata at secret's data key.
     redirect_key(&r.mem, "vol/target", &secret_meta);
     let fresh = r.sealed.sibling();
-    let wk = fresh.key_for_write("vol/target", &r.pool).await.unwrap();
+    let wk = fresh.key_for_write("vol/target").await.unwrap();
     assert_ne!(
         wk.key_ref.file_id.to_hex(),
         secret_fid,
@@ -82,7 +84,7 @@ async fn write_keys_come_only_from_verified_versions() {
     let hint = SealMeta::read_from(&m).unwrap().key;
     let etag = r.mem.head("vol/target").await.unwrap().etag;
     let wk = fresh
-        .key_for_version("vol/target", Some(&etag), PutCondition::None, &r.pool)
+        .key_for_version("vol/target", Some(&etag), PutCondition::None)
         .await
         .unwrap();
     assert_ne!(wk.key_ref.file_id, hint.file_id);
@@ -98,7 +100,7 @@ async fn write_keys_come_only_from_verified_versions() {
         .load(std::sync::atomic::Ordering::Relaxed);
     let wk = r
         .sealed
-        .key_for_version("vol/kept", Some(&etag), PutCondition::None, &r.pool)
+        .key_for_version("vol/kept", Some(&etag), PutCondition::None)
         .await
         .unwrap();
     assert_eq!(wk.key_ref, kr);

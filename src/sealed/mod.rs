@@ -6,7 +6,10 @@
 //! key, KMS key id, file id, path binding) and wires the format to the store
 //! and key service.
 
-pub use keys::{meta, KeyRef, SealMeta, WriteKey};
+pub use branches::{BranchSettings, Branches};
+#[cfg(test)]
+use keys::meta;
+pub use keys::{KeyRef, KeySource, SealMeta, Verified, WriteKey};
 
 /// One entry of a [`SegmentCache`]: segment `index` of one version (ETag)
 /// of an object whose segments are `segment_size` bytes, `len` bytes long
@@ -160,6 +163,8 @@ pub struct SealedStore {
     pinned_key: String,
     /// Versions known to verify, by (object key, ETag) (see [`keys`]).
     verified: Mutex<LruCache<(String, String), KeyRef>>,
+    /// An owner's branch keys (see [`branches`]); none for a grantee.
+    branches: Option<Arc<Branches>>,
 }
 
 /// How many verified versions a store remembers.
@@ -180,18 +185,29 @@ impl SealedStore {
             verified: Mutex::new(LruCache::new(
                 std::num::NonZeroUsize::new(VERIFIED_VERSIONS).expect("non-zero"),
             )),
+            branches: None,
         }
+    }
+
+    /// This store with an owner's branch keys: files sealed under a branch
+    /// open with the branch's key, and, if `branches` writes, new files
+    /// take keys derived from it.
+    pub fn with_branches(mut self, branches: Branches) -> Self {
+        self.branches = Some(Arc::new(branches));
+        self
     }
 
     /// Another store over the same bucket, keys and pin, knowing nothing of
     /// what this one verified (another client, in tests).
     pub fn sibling(&self) -> SealedStore {
-        SealedStore::new(
+        let mut s = SealedStore::new(
             self.store.clone(),
             self.keys.clone(),
             self.settings.clone(),
             self.pinned_key.clone(),
-        )
+        );
+        s.branches = self.branches.as_ref().map(|b| Arc::new(b.sibling()));
+        s
     }
 
     pub fn store(&self) -> &Arc<dyn ObjectStore> {
@@ -565,12 +581,15 @@ impl SealedObject {
     }
 }
 
+pub mod branches;
 mod keys;
 mod plain_cache;
 pub mod reader;
 pub mod spooled;
 pub mod stream;
 
+#[cfg(test)]
+mod branch_tests;
 #[cfg(test)]
 mod key_tests;
 #[cfg(test)]

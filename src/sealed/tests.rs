@@ -4,7 +4,7 @@
 
 use super::*;
 use crate::crypto::FileId;
-use crate::keys::{CachingKeyService, FakeKms, KeyPool};
+use crate::keys::{CachingKeyService, FakeKms};
 use crate::store::MemoryStore;
 use std::time::Duration;
 
@@ -12,10 +12,19 @@ pub(super) struct Rig {
     pub(super) mem: MemoryStore,
     pub(super) kms: FakeKms,
     pub(super) sealed: SealedStore,
-    pub(super) pool: Arc<KeyPool>,
 }
 
+/// A store as a mount has it: new files' keys derive from branch keys.
 pub(super) fn rig(settings: IoSettings) -> Rig {
+    rig_with(settings, Some(BranchSettings::default()))
+}
+
+/// A store as one-shot commands have it: one KMS call per new file.
+pub(super) fn rig_own_keys(settings: IoSettings) -> Rig {
+    rig_with(settings, None)
+}
+
+pub(super) fn rig_with(settings: IoSettings, branches: Option<BranchSettings>) -> Rig {
     let mem = MemoryStore::new("bucket");
     let kms = FakeKms::new();
     let arn = kms.add_key();
@@ -24,12 +33,12 @@ pub(super) fn rig(settings: IoSettings) -> Rig {
         64,
         Duration::from_secs(600),
     ));
-    let pool = KeyPool::new(keys.clone(), arn.clone(), crate::keys::PoolSettings::off());
+    let store: Arc<dyn ObjectStore> = Arc::new(mem.clone());
+    let branch_keys = Branches::new(store.clone(), keys.clone(), &arn, "v0", "vol", branches);
     Rig {
-        sealed: SealedStore::new(Arc::new(mem.clone()), keys, settings, arn),
+        sealed: SealedStore::new(store, keys, settings, arn).with_branches(branch_keys),
         mem,
         kms,
-        pool,
     }
 }
 
@@ -51,7 +60,7 @@ pub(super) fn data(n: usize, seed: u8) -> Vec<u8> {
 
 impl Rig {
     pub(super) async fn put(&self, key: &str, plain: &[u8]) -> Result<String> {
-        let wk = self.sealed.key_for_write(key, &self.pool).await?;
+        let wk = self.sealed.key_for_write(key).await?;
         self.sealed
             .write(
                 key,
@@ -132,7 +141,7 @@ async fn overwrite_reuses_the_data_key_and_is_conditional() {
     let r = rig(small_parts());
     r.put("vol/a", b"one").await.unwrap();
     let m1 = SealMeta::read_from(&r.mem.raw("vol/a").unwrap().1).unwrap();
-    let stale = r.sealed.key_for_write("vol/a", &r.pool).await.unwrap();
+    let stale = r.sealed.key_for_write("vol/a").await.unwrap();
     r.put("vol/a", b"two").await.unwrap();
     let m2 = SealMeta::read_from(&r.mem.raw("vol/a").unwrap().1).unwrap();
     assert_eq!(m1.key, m2.key);
@@ -191,14 +200,26 @@ async fn tampered_body_and_metadata_are_rejected() {
             ..
         }
     ));
-    // A file id in metadata that differs from the header's: KMS refuses the context.
+    // A file id in metadata that differs from the header's: the key it
+    // derives fails the key commitment.
     let mut m = meta.clone();
     m.insert(meta::FILE_ID.into(), FileId([0; 16]).to_hex());
     r.mem.tamper("vol/t", Some(raw.clone()), Some(m));
     assert!(matches!(
         r.get("vol/t").await.unwrap_err(),
         Error::Integrity {
-            check: IntegrityError::WrappedKey,
+            check: IntegrityError::KeyCommitment,
+            ..
+        }
+    ));
+    // Another branch named: missing from the volume.
+    let mut m = meta.clone();
+    m.insert(meta::BRANCH.into(), "ab".repeat(16));
+    r.mem.tamper("vol/t", Some(raw.clone()), Some(m));
+    assert!(matches!(
+        r.get("vol/t").await.unwrap_err(),
+        Error::Integrity {
+            check: IntegrityError::BranchKey(_),
             ..
         }
     ));
@@ -207,6 +228,24 @@ async fn tampered_body_and_metadata_are_rejected() {
     assert!(matches!(
         r.get("vol/t").await.unwrap_err(),
         Error::NotSealfs { .. }
+    ));
+}
+
+#[tokio::test]
+async fn a_version_1_file_id_swap_is_refused_by_kms() {
+    let r = rig_own_keys(small_parts());
+    r.put("vol/t", &data(100, 1)).await.unwrap();
+    let (raw, meta) = r.mem.raw("vol/t").unwrap();
+    assert_eq!(meta[meta::VERSION], "1");
+    let mut m = meta.clone();
+    m.insert(meta::FILE_ID.into(), FileId([0; 16]).to_hex());
+    r.mem.tamper("vol/t", Some(raw), Some(m));
+    assert!(matches!(
+        r.get("vol/t").await.unwrap_err(),
+        Error::Integrity {
+            check: IntegrityError::WrappedKey,
+            ..
+        }
     ));
 }
 
@@ -237,7 +276,7 @@ async fn foreign_objects_are_reported_not_overwritten() {
 async fn short_source_aborts_without_a_visible_object() {
     let r = rig(small_parts());
     let plain = data(100_000, 3);
-    let wk = r.sealed.key_for_write("vol/short", &r.pool).await.unwrap();
+    let wk = r.sealed.key_for_write("vol/short").await.unwrap();
     // Claims 200,000 bytes but the reader has 100,000: the upload must abort.
     let err = r
         .sealed

@@ -26,7 +26,7 @@ fn seen(kind: Kind, size: u64, etag: &str) -> Seen {
 fn key_ref() -> KeyRef {
     KeyRef {
         key_id: "k".into(),
-        wrapped: vec![1, 2, 3],
+        source: crate::sealed::KeySource::Wrapped(vec![1, 2, 3]),
         file_id: FileId::random(),
     }
 }
