@@ -38,7 +38,7 @@ def main():
     ap.add_argument("--venv", required=True)
     ap.add_argument("--systems", help="comma-separated subset")
     ap.add_argument("--reps", type=int)
-    ap.add_argument("--only", help="comma-separated workloads (W1..W5, W7, format)")
+    ap.add_argument("--only", help="comma-separated workloads (W1..W5, W7, W8 (needs W3), format)")
     ap.add_argument("--out", help="results directory (default bench/results; bench/work/quick for --quick)")
     ap.add_argument("--profiles", default="local,aws",
                     help="local (servers reached directly) and/or aws (through --rtt round trips)")

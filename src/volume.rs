@@ -323,6 +323,14 @@ pub struct Pins {
     path: PathBuf,
 }
 
+/// A volume this machine has pinned: its URL, id and KMS key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PinnedVolume {
+    pub url: String,
+    pub volume_id: String,
+    pub kms_key_arn: String,
+}
+
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 struct Pin {
     volume_id: String,
@@ -411,15 +419,19 @@ impl Pins {
         }
     }
 
-    /// The KMS key pinned for the volume that encloses `object_url` (the
-    /// nearest pinned volume URL above it), if this machine knows one.
-    pub fn enclosing_key(&self, object_url: &str) -> Result<Option<String>> {
+    /// The pinned volume that encloses `object_url` (the nearest pinned
+    /// volume URL above it), if this machine knows one.
+    pub fn enclosing(&self, object_url: &str) -> Result<Option<PinnedVolume>> {
         Ok(self
             .read()?
             .into_iter()
             .filter(|(u, _)| encloses(u, object_url))
             .max_by_key(|(u, _)| u.len())
-            .map(|(_, p)| p.kms_key_arn))
+            .map(|(url, p)| PinnedVolume {
+                url,
+                volume_id: p.volume_id,
+                kms_key_arn: p.kms_key_arn,
+            }))
     }
 
     /// Replaces the record for `url` (after `sealfs init`).
@@ -509,10 +521,14 @@ mod tests {
         );
         pins.check("s3://b/team/volume2", &planted).unwrap();
         assert_eq!(
-            pins.enclosing_key("s3://b/team/vol/a/b.txt").unwrap(),
-            Some(cfg.kms_key_arn.clone())
+            pins.enclosing("s3://b/team/vol/a/b.txt").unwrap(),
+            Some(PinnedVolume {
+                url: "s3://b/team/vol".into(),
+                volume_id: cfg.volume_id.clone(),
+                kms_key_arn: cfg.kms_key_arn.clone()
+            })
         );
-        assert_eq!(pins.enclosing_key("s3://b/team/volx").unwrap(), None);
+        assert_eq!(pins.enclosing("s3://b/team/volx").unwrap(), None);
 
         // Unreadable pins are an error, never a reset that trusts the bucket.
         std::fs::write(dir.path().join("pins.json"), b"{garbage").unwrap();

@@ -58,7 +58,7 @@ async fn every_tamper_class_is_eio_through_the_mount_and_in_verify() {
         "transplant",
         "objswap",
         "header",
-        "meta-dk",
+        "meta-key",
         "meta-fid",
         "meta-bind",
         "wrongkey",
@@ -110,10 +110,16 @@ async fn every_tamper_class_is_eio_through_the_mount_and_in_verify() {
                 r.meta = other.meta.clone();
             }
             "header" => b[40] ^= 0x80,
-            "meta-dk" => {
-                r.meta
-                    .insert("sealfs-dk".into(), other.meta["sealfs-dk"].clone());
-            }
+            // The key field: another file's wrapped key (version 1), or a
+            // branch that is not this file's (version 2, what a mount writes).
+            "meta-key" => match other.meta.get("sealfs-dk") {
+                Some(dk) => {
+                    r.meta.insert("sealfs-dk".into(), dk.clone());
+                }
+                None => {
+                    r.meta.insert("sealfs-branch".into(), "ab".repeat(16));
+                }
+            },
             "meta-fid" => {
                 r.meta
                     .insert("sealfs-fid".into(), other.meta["sealfs-fid"].clone());
@@ -122,8 +128,10 @@ async fn every_tamper_class_is_eio_through_the_mount_and_in_verify() {
                 r.meta.insert("sealfs-bind".into(), "00".repeat(32));
             }
             "wrongkey" => {
-                for k in ["sealfs-dk", "sealfs-fid"] {
-                    r.meta.insert(k.into(), other.meta[k].clone());
+                for k in ["sealfs-dk", "sealfs-branch", "sealfs-fid"] {
+                    if let Some(v) = other.meta.get(k) {
+                        r.meta.insert(k.into(), v.clone());
+                    }
                 }
             }
             _ => unreachable!(),

@@ -438,7 +438,10 @@ async fn prepare(
                 max_age: Duration::from_secs(args.branch_hours * 3600),
             }),
         )
-        .await?;
+        .await?
+        // Wrapped branch keys (KMS ciphertext, never a key) are kept beside
+        // the read cache, which can then answer after a remount with no GET.
+        .keep_branch_keys_in(cache_dir.join("branches"));
     // Everything the mount writes under its cache directory is encrypted
     // under this key, stored there wrapped by KMS under the volume's key.
     let local = crate::local::LocalKey::load_or_create(&cache_dir, keys.as_ref(), &cfg.kms_key_arn)

@@ -39,6 +39,13 @@ pub enum RawOp {
         #[arg(long, default_value_t = 8)]
         concurrency: usize,
     },
+    /// GET every object under PREFIX (one LIST), --concurrency at once, in
+    /// key order (bytes are discarded).
+    GetMany {
+        prefix: String,
+        #[arg(long, default_value_t = 1)]
+        concurrency: usize,
+    },
     /// --count random ranged GETs of --size bytes of KEY, one at a time.
     RandomGet {
         key: String,
@@ -140,6 +147,24 @@ pub async fn run(w: &Wiring, op: RawOp) -> anyhow::Result<()> {
                 .try_collect::<Vec<_>>()
                 .await?;
             serde_json::json!({"seconds": t.elapsed().as_secs_f64(), "files": n})
+        }
+        RawOp::GetMany {
+            prefix,
+            concurrency,
+        } => {
+            let all = crate::store::list_all(store.as_ref(), &prefix).await?;
+            let store = store.as_ref();
+            let bytes: u64 = futures::stream::iter(all.iter().map(|e| e.key.as_str()))
+                .map(|key| async move {
+                    store
+                        .get(key, None, None)
+                        .await
+                        .map(|g| g.body.len() as u64)
+                })
+                .buffered(concurrency.max(1))
+                .try_fold(0u64, |acc, n| async move { Ok(acc + n) })
+                .await?;
+            serde_json::json!({"seconds": t.elapsed().as_secs_f64(), "objects": all.len(), "bytes": bytes})
         }
         RawOp::RandomGet { key, size, count } => {
             let len = store.head(&key).await?.size;

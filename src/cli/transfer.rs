@@ -37,15 +37,26 @@ pub(super) async fn volume_of(
 /// (grant documents are written by owners, never by whoever can write the
 /// bucket). The object's own key id is never trusted.
 pub(super) async fn reading_store(w: &Wiring, url: &S3Url) -> anyhow::Result<SealedStore> {
-    // A volume this machine has pinned: its key, with no request at all.
+    // A volume this machine has pinned: its key (and its branch keys), with
+    // no request at all.
     if let Some(pins) = Pins::default_location() {
-        if let Some(arn) = pins.enclosing_key(&format!("s3://{}/{}", url.bucket, url.key))? {
+        if let Some(v) = pins.enclosing(&format!("s3://{}/{}", url.bucket, url.key))? {
+            let prefix = crate::url::S3Url::parse(&v.url)?.key;
+            let branches = crate::sealed::Branches::new(
+                w.store.clone(),
+                w.keys.service.clone(),
+                &v.kms_key_arn,
+                &v.volume_id,
+                &prefix,
+                None,
+            );
             return Ok(SealedStore::new(
                 w.store.clone(),
                 w.keys.service.clone(),
                 IoSettings::default(),
-                arn,
-            ));
+                v.kms_key_arn,
+            )
+            .with_branches(branches));
         }
     }
     let volume_err = match volume_of(w, &url.bucket, &url.key).await {

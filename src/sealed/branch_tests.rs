@@ -261,3 +261,30 @@ async fn a_shared_file_stays_shared_across_rewrites_and_renames() {
         b"v2, longer"
     );
 }
+
+#[tokio::test]
+async fn wrapped_branch_keys_kept_on_disk_spare_a_get_and_a_bad_copy_costs_one() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let r = rig(small_parts());
+    r.put("vol/f", b"kept").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let with_copies = || client(&r, true).keep_branch_keys_in(dir.path().join("branches"));
+    let gets = || r.mem.counts().get.load(Relaxed);
+    // The first mount fetches the wrapped branch key once and keeps it.
+    let before = gets();
+    assert_eq!(read(&with_copies(), "vol/f").await.unwrap(), b"kept");
+    let first = gets() - before;
+    let kept: Vec<_> = std::fs::read_dir(dir.path().join("branches"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    // The next one reads it from disk: one GET fewer.
+    let before = gets();
+    assert_eq!(read(&with_copies(), "vol/f").await.unwrap(), b"kept");
+    assert_eq!(gets() - before, first - 1);
+    // A damaged copy is refused by KMS, fetched again from S3 and replaced.
+    std::fs::write(&kept[0], b"garbage").unwrap();
+    assert_eq!(read(&with_copies(), "vol/f").await.unwrap(), b"kept");
+    assert_ne!(std::fs::read(&kept[0]).unwrap(), b"garbage");
+}

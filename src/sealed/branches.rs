@@ -12,9 +12,11 @@
 //! This module owns the branch keys of one store: the branch new files are
 //! derived from (made on the first new file, replaced after `max_files`
 //! files or `max_age`), and the wrapped forms it has fetched (not secret:
-//! immutable KMS blobs, cached without limit of age). The unwrapped keys
-//! live in the key service's decrypt cache, like every other data key, and
-//! expire with it.
+//! immutable KMS blobs, cached without limit of age, and by a mount also in
+//! its cache directory, so that after a remount its read cache answers
+//! without a single GET). The unwrapped keys live in the key service's
+//! decrypt cache, like every other data key, and expire with it; they are
+//! never written anywhere.
 //!
 //! A grantee never holds a branch key: no grant allows `kms:Decrypt` under a
 //! context without a `sealfs:file`, and no grant names a branch object.
@@ -65,7 +67,23 @@ struct Current {
     files: u64,
 }
 
-type Wrapped = Arc<OnceCell<Vec<u8>>>;
+/// A wrapped branch key, and whether it is on local disk yet (it is kept
+/// there only once KMS has accepted it).
+struct WrappedForm {
+    blob: Vec<u8>,
+    on_disk: std::sync::atomic::AtomicBool,
+}
+
+impl WrappedForm {
+    fn new(blob: Vec<u8>, on_disk: bool) -> Self {
+        WrappedForm {
+            blob,
+            on_disk: on_disk.into(),
+        }
+    }
+}
+
+type Wrapped = Arc<OnceCell<Arc<WrappedForm>>>;
 
 pub struct Branches {
     store: Arc<dyn ObjectStore>,
@@ -78,6 +96,8 @@ pub struct Branches {
     writing: Option<BranchSettings>,
     current: tokio::sync::Mutex<Option<Current>>,
     wrapped: Mutex<LruCache<BranchId, Wrapped>>,
+    /// Where wrapped forms are kept across mounts (files named by branch id).
+    local: Option<std::path::PathBuf>,
 }
 
 /// A new file's key, derived from the current branch.
@@ -107,6 +127,55 @@ impl Branches {
             wrapped: Mutex::new(LruCache::new(
                 NonZeroUsize::new(REMEMBERED).expect("non-zero"),
             )),
+            local: None,
+        }
+    }
+
+    /// Keeps the wrapped forms fetched or made in `dir` too (created 0700),
+    /// and reads them from there first. A copy KMS refuses is deleted and
+    /// fetched again from S3, so a damaged local file costs one request.
+    pub fn with_local_copies(mut self, dir: std::path::PathBuf) -> Self {
+        use std::os::unix::fs::DirBuilderExt;
+        match std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+        {
+            Ok(()) => self.local = Some(dir),
+            Err(e) => {
+                tracing::warn!(error = %e, dir = %dir.display(), "branch keys are not kept on local disk")
+            }
+        }
+        self
+    }
+
+    fn local_path(&self, id: &BranchId) -> Option<std::path::PathBuf> {
+        self.local.as_ref().map(|d| d.join(id.to_hex()))
+    }
+
+    fn local_copy(&self, id: &BranchId) -> Option<Vec<u8>> {
+        let b = std::fs::read(self.local_path(id)?).ok()?;
+        (!b.is_empty() && b.len() <= MAX_WRAPPED).then_some(b)
+    }
+
+    /// Best effort: a copy that cannot be written is fetched again next mount.
+    fn keep_local_copy(&self, id: &BranchId, wrapped: &[u8]) {
+        let Some(path) = self.local_path(id) else {
+            return;
+        };
+        let tmp = path.with_extension(format!("{}.tmp", std::process::id()));
+        let res = std::fs::write(&tmp, wrapped).and_then(|()| std::fs::rename(&tmp, &path));
+        if let Err(e) = res {
+            let _ = std::fs::remove_file(&tmp);
+            tracing::debug!(error = %e, branch = %id, "wrapped branch key not kept locally");
+        }
+    }
+
+    /// Forgets what is known of branch `id`'s wrapped form, here and on disk.
+    fn forget(&self, id: &BranchId) {
+        self.wrapped.lock().pop(id);
+        if let Some(p) = self.local_path(id) {
+            let _ = std::fs::remove_file(p);
         }
     }
 
@@ -122,6 +191,7 @@ impl Branches {
             self.writing,
         );
         b.area = self.area.clone();
+        b.local = self.local.clone();
         b
     }
 
@@ -180,7 +250,10 @@ impl Branches {
                 &PutCondition::IfNoneMatch,
             )
             .await?;
-        let cell = Arc::new(OnceCell::new_with(Some(g.wrapped)));
+        self.keep_local_copy(&id, &g.wrapped);
+        let cell = Arc::new(OnceCell::new_with(Some(Arc::new(WrappedForm::new(
+            g.wrapped, true,
+        )))));
         self.wrapped.lock().put(id, cell);
         tracing::debug!(branch = %id, "new branch key");
         Ok(Current {
@@ -196,26 +269,45 @@ impl Branches {
     /// branch is missing, malformed, or refused by KMS as not this volume's
     /// branch `id`: an integrity failure of the file that names it.
     pub async fn key_of(&self, id: &BranchId) -> Result<std::result::Result<DataKey, String>> {
-        let wrapped = match self.wrapped_of(id).await? {
-            Ok(w) => w,
-            Err(reason) => return Ok(Err(reason)),
-        };
-        match self
-            .keys
-            .decrypt(&self.pinned_key, &wrapped, &self.context(id))
-            .await
-        {
-            Ok(k) => Ok(Ok(k)),
-            Err(KeyError::InvalidCiphertext) => Ok(Err(format!(
-                "branch key {id} was not wrapped under the volume's KMS key for this branch"
-            ))),
-            Err(e) => Err(e.into()),
+        // A local copy KMS refuses is not the bucket's word: ask S3 once.
+        let attempts = if self.local.is_some() { 2 } else { 1 };
+        for attempt in 1..=attempts {
+            let wrapped = match self.wrapped_of(id, attempt == 1).await? {
+                Ok(w) => w,
+                Err(reason) => return Ok(Err(reason)),
+            };
+            match self
+                .keys
+                .decrypt(&self.pinned_key, &wrapped.blob, &self.context(id))
+                .await
+            {
+                Ok(k) => {
+                    if !wrapped
+                        .on_disk
+                        .swap(true, std::sync::atomic::Ordering::Relaxed)
+                    {
+                        self.keep_local_copy(id, &wrapped.blob);
+                    }
+                    return Ok(Ok(k));
+                }
+                Err(KeyError::InvalidCiphertext) if attempt < attempts => self.forget(id),
+                Err(KeyError::InvalidCiphertext) => break,
+                Err(e) => return Err(e.into()),
+            }
         }
+        Ok(Err(format!(
+            "branch key {id} was not wrapped under the volume's KMS key for this branch"
+        )))
     }
 
-    /// The wrapped form of branch `id`: fetched once (concurrent first reads
-    /// share one GET), then remembered.
-    async fn wrapped_of(&self, id: &BranchId) -> Result<std::result::Result<Vec<u8>, String>> {
+    /// The wrapped form of branch `id`: from memory, else from the local
+    /// copy (when `local_ok`), else one GET (concurrent first reads share
+    /// it); then remembered.
+    async fn wrapped_of(
+        &self,
+        id: &BranchId,
+        local_ok: bool,
+    ) -> Result<std::result::Result<Arc<WrappedForm>, String>> {
         let cell = self
             .wrapped
             .lock()
@@ -223,6 +315,9 @@ impl Branches {
             .clone();
         let got = cell
             .get_or_try_init(|| async {
+                if let Some(kept) = local_ok.then(|| self.local_copy(id)).flatten() {
+                    return Ok(Arc::new(WrappedForm::new(kept, true)));
+                }
                 let body = match self.store.get(&self.object_key(id), None, None).await {
                     Ok(g) => g.body,
                     Err(StoreError::NotFound { .. }) => {
@@ -236,7 +331,7 @@ impl Branches {
                         body.len()
                     )));
                 }
-                Ok(body.to_vec())
+                Ok(Arc::new(WrappedForm::new(body.to_vec(), false)))
             })
             .await;
         match got {

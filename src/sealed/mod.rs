@@ -197,6 +197,16 @@ impl SealedStore {
         self
     }
 
+    /// This store with the wrapped branch keys it fetches or makes kept in
+    /// `dir` across mounts ([`Branches::with_local_copies`]).
+    pub fn keep_branch_keys_in(mut self, dir: std::path::PathBuf) -> Self {
+        if let Some(b) = self.branches.take() {
+            let b = Arc::try_unwrap(b).unwrap_or_else(|shared| shared.sibling());
+            self.branches = Some(Arc::new(b.with_local_copies(dir)));
+        }
+        self
+    }
+
     /// Another store over the same bucket, keys and pin, knowing nothing of
     /// what this one verified (another client, in tests).
     pub fn sibling(&self) -> SealedStore {
@@ -540,10 +550,13 @@ impl SealedObject {
         if segs.is_empty() {
             return Ok(Vec::new());
         }
-        let plain = self.segments(store, segs.clone()).await?;
+        let mut plain = self.segments(store, segs.clone()).await?;
         let skip = (offset - segs.start * self.layout().segment_size()) as usize;
         let take = (len.min(self.plain_len - offset)) as usize;
-        Ok(plain[skip..skip + take].to_vec())
+        // In place: a read that starts on a segment (read-ahead) moves nothing.
+        plain.truncate(skip + take);
+        plain.drain(..skip);
+        Ok(plain)
     }
 
     /// Streams the whole plaintext to `out`, with several ranged GETs in flight.

@@ -16,6 +16,10 @@ use std::collections::HashMap;
 use std::ops::Range;
 use std::time::SystemTime;
 
+/// The most a GET allocates for its body before bytes arrive (read-ahead
+/// GETs are 4 MiB; a larger body grows its buffer as it comes).
+const PREALLOCATE_MAX: u64 = 16 << 20;
+
 #[derive(Clone)]
 pub struct S3Store {
     client: aws_sdk_s3::Client,
@@ -183,16 +187,33 @@ impl ObjectStore for S3Store {
             metadata: from_map(out.metadata()),
             last_modified: time(out.last_modified()),
         };
-        let body = out
-            .body
-            .collect()
+        // Each chunk is copied into one buffer of the announced length as
+        // it arrives, while it is still in cache, rather than all chunks
+        // held until the end and then concatenated (a second pass over
+        // every body, the largest cost of a read-ahead GET after the network).
+        // A body that runs past the announced length is refused; what is
+        // allocated ahead is bounded whatever the server announces.
+        let announced = out.content_length().filter(|l| *l >= 0).map(|l| l as u64);
+        let mut body = out.body;
+        let mut buf = bytes::BytesMut::with_capacity(length.min(PREALLOCATE_MAX) as usize);
+        let unavailable = |message: String| StoreError::Unavailable {
+            action: "s3:GetObject",
+            message,
+        };
+        while let Some(chunk) = body
+            .try_next()
             .await
-            .map_err(|e| StoreError::Unavailable {
-                action: "s3:GetObject",
-                message: format!("reading body of {key}: {e}"),
-            })?;
+            .map_err(|e| unavailable(format!("reading body of {key}: {e}")))?
+        {
+            if let Some(l) = announced.filter(|l| (buf.len() + chunk.len()) as u64 > *l) {
+                return Err(unavailable(format!(
+                    "body of {key} is longer than its Content-Length {l}"
+                )));
+            }
+            buf.extend_from_slice(&chunk);
+        }
         Ok(GetResult {
-            body: body.into_bytes(),
+            body: buf.freeze(),
             info,
         })
     }

@@ -260,7 +260,8 @@ impl Mounted {
 
     /// The checks every test ends with: no plaintext marker in any object, and
     /// an empty staging area once unmounted (what stays is the local key, the
-    /// mount record, the log and the encrypted read cache).
+    /// mount record, the log, the encrypted read cache and the KMS-wrapped
+    /// branch keys).
     pub async fn finish(mut self) {
         self.unmount();
         for (key, body) in self.objects().await {
@@ -278,6 +279,7 @@ impl Mounted {
                     "spool",
                     "renames",
                     "read-cache",
+                    "branches",
                     "local-key.json",
                     "mount.json"
                 ]
