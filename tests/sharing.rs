@@ -233,6 +233,35 @@ async fn grantees_survive_remount_and_revoke_all() {
     m.finish().await;
 }
 
+/// Sharing a file that is open and changed, under --write-back: what is
+/// shared is what the user sees (the spooled upload lands first, then the
+/// key is wrapped for the grantee), and a later version keeps the grant.
+#[tokio::test]
+async fn sharing_an_open_changed_file_under_write_back_shares_what_the_user_sees() {
+    let mut m = Mounted::new("share-wb");
+    m.mount_args = vec!["--write-back".into()];
+    let m = m.mount();
+    let g = m.stack.new_user("gw", Some(&grantee_policy())).await;
+    m.sh("echo first > $M/f");
+    m.sh(&format!(
+        "python3 -c \"import os,sys; fd=os.open(sys.argv[1], os.O_WRONLY|os.O_TRUNC); \
+         os.write(fd, b'second\\n'); os.setxattr(sys.argv[1], 'user.share', sys.argv[2].encode()); \
+         os.close(fd)\" $M/f {g}"
+    ));
+    let got = get_as(&m, &g, "f");
+    assert!(got.status.success(), "{}", text(&got.stderr));
+    assert_eq!(text(&got.stdout), "second\n");
+    // No conflict copy: the spooled upload was not overtaken by the share.
+    assert_eq!(m.sh("ls $M"), "f\n");
+    // A later version keeps the file's key and its wrapped form.
+    m.sh("echo third > $M/f && sync");
+    m.sh("python3 -c \"import os,sys; fd=os.open(sys.argv[1], os.O_RDONLY); os.fsync(fd)\" $M/f");
+    let got = get_as(&m, &g, "f");
+    assert!(got.status.success(), "{}", text(&got.stderr));
+    assert_eq!(text(&got.stdout), "third\n");
+    m.finish().await;
+}
+
 #[tokio::test]
 async fn bad_shares_fail_clearly_and_change_nothing() {
     let m = Mounted::new("share-errors").mount();

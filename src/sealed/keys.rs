@@ -85,14 +85,6 @@ impl KeyRef {
             }
     }
 
-    /// The wrapped form a grantee unwraps, if the file has one.
-    pub fn wrapped_for_grantee(&self) -> Option<&[u8]> {
-        match &self.source {
-            KeySource::Wrapped(w) => Some(w),
-            KeySource::Branch { shared, .. } => shared.as_deref(),
-        }
-    }
-
     /// Bytes the sealing fields of a version sealed with this key take in
     /// its object metadata, counted as S3 counts them (names and values):
     /// the room attributes must leave.
