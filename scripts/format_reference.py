@@ -55,11 +55,26 @@ obj, bind_key, aad = seal(dk, salt, file_id, 12, text)
 branch_key = bytes(0x60 + i for i in range(32))
 branch_id = bytes(0x80 + i for i in range(16))
 file_key = expand(hkdf_extract(branch_id, branch_key), b"sealfs/v2/file-key", file_id)
+# Attribute index (volume format 2): the MAC over one index body.
+volume_key = bytes(0xA0 + i for i in range(32))
+index_prk = hmac.new(bytes(32), volume_key, hashlib.sha256).digest()
+index_key = HKDFExpand(algorithm=hashes.SHA256(), length=32,
+                       info=b"sealfs/v2/attribute-index").derive(index_prk)
+
+
+def lp(x):
+    return struct.pack(">I", len(x)) + x
+
+
+index_body = b'{"format":1,"dir":"vol/d/","entries":{}}'
+index_mac = hmac.new(index_key, b"sealfs/v2/attribute-index" + lp(b"bucket") + lp(b"vol/d/")
+                     + index_body, hashlib.sha256).hexdigest()
 got = {
     "GOLDEN_HEADER": obj[:120].hex(),
     "GOLDEN_SHA256": hashlib.sha256(obj).hexdigest(),
     "GOLDEN_BINDING": binding(bind_key, b"bucket", b"prefix/file.txt", aad),
     "GOLDEN_FILE_KEY": file_key.hex(),
+    "GOLDEN_INDEX_MAC": index_mac,
 }
 assert len(obj) == 120 + 10000 + 3 * 16
 

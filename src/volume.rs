@@ -15,7 +15,9 @@
 use crate::crypto::attributes::AttributeKeys;
 use crate::error::{Error, Result};
 use crate::keys::{EncryptionContext, KeyService};
-use crate::store::{AttestedStore, AttributeRule, Metadata, ObjectStore, PutCondition, StoreError};
+use crate::store::{
+    AttestedStore, AttributeRule, IndexUse, Metadata, ObjectStore, PutCondition, StoreError,
+};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use bytes::Bytes;
@@ -96,9 +98,12 @@ impl VolumeConfig {
         prefix: &str,
         inner: Arc<dyn ObjectStore>,
         keys: Arc<dyn KeyService>,
+        index: IndexUse,
         branches: Option<crate::sealed::BranchSettings>,
     ) -> Result<crate::sealed::SealedStore> {
-        let store = self.attested_store(prefix, inner, keys.as_ref()).await?;
+        let store = self
+            .attested_store(prefix, inner, keys.as_ref(), index)
+            .await?;
         let branch_keys = crate::sealed::Branches::new(
             store.clone(),
             keys.clone(),
@@ -197,6 +202,7 @@ impl VolumeConfig {
         prefix: &str,
         inner: Arc<dyn ObjectStore>,
         keys: &dyn KeyService,
+        index: IndexUse,
     ) -> Result<Arc<dyn ObjectStore>> {
         let vk = self
             .volume_key(keys)
@@ -211,12 +217,10 @@ impl VolumeConfig {
         } else {
             AttributeRule::Legacy
         };
-        Ok(Arc::new(AttestedStore::new(
-            inner,
-            AttributeKeys::derive(vk.expose()),
-            prefix,
-            rule,
-        )))
+        Ok(Arc::new(
+            AttestedStore::new(inner, AttributeKeys::derive(vk.expose()), prefix, rule)
+                .with_index(index),
+        ))
     }
 
     /// Checks the MAC under the KMS-unwrapped volume key; `Ok(Err(reason))` when

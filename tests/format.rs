@@ -79,6 +79,18 @@ fn golden_file_key() {
     }
 }
 
+/// Attribute index: the MAC over an index body, under the key derived from
+/// the volume key (also recomputed by scripts/format_reference.py).
+#[test]
+fn golden_index_mac() {
+    use sealfs::crypto::attributes::AttributeKeys;
+    let keys = AttributeKeys::derive(&core::array::from_fn::<u8, 32, _>(|i| 0xa0 + i as u8));
+    let body = br#"{"format":1,"dir":"vol/d/","entries":{}}"#;
+    let mac = keys.index_mac("bucket", "vol/d/", body);
+    assert_eq!(hex::encode(mac), GOLDEN_INDEX_MAC);
+}
+
+const GOLDEN_INDEX_MAC: &str = "a9c659225655eeadbe676baaa3b29a6f5b43cf580d45fe85134360835989a9b2";
 const GOLDEN_FILE_KEY: &str = "75c454492080a83f8656149b5df84795bec007ed2c42d584cf738a999aae9f53";
 const GOLDEN_BINDING: &str = "aa30778ecf935ac3ee4cb760e2777161fc0a0c1bd8cf531ab4a20ed1af8de0d3";
 

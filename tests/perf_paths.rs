@@ -148,3 +148,40 @@ async fn new_files_cost_one_kms_call_per_branch_key() {
     assert_eq!(m.sh("cat $M/f7 $M/g20"), "7\n20\n");
     m.finish().await;
 }
+
+/// `ls -l` of a directory of more than one LIST page: a cold listing that
+/// has to HEAD entries writes the directory's attribute index; later cold
+/// listings read it (one GET) and HEAD nothing; past the TTL, a
+/// `stat` of every entry is revalidated by LISTs of the directory, not a
+/// HEAD each.
+#[tokio::test]
+async fn a_cold_ls_l_reads_the_attribute_index_and_stale_entries_cost_a_list() {
+    let mut m = Mounted::new("big-ls").mount();
+    m.sh("mkdir $M/d && cd $M/d && seq -f 'f%04g' 1 1500 | xargs touch && chmod 600 f00*");
+    // Past the second of the last change, LIST can vouch for what is read.
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    m.remount();
+    let first = m.sh("ls -l $M/d");
+    assert_eq!(first.lines().count(), 1501);
+
+    m.remount();
+    let before = stats(&m);
+    assert_eq!(m.sh("ls -l $M/d"), first);
+    let after = stats(&m);
+    let d = |op| count(&after, "s3", op) - count(&before, "s3", op);
+    assert!(d("HEAD") <= 3, "{} HEADs", d("HEAD"));
+    assert_eq!(d("GET"), 1, "the index");
+
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let before = stats(&m);
+    let modes = m.sh("stat -c '%a' $M/d/* | sort | uniq -c");
+    let after = stats(&m);
+    let d = |op| count(&after, "s3", op) - count(&before, "s3", op);
+    assert!(
+        modes.contains(" 99 600") && modes.contains(" 1401 644"),
+        "{modes}"
+    );
+    assert!(d("HEAD") <= 3, "{} HEADs", d("HEAD"));
+    assert!(d("LIST") <= 6, "{} LISTs", d("LIST"));
+    m.finish().await;
+}

@@ -142,3 +142,49 @@ print(" ".join(f"{k}={v}" for k, v in seen.items()))
     b.finish().await;
     a.finish().await;
 }
+
+fn s3_count(m: &Mounted, op: &str) -> u64 {
+    let out = m.sh("getfattr --only-values -n user.sealfs.stats $M");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("stats are JSON");
+    v["s3"][op].as_u64().unwrap_or(0)
+}
+
+/// `ls -l` through the attribute index, with two mounts changing
+/// attributes: a cold listing reads the index (no HEAD per entry), and a
+/// change by the other mount shows as soon as the metadata TTL allows,
+/// whether it moved the ETag (new content) or only LastModified (chmod).
+#[tokio::test]
+async fn attribute_changes_by_one_mount_show_in_anothers_cold_and_warm_listings() {
+    let a = Mounted::new("attr-index").mount();
+    a.sh("mkdir $M/d && for i in $(seq 10 39); do echo $i > $M/d/f$i; done && chmod 600 $M/d/f1*");
+    // Past the second of their last change, LIST can vouch for what is read.
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    let ls = "stat -c '%n %a %s' $M/d/* | sed \"s|$M/||\"";
+    let want: String = (10..40)
+        .map(|i| format!("d/f{i} {} 3\n", if i < 20 { 600 } else { 644 }))
+        .collect();
+
+    // The first cold listing HEADs each entry and writes the index...
+    let mut b = a.another().mount();
+    assert_eq!(b.sh(ls), want);
+    assert!(s3_count(&b, "HEAD") >= 30);
+    // ...which every later cold listing reads instead.
+    b.remount();
+    assert_eq!(b.sh(ls), want);
+    let heads = s3_count(&b, "HEAD");
+    assert!(
+        heads <= 3,
+        "{heads} HEADs: the lookups of d and the root only"
+    );
+
+    // A changes a mode (a self-copy: the ETag may stay, LastModified moves)
+    // and a content (a new ETag); B sees both once its TTL has passed.
+    a.sh("chmod 640 $M/d/f25 && echo longer > $M/d/f26");
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    let want = want
+        .replace("d/f25 644 3", "d/f25 640 3")
+        .replace("d/f26 644 3", "d/f26 644 7");
+    assert_eq!(b.sh(ls), want);
+    b.finish().await;
+    a.finish().await;
+}

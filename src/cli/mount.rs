@@ -8,6 +8,7 @@ use crate::app::{AwsOptions, Wiring};
 use crate::fs::{Defaults, FsSettings, SealFs};
 use crate::fuse::FuseAdapter;
 use crate::grants::{GrantSettings, Grants};
+use crate::store::IndexUse;
 use crate::url::S3Url;
 use crate::volume::{self, Pins};
 use anyhow::{bail, Context};
@@ -67,6 +68,12 @@ pub struct MountArgs {
     /// Hours a branch key is used for new files before the next is made.
     #[arg(long, default_value_t = 24, value_parser = clap::value_parser!(u64).range(1..=8760))]
     pub branch_hours: u64,
+    /// Per-directory attribute indexes: a cold `ls -l` reads one object
+    /// beside its LIST instead of a HEAD per entry. `on`: read them, and
+    /// write them when a listing had to HEAD; `read`: never write (what a
+    /// read-only mount does); `off`: a HEAD per entry.
+    #[arg(long, value_enum, default_value_t = IndexArg::On)]
+    pub attribute_index: IndexArg,
     /// Uploads of the write-back spool in flight at once.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub write_back_uploads: u16,
@@ -92,6 +99,14 @@ pub struct MountArgs {
     /// (the mount is nodev,nosuid otherwise).
     #[arg(short = 'o', value_delimiter = ',')]
     pub options: Vec<String>,
+}
+
+/// `--attribute-index`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IndexArg {
+    On,
+    Read,
+    Off,
 }
 
 /// A byte size: a number with an optional K, M, G or T suffix (powers of 1024).
@@ -428,11 +443,19 @@ async fn prepare(
     if let Some(pins) = Pins::default_location() {
         pins.check(&format!("s3://{}/{prefix}", url.bucket), &cfg)?;
     }
+    let read_only = args.read_only || args.options.iter().any(|o| o == "ro");
+    let index = match args.attribute_index {
+        IndexArg::Off => IndexUse::Off,
+        IndexArg::Read => IndexUse::Read,
+        IndexArg::On if read_only => IndexUse::Read,
+        IndexArg::On => IndexUse::ReadWrite,
+    };
     let sealed = cfg
         .sealed_store(
             &prefix,
             w.store.clone(),
             keys.clone(),
+            index,
             Some(crate::sealed::BranchSettings {
                 max_files: args.branch_files,
                 max_age: Duration::from_secs(args.branch_hours * 3600),
@@ -457,7 +480,7 @@ async fn prepare(
             file_mode: 0o644,
             dir_mode: 0o755,
         },
-        read_only: args.read_only || args.options.iter().any(|o| o == "ro"),
+        read_only,
         read: crate::sealed::reader::ReadSettings::with_memory(
             args.read_cache_mib << 20,
             args.read_ahead_mib << 20,

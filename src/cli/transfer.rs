@@ -5,7 +5,7 @@ use crate::app::Wiring;
 use crate::crypto::{Header, Layout, HEADER_LEN};
 use crate::grants::{GrantSettings, Grants};
 use crate::sealed::{IoSettings, KeySource, SealMeta, SealedStore};
-use crate::store::Metadata;
+use crate::store::{IndexUse, Metadata};
 use crate::url::S3Url;
 use crate::volume::{self, Pins, VolumeConfig};
 use anyhow::{bail, Context};
@@ -26,7 +26,7 @@ pub(super) async fn volume_of(
         pins.check(&format!("s3://{bucket}/{prefix}"), &cfg)?;
     }
     let sealed = cfg
-        .sealed_store(&prefix, w.store.clone(), keys, None)
+        .sealed_store(&prefix, w.store.clone(), keys, IndexUse::Read, None)
         .await?;
     Ok((cfg, sealed))
 }

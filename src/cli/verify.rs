@@ -5,7 +5,7 @@
 
 use crate::app::Wiring;
 use crate::sealed::SealedStore;
-use crate::store::ListEntry;
+use crate::store::{IndexUse, ListEntry};
 use crate::url::S3Url;
 use crate::volume;
 use anyhow::bail;
@@ -54,7 +54,7 @@ pub async fn run(w: &Wiring, url: &S3Url) -> anyhow::Result<()> {
         .filter(|e| !is_marker(e) && !volume::is_internal(&e.key))
         .collect();
     let sealed = cfg
-        .sealed_store(&prefix, w.store.clone(), keys, None)
+        .sealed_store(&prefix, w.store.clone(), keys, IndexUse::Read, None)
         .await?;
     let pb = if std::io::stderr().is_terminal() {
         let pb = indicatif::ProgressBar::new(objects.len() as u64);

@@ -7,11 +7,14 @@
 //! ```text
 //! attribute MAC key = HKDF-SHA-256(volume key, "sealfs/v2/attribute-mac")
 //! xattr key         = HKDF-SHA-256(volume key, "sealfs/v2/xattrs")
+//! index key         = HKDF-SHA-256(volume key, "sealfs/v2/attribute-index")
 //! MAC   = HMAC-SHA-256(attribute MAC key, "sealfs/v2/attributes" || lp(bucket) || lp(key)
 //!                      || for each sealfs-* entry but the MAC, sorted: lp(name) || lp(value))
 //! blob  = nonce(12, random) || AES-256-GCM(xattr key, nonce,
 //!                      AAD = "sealfs/v2/xattrs" || lp(bucket) || lp(key),
 //!                      for each xattr, sorted: lp(name) || lp(value))
+//! index MAC = HMAC-SHA-256(index key, "sealfs/v2/attribute-index" || lp(bucket)
+//!                      || lp(directory prefix) || index body)
 //! lp(x) = u32_be(len x) || x
 //! ```
 //!
@@ -30,12 +33,14 @@ use zeroize::Zeroizing;
 const MAC_LABEL: &[u8] = b"sealfs/v2/attribute-mac";
 const XATTR_LABEL: &[u8] = b"sealfs/v2/xattrs";
 const MAC_DOMAIN: &[u8] = b"sealfs/v2/attributes";
+const INDEX_LABEL: &[u8] = b"sealfs/v2/attribute-index";
 const NONCE_LEN: usize = 12;
 
-/// The two attribute keys of one volume.
+/// The attribute keys of one volume.
 pub struct AttributeKeys {
     mac: Zeroizing<[u8; 32]>,
     xattr: Zeroizing<[u8; 32]>,
+    index: Zeroizing<[u8; 32]>,
 }
 
 fn lp(out: &mut Vec<u8>, bytes: &[u8]) {
@@ -51,15 +56,35 @@ fn object_id(domain: &[u8], bucket: &str, key: &str) -> Vec<u8> {
 }
 
 impl AttributeKeys {
-    /// Derives both keys from the volume key.
+    /// Derives the keys from the volume key.
     pub fn derive(volume_key: &[u8]) -> Self {
         let hk = Hkdf::<Sha256>::new(None, volume_key);
-        let mut mac = Zeroizing::new([0u8; 32]);
-        let mut xattr = Zeroizing::new([0u8; 32]);
-        hk.expand(MAC_LABEL, mac.as_mut()).expect("valid length");
-        hk.expand(XATTR_LABEL, xattr.as_mut())
-            .expect("valid length");
-        AttributeKeys { mac, xattr }
+        let expand = |label: &[u8]| {
+            let mut k = Zeroizing::new([0u8; 32]);
+            hk.expand(label, k.as_mut()).expect("valid length");
+            k
+        };
+        AttributeKeys {
+            mac: expand(MAC_LABEL),
+            xattr: expand(XATTR_LABEL),
+            index: expand(INDEX_LABEL),
+        }
+    }
+
+    /// The MAC of a directory's attribute index: binds its body to the
+    /// directory, so an index can be neither edited nor moved to another
+    /// directory (only an older index of the same directory can be put
+    /// back, whose entries LIST then no longer matches).
+    pub fn index_mac(&self, bucket: &str, dir: &str, body: &[u8]) -> [u8; 32] {
+        let mut m = <Hmac<Sha256> as Mac>::new_from_slice(self.index.as_ref()).expect("any length");
+        m.update(&object_id(INDEX_LABEL, bucket, dir));
+        m.update(body);
+        m.finalize().into_bytes().into()
+    }
+
+    /// Constant-time check of an index MAC.
+    pub fn check_index(&self, bucket: &str, dir: &str, body: &[u8], mac: &[u8]) -> bool {
+        subtle::ConstantTimeEq::ct_eq(&self.index_mac(bucket, dir, body)[..], mac).into()
     }
 
     /// The MAC of `entries` (name, value) as stored at `bucket`/`key`.
@@ -186,6 +211,25 @@ mod tests {
         let a: BTreeMap<String, String> = [("ab".to_string(), "c".to_string())].into();
         let b: BTreeMap<String, String> = [("a".to_string(), "bc".to_string())].into();
         assert_ne!(k.mac("b", "k", a.iter()), k.mac("b", "k", b.iter()));
+    }
+
+    #[test]
+    fn index_mac_binds_bucket_directory_and_body() {
+        let k = AttributeKeys::derive(&[7u8; 32]);
+        let mac = k.index_mac("b", "vol/d/", b"body");
+        assert!(k.check_index("b", "vol/d/", b"body", &mac));
+        assert!(!k.check_index("b", "vol/e/", b"body", &mac), "moved");
+        assert!(!k.check_index("c", "vol/d/", b"body", &mac), "other bucket");
+        assert!(!k.check_index("b", "vol/d/", b"bodY", &mac), "edited");
+        assert!(!k.check_index("b", "vol/d/", b"body", &mac[..31]), "cut");
+        let other = AttributeKeys::derive(&[8u8; 32]);
+        assert!(
+            !other.check_index("b", "vol/d/", b"body", &mac),
+            "other volume"
+        );
+        // Its key is not the attribute MAC's.
+        let m: BTreeMap<String, String> = BTreeMap::new();
+        assert_ne!(k.mac("b", "vol/d/", m.iter()), mac);
     }
 
     #[test]

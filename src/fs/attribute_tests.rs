@@ -2,8 +2,7 @@
 //! bucket writer gets by editing object metadata (an EIO for that object,
 //! never wider access, another type, or a readable xattr).
 
-use super::attr::SetAttr;
-use super::tests::{rig, rig_same_store, Rig};
+use super::tests::{chmod, rig, rig_same_store, Rig};
 use super::ROOT;
 use crate::store::attested::{MAC, XATTRS, XREF};
 use crate::store::Metadata;
@@ -18,28 +17,12 @@ fn edit_meta(r: &Rig, key: &str, edit: impl FnOnce(&mut Metadata)) {
     r.mem.tamper(key, Some(body), Some(m));
 }
 
-async fn chmod(r: &Rig, ino: u64, mode: u32) {
-    r.fs.setattr(
-        ino,
-        SetAttr {
-            mode: Some(mode),
-            uid: None,
-            gid: None,
-            size: None,
-            mtime: None,
-            atime: None,
-        },
-    )
-    .await
-    .unwrap();
-}
-
 #[tokio::test]
 async fn edited_attributes_are_eio_for_that_object_only() {
     let r = rig();
     let a = r.write_file(ROOT, "a", b"secret").await;
     r.write_file(ROOT, "b", b"fine").await;
-    chmod(&r, a, 0o600).await;
+    chmod(&r.fs, a, 0o600).await;
     for (field, value) in [
         ("sealfs-mode", "666"),
         ("sealfs-uid", "4242"),
@@ -77,7 +60,7 @@ async fn attributes_cannot_be_moved_between_objects_or_stripped() {
     let r = rig();
     let a = r.write_file(ROOT, "a", b"one").await;
     r.write_file(ROOT, "b", b"two").await;
-    chmod(&r, a, 0o600).await;
+    chmod(&r.fs, a, 0o600).await;
     // b's (valid, MACed) metadata copied onto a: bound to b's key, refused.
     let b_meta = raw_meta(&r, "vol/b");
     edit_meta(&r, "vol/a", |m| *m = b_meta.clone());

@@ -196,6 +196,7 @@ impl SealFs {
                 etag: Some(etag),
                 key_ref,
                 remote: true,
+                listed: None,
             },
         )
     }

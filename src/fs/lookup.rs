@@ -2,21 +2,29 @@
 //! create-like operation makes, with as few requests as S3 allows.
 //!
 //! What the namespace trusts answers without S3. Otherwise a known file is
-//! revalidated with one HEAD; an unknown name is first checked against the
+//! revalidated by the directory's LIST when LIST can vouch for its
+//! attributes (one LIST, shared by every entry for the metadata TTL: a
+//! `tar c` or `grep -r` of a tree costs a GET per file, not a HEAD and a
+//! GET), else with one HEAD. A directory of several pages is listed for
+//! this only once the HEADs its entries needed within the TTL have cost as
+//! much as its LIST would, so a single `stat` in a huge directory stays one
+//! HEAD and a walk of all its entries costs about one LIST. An unknown name is first checked against the
 //! directory's names: tools that create many files (cp -r, tar, rsync) look
 //! up every new name first, and asked one by one each absent name costs
 //! three requests (HEAD of the file, HEAD of a directory marker, LIST of the
 //! prefix), whereas one LIST of the directory (a page per 1,000 entries)
 //! answers every absent name for the metadata TTL. Directories of more than
-//! [`MAX_PAGES`] pages are not listed for this: their lookups go one by one.
+//! [`MAX_PAGES`] pages are not listed for this (a listing that fell short
+//! is not tried again within the TTL): their lookups go one by one.
 
-use super::namespace::{Cached, Seen};
+use super::namespace::{Cached, ListedNames, Seen};
 use super::{byte_names, enoent, Entry, Kind, SealFs, KEY_MAX, NAME_MAX, ROOT};
 use crate::error::{Error, Result};
-use crate::store::StoreError;
+use crate::store::{Observed, StoreError};
 use crate::volume;
 use libc::{EEXIST, ENAMETOOLONG, ENOENT};
-use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::SystemTime;
 
 /// LIST pages one absent-name lookup may spend on its directory.
 const MAX_PAGES: usize = 10;
@@ -69,7 +77,10 @@ impl SealFs {
             ));
         }
         if known_file {
-            // A known file is revalidated with one HEAD.
+            // A known file is revalidated by its directory's LIST, or with one HEAD.
+            if let Some(e) = self.confirmed_by_listing(parent, &path, name).await? {
+                return Ok(e);
+            }
             if let Some(seen) = self.head_file(&path).await? {
                 return self.ns.record(parent, name, seen);
             }
@@ -89,8 +100,20 @@ impl SealFs {
     pub async fn getattr(&self, ino: u64) -> Result<Entry> {
         if self.ns.needs_revalidation(ino)? {
             let path = self.path_of(ino)?;
+            if let Some((parent, name)) = self.ns.parent_and_name(ino) {
+                if self
+                    .confirmed_by_listing(parent, &path, &name)
+                    .await?
+                    .is_some()
+                {
+                    return self.entry(ino);
+                }
+            }
+            let at = SystemTime::now();
             match self.store.head(&self.key_of(&path)).await {
-                Ok(info) => self.ns.revalidated(ino, self.seen_object(&info)),
+                Ok(info) => self
+                    .ns
+                    .revalidated(ino, self.seen_observed(&Observed { info, at })),
                 Err(StoreError::NotFound { .. }) => return Err(enoent(&path)),
                 Err(e) => return Err(e.into()),
             }
@@ -115,13 +138,14 @@ impl SealFs {
     async fn fetch(&self, path: &str) -> Result<Option<Seen>> {
         let key = self.key_of(path);
         let dir = format!("{key}/");
+        let at = SystemTime::now();
         let (file, marker, listing) = tokio::join!(
             self.store.head(&key),
             self.store.head(&dir),
             self.store.list(&dir, Some("/"), None)
         );
         match file {
-            Ok(info) => return Ok(Some(self.seen_object(&info))),
+            Ok(info) => return Ok(Some(self.seen_observed(&Observed { info, at }))),
             Err(StoreError::NotFound { .. }) => {}
             Err(e) => return Err(e.into()),
         }
@@ -142,46 +166,100 @@ impl SealFs {
     /// parent), by a listing no older than the TTL; `None` when the directory
     /// is too large to list for one lookup.
     async fn listed_name(&self, parent: u64, path: &str, name: &str) -> Result<Option<bool>> {
+        Ok(self
+            .names_in(parent, path, MAX_PAGES)
+            .await?
+            .map(|names| names.contains_key(name)))
+    }
+
+    /// The known file `name` in `parent`, revalidated by a LIST of the
+    /// directory (no older than the TTL) that shows the very version its
+    /// attributes were read from; `None` when LIST cannot vouch for them,
+    /// shows something else, or a HEAD is cheaper for now (a LIST of a
+    /// large directory is made once the HEADs its entries needed within the
+    /// TTL have cost as much).
+    async fn confirmed_by_listing(
+        &self,
+        parent: u64,
+        path: &str,
+        name: &str,
+    ) -> Result<Option<Entry>> {
+        let Some((ino, version)) = self.ns.listed_version(parent, name) else {
+            return Ok(None);
+        };
+        let names = match self.ns.fresh_names(parent) {
+            Some(names) => names,
+            None => {
+                let Some(pages) = self.ns.revalidation_pages(parent) else {
+                    return Ok(None);
+                };
+                let Some(names) = self.names_in(parent, path, pages).await? else {
+                    return Ok(None);
+                };
+                names
+            }
+        };
+        Ok(match names.get(name) {
+            Some(Some(v)) if *v == version => self.ns.confirm_listed(ino, &version),
+            _ => None,
+        })
+    }
+
+    /// The names S3 has in `parent` (whose path is that of `path`'s
+    /// parent) by a listing no older than the TTL, listed now if that takes
+    /// at most `max_pages` pages; `None` otherwise.
+    async fn names_in(
+        &self,
+        parent: u64,
+        path: &str,
+        max_pages: usize,
+    ) -> Result<Option<Arc<ListedNames>>> {
         if let Some(names) = self.ns.fresh_names(parent) {
-            return Ok(Some(names.contains(name)));
+            return Ok(Some(names));
+        }
+        if !self.ns.may_list(parent, max_pages) {
+            return Ok(None);
         }
         let dir = path.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
         let prefix = self.dir_prefix(dir);
-        let mut names = HashSet::new();
+        let mut names = ListedNames::new();
         let mut token = None;
-        for _ in 0..MAX_PAGES {
+        for _ in 0..max_pages {
             let page = self
                 .store
                 .list(&prefix, Some("/"), token.as_deref())
                 .await?;
-            names.extend(
-                page.objects
-                    .iter()
-                    .map(|o| o.key[prefix.len()..].to_string()),
-            );
+            names.extend(page.objects.iter().map(|o| {
+                (
+                    o.key[prefix.len()..].to_string(),
+                    crate::store::ListedVersion::of_entry(o),
+                )
+            }));
             names.extend(
                 page.prefixes
                     .iter()
-                    .map(|p| p[prefix.len()..].trim_end_matches('/').to_string()),
+                    .map(|p| (p[prefix.len()..].trim_end_matches('/').to_string(), None)),
             );
             match page.next {
                 Some(t) => token = Some(t),
                 None => {
-                    let found = names.contains(name);
                     self.ns.remember_names(parent, names);
-                    return Ok(Some(found));
+                    return Ok(self.ns.fresh_names(parent));
                 }
             }
         }
+        // Too large for one lookup: not listed again for that within the TTL.
+        self.ns.list_fell_short(parent, max_pages);
         Ok(None)
     }
 
     /// A file's current attributes by one HEAD; `None` when there is no
     /// object at its key (it may have become a directory: the caller fetches).
     async fn head_file(&self, path: &str) -> Result<Option<Seen>> {
+        let at = SystemTime::now();
         match self.store.head(&self.key_of(path)).await {
             Ok(info) if !info.key.ends_with('/') => {
-                let seen = self.seen_object(&info);
+                let seen = self.seen_observed(&Observed { info, at });
                 Ok((seen.attr.kind != Kind::Dir).then_some(seen))
             }
             Ok(_) | Err(StoreError::NotFound { .. }) => Ok(None),

@@ -39,7 +39,7 @@ use crate::grants::Grants;
 use crate::local::LocalKey;
 use crate::sealed::reader::{ReadSettings, ReadShared};
 use crate::sealed::{SealMeta, SealedStore};
-use crate::store::{ObjectInfo, ObjectStore};
+use crate::store::{ObjectInfo, ObjectStore, Observed};
 use crate::volume;
 use file::Handle;
 use libc::{ENAMETOOLONG, ENOENT, EPERM, EROFS};
@@ -286,6 +286,16 @@ impl SealFs {
             etag: Some(info.etag.clone()),
             key_ref: sealed.map(|s| s.key),
             remote: true,
+            listed: None,
+        }
+    }
+
+    /// What a read of `o`'s attributes says, with what LIST will show of
+    /// it while they stand (when LIST can vouch for them).
+    fn seen_observed(&self, o: &Observed) -> Seen {
+        Seen {
+            listed: o.listed_version(),
+            ..self.seen_object(&o.info)
         }
     }
 
@@ -295,6 +305,7 @@ impl SealFs {
             etag: None,
             key_ref: None,
             remote: true,
+            listed: None,
         }
     }
 
@@ -332,6 +343,8 @@ fn valid_name(name: &str) -> bool {
 mod attribute_tests;
 #[cfg(test)]
 pub(crate) mod fault_tests;
+#[cfg(test)]
+mod listed_tests;
 #[cfg(test)]
 mod spool_tests;
 #[cfg(test)]

@@ -83,6 +83,19 @@ pub(crate) fn rig_over(
     }
 }
 
+/// `chmod MODE` of `ino` through `fs`.
+pub(crate) async fn chmod(fs: &SealFs, ino: u64, mode: u32) {
+    let set = super::attr::SetAttr {
+        mode: Some(mode),
+        uid: None,
+        gid: None,
+        size: None,
+        mtime: None,
+        atime: None,
+    };
+    fs.setattr(ino, set).await.unwrap();
+}
+
 pub(crate) fn rig() -> Rig {
     rig_with(Duration::from_secs(1))
 }

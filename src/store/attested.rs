@@ -21,7 +21,16 @@
 //! owner and device number are not (the mount's defaults apply), so an
 //! edited legacy object can neither widen access nor change hands.
 
-use super::{GetResult, ListPage, Metadata, ObjectInfo, ObjectStore, PutCondition, StoreError};
+mod index;
+#[cfg(test)]
+mod index_tests;
+
+pub use index::IndexUse;
+
+use super::{
+    GetResult, ListEntry, ListPage, Metadata, ObjectInfo, ObjectStore, Observed, PutCondition,
+    StoreError,
+};
 use crate::crypto::attributes::AttributeKeys;
 use async_trait::async_trait;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -60,8 +69,12 @@ pub enum AttributeRule {
 pub struct AttestedStore {
     inner: Arc<dyn ObjectStore>,
     keys: AttributeKeys,
+    /// The volume's prefix.
+    prefix: String,
     sidecars: String,
     rule: AttributeRule,
+    /// Whether directory listings read and write attribute indexes.
+    index: IndexUse,
 }
 
 fn is_sealfs(name: &str) -> bool {
@@ -84,9 +97,17 @@ impl AttestedStore {
         AttestedStore {
             inner,
             keys,
+            prefix: prefix.to_string(),
             sidecars: crate::volume::join(prefix, SIDECAR_DIR),
             rule,
+            index: IndexUse::ReadWrite,
         }
+    }
+
+    /// How listings use attribute indexes (read and written by default).
+    pub fn with_index(mut self, index: IndexUse) -> Self {
+        self.index = index;
+        self
     }
 
     fn tampered(&self, key: &str, reason: impl Into<String>) -> StoreError {
@@ -313,6 +334,15 @@ impl ObjectStore for AttestedStore {
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
         self.inner.delete(key).await
+    }
+
+    async fn head_listed(
+        &self,
+        dir: &str,
+        listing: &[ListEntry],
+        wanted: &[usize],
+    ) -> Vec<Result<Observed, StoreError>> {
+        self.head_listed_indexed(dir, listing, wanted).await
     }
 
     async fn create_multipart(&self, key: &str, metadata: &Metadata) -> Result<String, StoreError> {

@@ -76,6 +76,23 @@ impl MemoryStore {
         o.etag = etag;
     }
 
+    /// Moves every object's LastModified `by` into the past, as if written
+    /// that long ago (tests of what LIST vouches for).
+    pub fn age(&self, by: std::time::Duration) {
+        for o in self.state.lock().objects.values_mut() {
+            o.modified -= by;
+        }
+    }
+
+    /// Replaces an object's metadata the way a self-copy does: same bytes
+    /// and ETag, LastModified now (tests).
+    pub fn recopy(&self, key: &str, metadata: Metadata) {
+        let mut st = self.state.lock();
+        let o = st.objects.get_mut(key).expect("object to copy");
+        o.metadata = metadata;
+        o.modified = SystemTime::now();
+    }
+
     pub fn keys(&self) -> Vec<String> {
         self.state.lock().objects.keys().cloned().collect()
     }
@@ -246,6 +263,7 @@ impl ObjectStore for MemoryStore {
                 key: key.clone(),
                 size: o.data.len() as u64,
                 etag: o.etag.clone(),
+                last_modified: Some(o.modified),
             });
             count += 1;
         }

@@ -12,7 +12,7 @@ mod memory;
 mod multipart;
 mod s3;
 
-pub use attested::{AttestedStore, AttributeRule};
+pub use attested::{AttestedStore, AttributeRule, IndexUse};
 #[cfg(test)]
 pub use faulty::FaultyStore;
 #[cfg(test)]
@@ -25,7 +25,7 @@ use bytes::Bytes;
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// User metadata (`x-amz-meta-*`), names without the prefix, lower case.
 pub type Metadata = BTreeMap<String, String>;
@@ -51,6 +51,92 @@ pub struct ListEntry {
     pub key: String,
     pub size: u64,
     pub etag: String,
+    pub last_modified: Option<SystemTime>,
+}
+
+/// How long after the second of an object's LastModified its metadata must
+/// have been read for LIST to vouch for it later. S3 keeps LastModified to
+/// the second, and a metadata-only change (a self-copy) keeps a single-part
+/// object's ETag and size: within that second, a change can leave what LIST
+/// shows exactly as it was. Read a full second after it (and one more for
+/// the local clock's distance from S3's), the metadata is the last one with
+/// that LastModified.
+pub const SETTLE: Duration = Duration::from_secs(2);
+
+/// What LIST shows of one version of an object: equal values mean the same
+/// content and the same metadata, once that metadata has settled
+/// ([`SETTLE`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListedVersion {
+    pub etag: String,
+    pub size: u64,
+    /// LastModified in whole seconds since the epoch (LIST may give
+    /// milliseconds where HEAD gives seconds).
+    pub modified: u64,
+}
+
+fn whole_seconds(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+impl ListedVersion {
+    pub fn of_entry(e: &ListEntry) -> Option<ListedVersion> {
+        Some(ListedVersion {
+            etag: e.etag.clone(),
+            size: e.size,
+            modified: whole_seconds(e.last_modified?),
+        })
+    }
+
+    /// The version whose metadata was read at `at` (the local clock, taken
+    /// before the request), if that metadata had settled by then.
+    pub fn settled(info: &ObjectInfo, at: SystemTime) -> Option<ListedVersion> {
+        let modified = whole_seconds(info.last_modified?);
+        (whole_seconds(at) >= modified + SETTLE.as_secs()).then(|| ListedVersion {
+            etag: info.etag.clone(),
+            size: info.size,
+            modified,
+        })
+    }
+}
+
+/// An object's verified attributes and when they were read.
+#[derive(Clone, Debug)]
+pub struct Observed {
+    pub info: ObjectInfo,
+    /// The local clock before the read was sent.
+    pub at: SystemTime,
+}
+
+impl Observed {
+    /// What LIST will show while these attributes stand, if LIST can vouch
+    /// for them ([`SETTLE`]).
+    pub fn listed_version(&self) -> Option<ListedVersion> {
+        ListedVersion::settled(&self.info, self.at)
+    }
+}
+
+/// HEADs in flight for one listing.
+pub const LISTED_HEAD_CONCURRENCY: usize = 64;
+
+/// HEADs of `wanted` (indexes into `listing`), at most
+/// [`LISTED_HEAD_CONCURRENCY`] at a time, results in order.
+pub async fn head_each(
+    store: &(impl ObjectStore + ?Sized),
+    listing: &[ListEntry],
+    wanted: &[usize],
+) -> Vec<Result<Observed, StoreError>> {
+    use futures::StreamExt;
+    futures::stream::iter(wanted.iter().copied().map(|i| {
+        let key = listing[i].key.as_str();
+        async move {
+            let at = SystemTime::now();
+            store.head(key).await.map(|info| Observed { info, at })
+        }
+    }))
+    .buffered(LISTED_HEAD_CONCURRENCY)
+    .collect()
+    .await
 }
 
 #[derive(Clone, Debug, Default)]
@@ -206,6 +292,21 @@ pub trait ObjectStore: Send + Sync {
     ) -> Result<String, StoreError>;
 
     async fn delete(&self, key: &str) -> Result<(), StoreError>;
+
+    /// The attributes of the objects at `wanted` (indexes into `listing`, a
+    /// complete LIST of the directory prefix `dir`), in that order: what a
+    /// HEAD of each would say. The authenticating store answers from the
+    /// directory's attribute index where it vouches for an entry
+    /// ([`AttestedStore`]); the rest send one HEAD each.
+    async fn head_listed(
+        &self,
+        dir: &str,
+        listing: &[ListEntry],
+        wanted: &[usize],
+    ) -> Vec<Result<Observed, StoreError>> {
+        let _ = dir;
+        head_each(self, listing, wanted).await
+    }
 
     async fn create_multipart(&self, key: &str, metadata: &Metadata) -> Result<String, StoreError>;
 

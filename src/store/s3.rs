@@ -273,6 +273,7 @@ impl ObjectStore for S3Store {
                     key: url_decode(o.key().unwrap_or_default()),
                     size: o.size().unwrap_or(0).max(0) as u64,
                     etag: o.e_tag().unwrap_or_default().to_string(),
+                    last_modified: time(o.last_modified()),
                 })
                 .collect(),
             prefixes: out

@@ -17,6 +17,7 @@ mod table;
 #[cfg(test)]
 mod tests;
 
+pub use dir_names::ListedNames;
 pub use listing::ListedDir;
 pub use table::{Seen, DEFAULT_CACHED_ENTRIES, ROOT};
 
@@ -24,9 +25,9 @@ use super::attr::{Attr, Kind, SetAttr};
 use super::staged::Staged;
 use crate::error::{Error, Result};
 use crate::sealed::KeyRef;
+use crate::store::ListedVersion;
 use dir_names::DirNames;
 use parking_lot::Mutex;
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use table::Table;
@@ -321,6 +322,7 @@ impl Namespace {
     pub(super) fn file_moved(&self, ino: u64, etag: String) {
         if let Some(i) = self.table.lock().get_mut(ino) {
             i.etag = Some(etag);
+            i.listed = None;
             i.attr.ctime = SystemTime::now();
         }
     }
@@ -362,6 +364,7 @@ impl Namespace {
         let mut t = self.table.lock();
         let i = t.get_mut(ino).ok_or_else(|| no_inode(ino))?;
         set.apply(&mut i.attr, SystemTime::now());
+        i.listed = None;
         Ok(())
     }
 
@@ -379,6 +382,7 @@ impl Namespace {
         let mut attr = i.attr.clone();
         edit(&mut attr, i.key_ref.as_ref())?;
         attr.ctime = SystemTime::now();
+        i.listed = None;
         Ok(std::mem::replace(&mut i.attr, attr))
     }
 
@@ -402,6 +406,7 @@ impl Namespace {
     pub(super) fn attributes_persisted(&self, ino: u64, etag: String) {
         if let Some(i) = self.table.lock().get_mut(ino) {
             i.etag = Some(etag);
+            i.listed = None;
             i.validated = Instant::now();
         }
     }
@@ -425,20 +430,72 @@ impl Namespace {
     }
 
     /// The names S3 had in `dir` at a listing no older than the TTL.
-    pub(super) fn fresh_names(&self, dir: u64) -> Option<Arc<HashSet<String>>> {
+    pub(super) fn fresh_names(&self, dir: u64) -> Option<Arc<ListedNames>> {
         self.names.fresh(dir, self.ttl)
     }
 
-    pub(super) fn remember_names(&self, dir: u64, names: HashSet<String>) {
+    pub(super) fn remember_names(&self, dir: u64, names: ListedNames) {
         self.names.remember(dir, names, self.ttl);
     }
 
+    /// A known file in S3 whose attributes LIST can vouch for, and what it
+    /// must show: (inode, version).
+    pub(super) fn listed_version(&self, parent: u64, name: &str) -> Option<(u64, ListedVersion)> {
+        let t = self.table.lock();
+        let ino = t.child(parent, name)?;
+        let i = t.get(ino)?;
+        let v = i.listed.clone()?;
+        (i.remote && !i.local() && i.etag.as_ref() == Some(&v.etag)).then_some((ino, v))
+    }
+
+    /// A LIST showed `ino` as `version` again: its attributes stand, as
+    /// fresh as a HEAD would have made them. `None` if the entry changed
+    /// meanwhile.
+    pub(super) fn confirm_listed(&self, ino: u64, version: &ListedVersion) -> Option<Entry> {
+        let mut t = self.table.lock();
+        let i = t.get_mut(ino)?;
+        if i.local() || i.listed.as_ref() != Some(version) {
+            return None;
+        }
+        i.validated = Instant::now();
+        drop(t);
+        self.entry(ino).ok()
+    }
+
+    /// The LIST pages that revalidating an entry of `dir` by listing it
+    /// should be limited to (a page per 1,000 known entries, and one for
+    /// growth), or `None` when a HEAD of the entry is the better buy for
+    /// now (`DirNames::head_rather_than_list`).
+    pub(super) fn revalidation_pages(&self, dir: u64) -> Option<usize> {
+        let pages = self.table.lock().children_count(dir) / 1000 + 1;
+        (!self.names.head_rather_than_list(dir, pages, self.ttl)).then_some(pages + 1)
+    }
+
+    /// Whether `dir` may be listed for a lookup, at most `pages` pages.
+    pub(super) fn may_list(&self, dir: u64, pages: usize) -> bool {
+        self.names.may_list(dir, pages, self.ttl)
+    }
+
+    /// A LIST of `dir` limited to `pages` pages did not reach its end: not
+    /// tried again within the TTL.
+    pub(super) fn list_fell_short(&self, dir: u64, pages: usize) {
+        self.names.list_fell_short(dir, pages, self.ttl);
+    }
+
+    /// The parent and name of a linked `ino`.
+    pub(super) fn parent_and_name(&self, ino: u64) -> Option<(u64, String)> {
+        let t = self.table.lock();
+        let i = t.get(ino)?;
+        t.is_linked(ino).then(|| (i.parent, i.name.clone()))
+    }
+
     /// A complete listing of `dir` that took `took` to make is trusted for
-    /// the metadata TTL, or for as long as it took when that is longer: a
-    /// listing of 10,000 entries is seconds old by its end anyway, and the
-    /// `lstat` of every entry that `ls -l` makes next must not send each one
-    /// back to S3 (the staleness bound becomes twice the listing's time).
-    /// With a TTL of 0 nothing is trusted.
+    /// the metadata TTL, or for `took` when that is longer: a listing of
+    /// 10,000 entries is seconds old by its end anyway, and the `lstat` of
+    /// every entry that `ls -l` makes next must not send each one back to
+    /// S3 (the caller passes at least 0.2 ms per entry for those; the
+    /// staleness bound becomes twice that). With a TTL of 0 nothing is
+    /// trusted.
     pub(super) fn mark_listed(&self, dir: u64, took: Duration) {
         let ttl = self.ttl;
         let until = Instant::now() + if ttl.is_zero() { ttl } else { ttl.max(took) };

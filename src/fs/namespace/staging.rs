@@ -59,6 +59,7 @@ impl Namespace {
             etag: None,
             key_ref: None,
             remote: false,
+            listed: None,
         };
         let ino = t.upsert_remembered(parent, name, seen);
         let i = t.get_mut(ino).expect("just inserted");
@@ -129,6 +130,7 @@ impl Namespace {
         if let Some(i) = self.table.lock().get_mut(ino) {
             i.remote = true;
             i.etag = Some(up.etag.clone());
+            i.listed = None;
             i.key_ref = Some(up.key_ref.clone());
             i.attr.size = up.size;
             i.validated = Instant::now();

@@ -9,6 +9,7 @@
 use crate::fs::attr::{Attr, Kind};
 use crate::fs::staged::Staged;
 use crate::sealed::KeyRef;
+use crate::store::ListedVersion;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
@@ -25,8 +26,12 @@ pub struct Inode {
     pub key_ref: Option<KeyRef>,
     /// Whether this entry exists in S3 (an object, a marker or a prefix).
     pub remote: bool,
-    /// When the attributes were last read from S3.
+    /// When the attributes were last read from S3 (or confirmed by a LIST).
     pub validated: Instant,
+    /// What LIST shows while the attributes read from S3 stand, when LIST
+    /// can vouch for them: a LIST showing it again revalidates the entry
+    /// without a HEAD. Cleared by every local change.
+    pub listed: Option<ListedVersion>,
     /// Staged content while the file is open for writing.
     pub staged: Option<Arc<Staged>>,
     /// Writable handles open on this inode.
@@ -62,6 +67,7 @@ impl Inode {
             key_ref: seen.key_ref,
             remote: seen.remote,
             validated: Instant::now(),
+            listed: seen.listed,
             staged: None,
             writers: 0,
             pending: false,
@@ -87,6 +93,7 @@ impl Inode {
             self.etag = seen.etag;
             self.key_ref = seen.key_ref;
             self.remote = seen.remote;
+            self.listed = seen.listed;
         }
         self.validated = Instant::now();
         stale_pages
@@ -128,6 +135,9 @@ pub struct Seen {
     pub etag: Option<String>,
     pub key_ref: Option<KeyRef>,
     pub remote: bool,
+    /// What LIST shows of this version, if LIST can vouch for it
+    /// ([`ListedVersion::settled`]).
+    pub listed: Option<ListedVersion>,
 }
 
 impl Table {
@@ -141,6 +151,7 @@ impl Table {
                 etag: None,
                 key_ref: None,
                 remote: true,
+                listed: None,
             },
         );
         r.lookups = 1;
@@ -310,6 +321,11 @@ impl Table {
         }
     }
 
+    /// How many children of `parent` are known.
+    pub fn children_count(&self, parent: u64) -> usize {
+        self.dirs.get(&parent).map_or(0, HashMap::len)
+    }
+
     /// Known children of `parent`: (name, inode).
     pub fn children_of(&self, parent: u64) -> Vec<(String, u64)> {
         self.dirs
@@ -429,6 +445,7 @@ mod tests {
             etag: Some("e".into()),
             key_ref: None,
             remote: true,
+            listed: None,
         }
     }
 

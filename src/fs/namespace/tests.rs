@@ -20,6 +20,7 @@ fn seen(kind: Kind, size: u64, etag: &str) -> Seen {
         etag: Some(etag.into()),
         key_ref: None,
         remote: true,
+        listed: None,
     }
 }
 
@@ -210,7 +211,7 @@ fn invalidation_clears_the_listing_and_the_names_together() {
     let f = n.record(ROOT, "f", seen(Kind::File, 1, "e")).unwrap().ino;
     let reset = |n: &Namespace| {
         n.mark_listed(ROOT, Duration::ZERO);
-        n.remember_names(ROOT, ["f".to_string()].into());
+        n.remember_names(ROOT, [("f".to_string(), None)].into());
     };
     let cleared = |n: &Namespace| !is_absent(n.cached(ROOT, "x")) && n.fresh_names(ROOT).is_none();
     reset(&n);
@@ -231,7 +232,7 @@ fn invalidation_clears_the_listing_and_the_names_together() {
 fn removing_a_directory_forgets_its_names() {
     let n = ns(Duration::from_secs(60));
     let d = n.record(ROOT, "d", seen(Kind::Dir, 0, "m")).unwrap().ino;
-    n.remember_names(d, HashSet::new());
+    n.remember_names(d, Default::default());
     n.remove_dir(ROOT, "d", d);
     assert!(n.fresh_names(d).is_none());
     assert_eq!(n.child(ROOT, "d"), None);
@@ -244,8 +245,11 @@ fn a_rename_forgets_the_names_of_both_directories() {
     n.record(ROOT, "a", seen(Kind::File, 1, "e")).unwrap();
     // The names each directory had before (`mv`'s own look-up of the
     // destination lists it without the name about to arrive).
-    n.remember_names(d, HashSet::new());
-    n.remember_names(ROOT, ["a".to_string(), "d".to_string()].into());
+    n.remember_names(d, Default::default());
+    n.remember_names(
+        ROOT,
+        [("a".to_string(), None), ("d".to_string(), None)].into(),
+    );
     n.rename(ROOT, "a", d, "a2");
     assert!(
         n.fresh_names(d).is_none(),
@@ -323,10 +327,10 @@ fn a_listing_merges_into_the_table_and_is_trusted_when_complete() {
     let mut listed = ListedDir::default();
     listed
         .files
-        .insert("kept".into(), ("vol/kept".into(), "k".into()));
+        .insert("kept".into(), listed_entry("vol/kept", "k"));
     listed
         .files
-        .insert("new".into(), ("vol/new".into(), "n".into()));
+        .insert("new".into(), listed_entry("vol/new", "n"));
     listed.dirs.insert("sub".into(), "vol/sub/".into());
     let (found, to_head) = n.plan_listing(ROOT, &listed);
     assert_eq!(
@@ -334,9 +338,8 @@ fn a_listing_merges_into_the_table_and_is_trusted_when_complete() {
         Some(&(kept, Kind::File)),
         "fresh: no HEAD"
     );
-    let mut heads: Vec<&str> = to_head.iter().map(|(n, _, _)| n.as_str()).collect();
-    heads.sort();
-    assert_eq!(heads, ["new", "sub"]);
+    assert_eq!(to_head.files, ["new"]);
+    assert_eq!(to_head.dirs, [("sub".to_string(), "vol/sub/".to_string())]);
     let seen_now = vec![
         ("new".to_string(), seen(Kind::File, 2, "n")),
         ("sub".to_string(), seen(Kind::Dir, 0, "")),
@@ -348,7 +351,7 @@ fn a_listing_merges_into_the_table_and_is_trusted_when_complete() {
     assert!(n.entry(old).is_err());
     assert_eq!(n.child(ROOT, "local"), Some(local));
     assert!(is_absent(n.cached(ROOT, "old")), "complete: trusted");
-    assert!(n.fresh_names(ROOT).unwrap().contains("new"));
+    assert!(n.fresh_names(ROOT).unwrap().contains_key("new"));
     // A listing with a refused entry is not complete.
     n.invalidate_all();
     let (found, _) = n.plan_listing(ROOT, &listed);
@@ -411,4 +414,13 @@ fn the_kernel_keeps_pages_only_of_a_version_it_read_and_drops_changed_ones() {
     n.staging_ended(f, false);
     assert!(!n.open_pages(f), "after a write, read afresh once");
     assert!(n.open_pages(f));
+}
+
+fn listed_entry(key: &str, etag: &str) -> crate::store::ListEntry {
+    crate::store::ListEntry {
+        key: key.into(),
+        size: 1,
+        etag: etag.into(),
+        last_modified: Some(std::time::SystemTime::now()),
+    }
 }
