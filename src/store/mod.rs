@@ -66,7 +66,7 @@ pub const SETTLE: Duration = Duration::from_secs(2);
 /// What LIST shows of one version of an object: equal values mean the same
 /// content and the same metadata, once that metadata has settled
 /// ([`SETTLE`]).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ListedVersion {
     pub etag: String,
     pub size: u64,
@@ -75,7 +75,8 @@ pub struct ListedVersion {
     pub modified: u64,
 }
 
-fn whole_seconds(t: SystemTime) -> u64 {
+/// `t` in whole seconds since the epoch.
+pub fn whole_seconds(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
@@ -91,12 +92,18 @@ impl ListedVersion {
     /// The version whose metadata was read at `at` (the local clock, taken
     /// before the request), if that metadata had settled by then.
     pub fn settled(info: &ObjectInfo, at: SystemTime) -> Option<ListedVersion> {
-        let modified = whole_seconds(info.last_modified?);
-        (whole_seconds(at) >= modified + SETTLE.as_secs()).then(|| ListedVersion {
+        let v = ListedVersion {
             etag: info.etag.clone(),
             size: info.size,
-            modified,
-        })
+            modified: whole_seconds(info.last_modified?),
+        };
+        v.settled_by(whole_seconds(at)).then_some(v)
+    }
+
+    /// Whether metadata read at `seen` (whole seconds, the local clock) had
+    /// settled for this version ([`SETTLE`]).
+    pub fn settled_by(&self, seen: u64) -> bool {
+        seen >= self.modified + SETTLE.as_secs()
     }
 }
 

@@ -42,17 +42,14 @@ fn window(m: &mut HashMap<u64, Spent>, dir: u64, ttl: Duration) -> &mut Spent {
     if m.len() >= PRUNE_AT {
         m.retain(|_, s| s.since.elapsed() < ttl);
     }
-    let s = m.entry(dir).or_insert(Spent {
+    let new = || Spent {
         since: Instant::now(),
         heads: 0,
         too_long_at: 0,
-    });
+    };
+    let s = m.entry(dir).or_insert_with(new);
     if s.since.elapsed() >= ttl {
-        *s = Spent {
-            since: Instant::now(),
-            heads: 0,
-            too_long_at: 0,
-        };
+        *s = new();
     }
     s
 }

@@ -21,8 +21,8 @@
 
 use super::AttestedStore;
 use crate::store::{
-    head_each, ListEntry, Metadata, ObjectInfo, ObjectStore, Observed, PutCondition, StoreError,
-    LISTED_HEAD_CONCURRENCY, SETTLE,
+    head_each, whole_seconds, ListEntry, ListedVersion, Metadata, ObjectInfo, ObjectStore,
+    Observed, PutCondition, StoreError, LISTED_HEAD_CONCURRENCY,
 };
 use bytes::Bytes;
 use futures::StreamExt;
@@ -53,13 +53,12 @@ pub enum IndexUse {
     ReadWrite,
 }
 
-/// One object's metadata as stored, and what LIST showed of it then.
+/// One object's metadata as stored, and what LIST showed of it then
+/// (stored as the fields `etag`, `size` and `modified`).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct IndexEntry {
-    etag: String,
-    size: u64,
-    /// LastModified, whole seconds since the epoch.
-    modified: u64,
+    #[serde(flatten)]
+    version: ListedVersion,
     /// When the metadata was read (the reader's clock before the HEAD),
     /// whole seconds since the epoch.
     seen: u64,
@@ -76,41 +75,31 @@ struct Body {
     entries: BTreeMap<String, IndexEntry>,
 }
 
-fn secs(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
-
 impl IndexEntry {
     /// The entry for metadata read at `at` as `raw`; `None` unless it had
     /// settled (LIST could not vouch for it later).
     pub fn record(raw: &ObjectInfo, at: SystemTime) -> Option<IndexEntry> {
-        let modified = secs(raw.last_modified?);
-        let seen = secs(at);
-        (seen >= modified + SETTLE.as_secs()).then(|| IndexEntry {
-            etag: raw.etag.clone(),
-            size: raw.size,
-            modified,
-            seen,
+        Some(IndexEntry {
+            version: ListedVersion::settled(raw, at)?,
+            seen: whole_seconds(at),
             meta: raw.metadata.clone(),
         })
     }
 
     /// Whether LIST's `entry` shows the very version this was read from.
     pub fn vouched_by(&self, entry: &ListEntry) -> bool {
-        self.seen >= self.modified + SETTLE.as_secs()
-            && entry.etag == self.etag
-            && entry.size == self.size
-            && entry.last_modified.map(secs) == Some(self.modified)
+        self.version.settled_by(self.seen)
+            && ListedVersion::of_entry(entry).as_ref() == Some(&self.version)
     }
 
     /// The HEAD this entry stands for (metadata still as stored).
     fn raw_info(&self, key: &str) -> ObjectInfo {
         ObjectInfo {
             key: key.to_string(),
-            size: self.size,
-            etag: self.etag.clone(),
+            size: self.version.size,
+            etag: self.version.etag.clone(),
             metadata: self.meta.clone(),
-            last_modified: Some(UNIX_EPOCH + Duration::from_secs(self.modified)),
+            last_modified: Some(UNIX_EPOCH + Duration::from_secs(self.version.modified)),
         }
     }
 
@@ -247,8 +236,9 @@ impl AttestedStore {
         let name = |e: &ListEntry| e.key.strip_prefix(dir).unwrap_or(&e.key).to_string();
         let results: Vec<_> = futures::stream::iter(wanted.iter().copied().map(|i| {
             let entry = &listing[i];
-            let indexed = index.entries.get(&name(entry));
-            async move { (name(entry), self.head_one(entry, indexed).await) }
+            let name = name(entry);
+            let indexed = index.entries.get(&name);
+            async move { (name, self.head_one(entry, indexed).await) }
         }))
         .buffered(LISTED_HEAD_CONCURRENCY)
         .collect()
