@@ -2,8 +2,8 @@
 
 use proptest::prelude::*;
 use sealfs::crypto::{
-    file_key, BranchId, DataKey, FileId, IntegrityError, Layout, Opener, Sealer, HEADER_LEN,
-    TAG_LEN,
+    file_key, BranchId, DataKey, FileId, IntegrityError, Layout, Opener, RunOpener, Sealer,
+    HEADER_LEN, TAG_LEN,
 };
 use sha2::{Digest, Sha256};
 
@@ -244,6 +244,54 @@ proptest! {
         let skip = (off - segs.start * P as u64) as usize;
         let end = (off + len).min(n as u64);
         prop_assert_eq!(&run[skip..skip + (end - off) as usize], &data[off as usize..end as usize]);
+    }
+
+    /// A run opened as its bytes arrive, in pieces of any sizes, is the run
+    /// opened whole; a flipped bit anywhere in it, a missing tail or bytes
+    /// beyond it fail, and nothing is returned.
+    #[test]
+    fn a_run_opened_piece_by_piece_is_the_run_opened_whole(
+        n in 1usize..60_000,
+        first in any::<u64>(),
+        pieces in proptest::collection::vec(1usize..9_000, 1..40),
+        flip in any::<usize>(),
+        seed in any::<u64>(),
+    ) {
+        let fid = FileId([9; 16]);
+        let data = plain(n, seed);
+        let s = Sealer::new(&dk(9), fid, P as u32);
+        let obj = s.seal(&data);
+        let layout = s.layout();
+        let count = layout.segment_count(n as u64);
+        let segs = first % count..count;
+        let range = layout.sealed_range(segs.clone(), n as u64);
+        let sealed = &obj[range.start as usize..range.end as usize];
+        let o = Opener::new(&dk(9), &obj[..HEADER_LEN], &fid).unwrap();
+        let feed = |bytes: &[u8], declared: u64| -> Result<Vec<u8>, IntegrityError> {
+            let mut run = RunOpener::new(&o, segs.start, declared, n as u64);
+            let mut at = 0;
+            for size in pieces.iter().cycle() {
+                if at >= bytes.len() {
+                    break;
+                }
+                let end = (at + size).min(bytes.len());
+                run.feed(&bytes[at..end])?;
+                at = end;
+            }
+            run.finish()
+        };
+        let whole = o.open_run(segs.start, sealed, n as u64).unwrap();
+        prop_assert_eq!(&whole[..], &data[(segs.start * P as u64) as usize..]);
+        prop_assert_eq!(feed(sealed, sealed.len() as u64).unwrap(), whole);
+        let mut flipped = sealed.to_vec();
+        flipped[flip % sealed.len()] ^= 0x10;
+        prop_assert!(feed(&flipped, sealed.len() as u64).is_err());
+        let cut = flip % sealed.len();
+        prop_assert!(feed(&sealed[..cut], sealed.len() as u64).is_err());
+        let mut longer = sealed.to_vec();
+        longer.push(0);
+        prop_assert!(feed(&longer, longer.len() as u64).is_err());
+        prop_assert!(feed(&longer, sealed.len() as u64).is_err());
     }
 
     #[test]

@@ -45,6 +45,15 @@ async fn a_large_sequential_write_streams_and_reads_back_exactly() {
         "before {before} after {after}"
     );
     m.remount();
+    // The kernel reads ahead by up to 1 MiB on this mount (requests of up
+    // to 1 MiB, not its default 128 KiB); only root may raise it.
+    if m.sh("id -u").trim() == "0" {
+        let kib = m.sh(
+            "d=$(awk -v m=\"$(realpath $M)\" '$5 == m { d = $3 } END { print d }' /proc/self/mountinfo); \
+             cat /sys/class/bdi/$d/read_ahead_kb",
+        );
+        assert_eq!(kib.trim(), "1024");
+    }
     // A sequential read (read-ahead) and scattered reads (only their segments).
     m.sh("cmp big.bin $M/big.bin && \
           for off in 7 4099 33000 39999; do \

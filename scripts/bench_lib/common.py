@@ -43,6 +43,36 @@ def timed(cmd, **kw):
     return time.monotonic() - t
 
 
+class profiled:
+    """`perf record -g` of process `pid` while the block runs, into
+    $SEALFS_BENCH_PERF/<label>.perf.data when that variable names a directory
+    (for the profiles issue notes show); otherwise nothing."""
+
+    def __init__(self, label, pid):
+        self.out = os.environ.get("SEALFS_BENCH_PERF")
+        self.label, self.pid, self.proc = label, pid, None
+
+    def __enter__(self):
+        if self.out and self.pid:
+            pathlib.Path(self.out).mkdir(parents=True, exist_ok=True)
+            data = pathlib.Path(self.out) / f"{self.label}.perf.data"
+            self.proc = subprocess.Popen(
+                ["perf", "record", "-q", "-F", "499", "-g", "-p", str(self.pid), "-o", str(data)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(0.5)
+        return self
+
+    def __exit__(self, *exc):
+        if self.proc:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return False
+
+
 def median(xs):
     return statistics.median(xs) if xs else None
 

@@ -59,6 +59,8 @@ def ratios_of(s):
     r = {
         "W2 read vs raw GET": ratio(get("W2", "sealfs", "mib_s"), get("W2", "raw", "mib_s")),
         "W2 read vs rclone crypt": ratio(get("W2", "sealfs", "mib_s"), get("W2", "rclone", "mib_s")),
+        "W2 read, read cache off, vs raw GET": ratio(get("W2", "sealfs --cache-size 0", "mib_s"),
+                                                     get("W2", "raw", "mib_s")),
         "W1 write vs raw PUT": ratio(get("W1", "sealfs", "mib_s"), get("W1", "raw", "mib_s")),
         "W1 write vs rclone crypt": ratio(get("W1", "sealfs", "mib_s"), get("W1", "rclone", "mib_s")),
         "W3 default vs s3fs": ratio(get("W3", "sealfs", "files_s"), get("W3", "s3fs", "files_s")),

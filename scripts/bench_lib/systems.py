@@ -140,8 +140,9 @@ class Systems:
         p.mkdir(parents=True, exist_ok=True)
         return p
 
-    def mount(self, name, write_back=False, read_cache=False):
-        """Mounts `name` (fresh process); returns (mountpoint, bucket, prefix, pid)."""
+    def mount(self, name, write_back=False, read_cache=False, extra=()):
+        """Mounts `name` (fresh process); returns (mountpoint, bucket, prefix, pid).
+        `extra`: more arguments for a sealfs mount."""
         e = self.env()
         if name == "sealfs":
             m = self.mnt("sealfs-wb" if write_back else "sealfs")
@@ -150,7 +151,7 @@ class Systems:
                     "--log-file", str(self.work / "sealfs.log")]
             if write_back:
                 args.append("--write-back")
-            args += os.environ.get("SEALFS_BENCH_EXTRA", "").split()
+            args += os.environ.get("SEALFS_BENCH_EXTRA", "").split() + list(extra)
             run(args, env={**e, "SEALFS_LOG": "warn"})
             bucket, prefix = "sealfs", "vol/"
         elif name == "s3fs":

@@ -16,7 +16,7 @@ mod seal;
 pub use header::{segment_log2, Header, HEADER_LEN, MAGIC, VERSION};
 pub use layout::Layout;
 pub use schedule::{binding_mac, file_key, VersionKeys};
-pub use seal::{Opener, Sealer};
+pub use seal::{Opener, RunOpener, Sealer};
 
 use std::fmt;
 use zeroize::Zeroizing;

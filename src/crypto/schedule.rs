@@ -91,6 +91,20 @@ impl SegmentCipher {
             )
             .map_err(|_| ())
     }
+    /// Verifies and decrypts `in_out` (ciphertext || tag) in place; returns
+    /// the plaintext's length (the front of `in_out`). Nothing in `in_out`
+    /// may be used on failure.
+    pub(crate) fn open_in_place(
+        &self,
+        nonce: [u8; 12],
+        aad: &[u8],
+        in_out: &mut [u8],
+    ) -> Result<usize, ()> {
+        self.0
+            .open_in_place(Nonce::assume_unique_for_key(nonce), Aad::from(aad), in_out)
+            .map(|plain| plain.len())
+            .map_err(|_| ())
+    }
 }
 
 /// The subkeys of one version of one file.

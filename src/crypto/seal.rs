@@ -189,32 +189,6 @@ impl Opener {
         }
     }
 
-    /// Opens one sealed segment (ciphertext || tag), appending its plaintext to `out`.
-    /// On failure `out` is left as it was.
-    pub fn open_segment_into(
-        &self,
-        index: u64,
-        sealed: &[u8],
-        last: bool,
-        out: &mut Vec<u8>,
-    ) -> Result<(), IntegrityError> {
-        if sealed.len() < TAG_LEN || sealed.len() - TAG_LEN > self.layout.segment_size() as usize {
-            return Err(IntegrityError::Segment(index));
-        }
-        let (ct, tag) = sealed.split_at(sealed.len() - TAG_LEN);
-        let start = out.len();
-        out.resize(start + ct.len(), 0);
-        let res =
-            self.keys
-                .segment
-                .open_into(nonce(index, last), &self.aad, ct, tag, &mut out[start..]);
-        if res.is_err() {
-            out.truncate(start);
-            return Err(IntegrityError::Segment(index));
-        }
-        Ok(())
-    }
-
     /// Opens a contiguous run of sealed segments starting at `first`, as fetched
     /// by one ranged GET of [`Layout::sealed_range`], for a file of `plain_len` bytes.
     pub fn open_run(
@@ -223,24 +197,9 @@ impl Opener {
         sealed: &[u8],
         plain_len: u64,
     ) -> Result<Vec<u8>, IntegrityError> {
-        let count = self.layout.segment_count(plain_len);
-        let mut out = Vec::with_capacity(sealed.len());
-        let mut pos = 0usize;
-        let mut index = first;
-        while pos < sealed.len() {
-            if index >= count {
-                return Err(IntegrityError::Segment(index));
-            }
-            let len = self.layout.segment_plain_len(index, plain_len) as usize + TAG_LEN;
-            let end = pos
-                .checked_add(len)
-                .filter(|e| *e <= sealed.len())
-                .ok_or(IntegrityError::Segment(index))?;
-            self.open_segment_into(index, &sealed[pos..end], index + 1 == count, &mut out)?;
-            pos = end;
-            index += 1;
-        }
-        Ok(out)
+        let mut run = RunOpener::new(self, first, sealed.len() as u64, plain_len);
+        run.feed(sealed)?;
+        run.finish()
     }
 
     /// Opens a complete object (header included). The length is checked first,
@@ -253,3 +212,101 @@ impl Opener {
         self.open_run(0, &object[HEADER_LEN..], plain_len)
     }
 }
+
+/// Opens a run of sealed segments as its bytes arrive, each segment as soon
+/// as it is complete: the ciphertext is copied once, into the place its
+/// plaintext will occupy, and decrypted there while it is still in cache.
+/// This is what lets a ranged GET be decrypted on the task that receives it,
+/// with no second pass over the body and no buffer but the one returned.
+///
+/// Nothing unverified escapes: the buffer is returned by
+/// [`finish`](Self::finish) only when every segment verified and the run has
+/// exactly the length asked for; on any error it is dropped.
+pub struct RunOpener<'a> {
+    opener: &'a Opener,
+    /// Verified plaintext of the segments before `index`, then the sealed
+    /// bytes received so far of segment `index`.
+    out: Vec<u8>,
+    /// Where segment `index` starts in `out`.
+    segment_start: usize,
+    index: u64,
+    count: u64,
+    plain_len: u64,
+    /// Sealed bytes still expected.
+    remaining: u64,
+}
+
+impl<'a> RunOpener<'a> {
+    /// A run of `sealed_len` sealed bytes starting at segment `first`, of a
+    /// file of `plain_len` bytes.
+    pub fn new(opener: &'a Opener, first: u64, sealed_len: u64, plain_len: u64) -> Self {
+        RunOpener {
+            opener,
+            // The plaintext is shorter than the sealed run by a tag per
+            // segment, so the buffer never grows past this (a hostile
+            // length is refused by `feed` before it is allocated for).
+            out: Vec::with_capacity(sealed_len.min(MAX_RUN) as usize),
+            segment_start: 0,
+            index: first,
+            count: opener.layout.segment_count(plain_len),
+            plain_len,
+            remaining: sealed_len,
+        }
+    }
+
+    /// The next `bytes` of the run, in order.
+    pub fn feed(&mut self, mut bytes: &[u8]) -> Result<(), IntegrityError> {
+        if bytes.len() as u64 > self.remaining {
+            return Err(IntegrityError::Segment(self.index));
+        }
+        self.remaining -= bytes.len() as u64;
+        while !bytes.is_empty() {
+            if self.index >= self.count {
+                return Err(IntegrityError::Segment(self.index));
+            }
+            let sealed_len =
+                self.opener
+                    .layout
+                    .segment_plain_len(self.index, self.plain_len) as usize
+                    + TAG_LEN;
+            let have = self.out.len() - self.segment_start;
+            let take = (sealed_len - have).min(bytes.len());
+            self.out.extend_from_slice(&bytes[..take]);
+            bytes = &bytes[take..];
+            if have + take == sealed_len {
+                self.open_segment()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The run's plaintext: every segment verified, nothing missing.
+    pub fn finish(self) -> Result<Vec<u8>, IntegrityError> {
+        if self.remaining != 0 || self.out.len() != self.segment_start {
+            return Err(IntegrityError::Segment(self.index));
+        }
+        Ok(self.out)
+    }
+
+    /// Decrypts the complete segment at the end of `out` in place; its
+    /// tag's bytes are dropped (the next segment's plaintext goes there).
+    fn open_segment(&mut self) -> Result<(), IntegrityError> {
+        let last = self.index + 1 == self.count;
+        let nonce = nonce(self.index, last);
+        let sealed = &mut self.out[self.segment_start..];
+        let plain = self
+            .opener
+            .keys
+            .segment
+            .open_in_place(nonce, &self.opener.aad, sealed)
+            .map_err(|_| IntegrityError::Segment(self.index))?;
+        self.out.truncate(self.segment_start + plain);
+        self.segment_start = self.out.len();
+        self.index += 1;
+        Ok(())
+    }
+}
+
+/// The most a run's buffer is allocated for ahead of its bytes (a ranged
+/// GET is at most a read-ahead chunk; a larger run grows as it arrives).
+const MAX_RUN: u64 = 64 << 20;

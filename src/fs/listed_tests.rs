@@ -169,3 +169,44 @@ async fn a_large_directory_is_listed_once_its_heads_cost_as_much_as_the_list() {
     assert_eq!(c.head.load(Relaxed) - h0, 2);
     assert_eq!(c.list.load(Relaxed) - l0, 3, "three pages");
 }
+
+/// After a listing, what `ls -l` asks of every entry (a lookup, a getattr,
+/// `security.*` and `system.*` attributes) is answered at hand, with no
+/// request to S3; an absent name of a listed directory too. What needs S3
+/// (a stale entry, a `user.*` attribute) is left to the async path.
+#[tokio::test]
+async fn after_a_listing_ls_l_is_answered_at_hand() {
+    let r = rig_with(TTL);
+    let (_, _) = tree(&r, 12).await;
+    let fs = rig_same_store(&r);
+    let d = fs.lookup(ROOT, "d").await.unwrap().ino;
+    let names: Vec<String> = fs
+        .readdir(d)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .filter(|n| n != "." && n != "..")
+        .collect();
+    let requests = || r.mem.counts().nonzero().iter().map(|(_, n)| n).sum::<u64>();
+    let before = requests();
+    let mut modes = Vec::new();
+    for n in &names {
+        let e = fs.lookup_at_hand(d, n).expect("at hand").unwrap();
+        let again = fs.getattr_at_hand(e.ino).expect("at hand").unwrap();
+        assert_eq!(again.attr.mode, e.attr.mode);
+        for x in ["security.selinux", "system.posix_acl_access"] {
+            let err = fs.getxattr_at_hand(x).expect("at hand").unwrap_err();
+            assert_eq!(err.errno(), libc::ENODATA);
+        }
+        modes.push((n.clone(), e.attr.mode));
+    }
+    assert_eq!(modes, expected(12));
+    let absent = fs.lookup_at_hand(d, "nope").expect("at hand").unwrap_err();
+    assert_eq!(absent.errno(), libc::ENOENT);
+    assert!(fs.getxattr_at_hand("user.note").is_none());
+    assert_eq!(requests(), before, "no S3 request");
+    // Past the TTL the entries need S3 again: not at hand.
+    tokio::time::sleep(TTL * 3).await;
+    assert!(fs.lookup_at_hand(d, &names[0]).is_none());
+}

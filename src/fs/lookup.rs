@@ -47,6 +47,33 @@ impl SealFs {
         ))
     }
 
+    /// [`lookup`](Self::lookup) when the namespace answers without S3 (an
+    /// entry it trusts, or a name a trusted listing lacks), on the caller's
+    /// thread: `ls -l` looks up every name the listing just returned, and
+    /// a task per name would cost more than the answer. `None`: call
+    /// `lookup`.
+    pub fn lookup_at_hand(&self, parent: u64, name: &str) -> Option<Result<Entry>> {
+        if byte_names::byte_len(name) > NAME_MAX || (parent == ROOT && name == volume::INTERNAL_DIR)
+        {
+            return None;
+        }
+        match self.ns.cached(parent, name) {
+            Cached::Known(e) => self.ns.remember(e.ino).then_some(Ok(e)),
+            Cached::Absent => Some(Err(enoent(name))),
+            Cached::Ask { .. } => None,
+        }
+    }
+
+    /// [`getattr`](Self::getattr) when the entry needs no revalidation, on
+    /// the caller's thread. `None`: call `getattr`.
+    pub fn getattr_at_hand(&self, ino: u64) -> Option<Result<Entry>> {
+        match self.ns.needs_revalidation(ino) {
+            Ok(false) => Some(self.entry(ino)),
+            Ok(true) => None,
+            Err(e) => Some(Err(e)),
+        }
+    }
+
     /// The kernel dropped `n` references to `ino`.
     pub fn forget(&self, ino: u64, n: u64) {
         self.ns.forget(ino, n);

@@ -1,10 +1,14 @@
 //! The FUSE adapter: translates kernel requests into calls on the core
 //! ([`crate::fs::SealFs`]) and results into replies. No filesystem logic
 //! lives here. Each request runs as a task on the tokio runtime, so the FUSE
-//! threads never wait on S3 or KMS; errors become errnos through the one
+//! threads never wait on S3 or KMS. What the core answers from memory (a
+//! lookup or getattr of an entry it trusts, an xattr outside `user.*`, a
+//! read the caches or arrived read-ahead hold) is answered on the FUSE
+//! thread: a task would cost more than the answer; errors become errnos through the one
 //! table in [`crate::Error::errno`], and every unexpected one is logged once.
 
 mod convert;
+pub mod read_ahead;
 
 use crate::fs::{byte_names, DirEntry, SealFs};
 use convert::{
@@ -24,6 +28,10 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
+
+/// The read-ahead window sealfs offers the kernel, and the largest read
+/// request it asks for (FUSE's most pages per request, 1 MiB).
+pub const KERNEL_READ_AHEAD_KIB: u32 = 1024;
 
 pub struct FuseAdapter {
     fs: Arc<SealFs>,
@@ -86,7 +94,7 @@ macro_rules! name_or_reply {
 impl fuser::Filesystem for FuseAdapter {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         let _ = config.set_max_write(1 << 20);
-        let _ = config.set_max_readahead(1 << 20);
+        let _ = config.set_max_readahead(KERNEL_READ_AHEAD_KIB << 10);
         // O_TRUNC arrives with open (not as a separate truncate), so a
         // truncating open never uploads an intermediate empty version.
         let _ = config.add_capabilities(InitFlags::FUSE_ATOMIC_O_TRUNC);
@@ -95,6 +103,13 @@ impl fuser::Filesystem for FuseAdapter {
 
     fn lookup(&self, _req: &Request, parent: INodeNo, n: &OsStr, reply: ReplyEntry) {
         let n = name_or_reply!(n, reply);
+        if let Some(done) = self.fs.lookup_at_hand(parent.0, &n) {
+            match done {
+                Ok(e) => reply.entry(&self.ttl, &file_attr(&e), Generation(0)),
+                Err(e) => reply.error(errno("lookup", &e)),
+            }
+            return;
+        }
         let (fs, ttl) = (self.fs.clone(), self.ttl);
         self.serve(
             "lookup",
@@ -109,6 +124,13 @@ impl fuser::Filesystem for FuseAdapter {
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        if let Some(done) = self.fs.getattr_at_hand(ino.0) {
+            match done {
+                Ok(e) => reply.attr(&self.ttl, &file_attr(&e)),
+                Err(e) => reply.error(errno("getattr", &e)),
+            }
+            return;
+        }
         let (fs, ttl) = (self.fs.clone(), self.ttl);
         self.serve(
             "getattr",
@@ -495,6 +517,13 @@ impl fuser::Filesystem for FuseAdapter {
             Ok(n) => n,
             Err(e) => return reply.error(e),
         };
+        if let Some(done) = self.fs.getxattr_at_hand(&n) {
+            match done {
+                Ok(v) => reply_xattr(reply, size, &v),
+                Err(e) => reply.error(errno("getxattr", &e)),
+            }
+            return;
+        }
         let fs = self.fs.clone();
         self.serve(
             "getxattr",

@@ -2,12 +2,13 @@
 //! reader gets an adaptive window of concurrent ranged GETs running ahead of
 //! it, a random reader fetches only the segments it touches.
 //!
-//! Why this shape: one GET per kernel read request (128 KiB–1 MiB) would make
-//! throughput a function of round-trip latency, and decrypting on the FUSE
-//! task would serialise the CPU work with the network. Here each read-ahead
-//! chunk (several MiB) is its own task that fetches and then decrypts on a
-//! blocking thread, so fetching chunk N+1 overlaps decrypting chunk N and
-//! both cores decrypt at once.
+//! Why this shape: one GET per kernel read request (up to 1 MiB) would make
+//! throughput a function of round-trip latency. Here each read-ahead chunk
+//! (several MiB) is its own task, which decrypts its GET's body segment by
+//! segment as it arrives, so chunks are fetched and decrypted concurrently
+//! on every core, with no hand-off to another thread. A read whose chunks
+//! have arrived is answered on the FUSE thread that received it
+//! ([`Reader::read_at_hand`]); only a read that must wait becomes a task.
 //!
 //! Memory is bounded whatever the file size: each reader keeps at most
 //! `max_window` chunks ahead, read-ahead chunks beyond the one being read
@@ -20,6 +21,7 @@ use super::{SealedObject, SegmentCache};
 use crate::error::{Error, Result};
 use crate::store::ObjectStore;
 use bytes::{Bytes, BytesMut};
+use futures::FutureExt;
 use std::collections::VecDeque;
 use std::ops::Range;
 use std::sync::Arc;
@@ -151,9 +153,12 @@ pub struct Reader {
     was_local: bool,
     /// Segments per chunk.
     per_chunk: u64,
+    /// Where read-ahead chunks run.
+    runtime: tokio::runtime::Handle,
 }
 
 impl Reader {
+    /// A reader of `obj`; called on the runtime, where its read-ahead runs.
     pub fn new(
         obj: Arc<SealedObject>,
         store: Arc<dyn ObjectStore>,
@@ -170,6 +175,7 @@ impl Reader {
             expected: 0,
             was_local: false,
             per_chunk,
+            runtime: tokio::runtime::Handle::current(),
         }
     }
 
@@ -197,6 +203,14 @@ impl Reader {
             self.note_random(&pattern, end);
             return self.read_random(offset, end, segs).await.map(Bytes::from);
         }
+        self.begin_sequential(&pattern, end, segs);
+        self.assemble(offset, end).await
+    }
+
+    /// A sequential read moves the pipeline on: the window grows, chunks
+    /// wholly behind go, every chunk the read overlaps is started and
+    /// read-ahead tops up beyond it.
+    fn begin_sequential(&mut self, pattern: &Pattern, end: u64, segs: Range<u64>) {
         self.was_local = pattern.local;
         self.expected = self.expected.max(end);
         self.window = match self.window {
@@ -204,7 +218,30 @@ impl Reader {
             w => (w * 2).min(self.shared.settings.max_window.max(1)),
         };
         self.advance_to(segs.start);
-        self.top_up(segs.clone());
+        self.top_up(segs);
+    }
+
+    /// Whether every chunk `[offset, end)` (in segments `segs`) needs is in
+    /// the pipeline and done: then [`assemble`](Self::assemble) does not wait.
+    fn ready_for(&self, offset: u64, end: u64, segs: &Range<u64>) -> bool {
+        let Some(back) = self.chunks.back() else {
+            return false;
+        };
+        let seg = self.obj.layout().segment_size();
+        back.segs.end >= segs.end
+            && self
+                .chunks
+                .iter()
+                .filter(|c| c.segs.start * seg < end && c.segs.end * seg > offset)
+                .all(|c| match &c.body {
+                    Body::Ready(_) => true,
+                    Body::Pending(task) => task.is_finished(),
+                })
+    }
+
+    /// The bytes of `[offset, end)` from the pipeline's chunks, waiting for
+    /// those still being fetched. A read inside one chunk is a slice of it.
+    async fn assemble(&mut self, offset: u64, end: u64) -> Result<Bytes> {
         let seg = self.obj.layout().segment_size();
         let mut parts: Vec<Bytes> = Vec::with_capacity(2);
         let mut failed = None;
@@ -345,11 +382,25 @@ impl Reader {
     /// when it would wait: bytes the read-ahead pipeline holds or fetches,
     /// or bytes only S3 has. This spares a small read the hand-offs between
     /// threads that cost more than serving it.
+    ///
+    /// So is a sequential read whose read-ahead chunks have all arrived
+    /// (the common case once read-ahead runs ahead of the reader): the
+    /// pipeline moves on (new chunks are started on the runtime) and the
+    /// bytes are sliced from the chunks on the caller's thread.
     pub fn read_at_hand(&mut self, offset: u64, len: u64) -> Option<Result<Bytes>> {
         let Some((end, segs)) = self.span(offset, len) else {
             return Some(Ok(Bytes::new()));
         };
         let pattern = self.pattern(offset, len, &segs);
+        if pattern.in_flight {
+            if !pattern.sequential || !self.ready_for(offset, end, &segs) {
+                return None;
+            }
+            self.begin_sequential(&pattern, end, segs);
+            // Every chunk it needs is done, so this does not wait; were it
+            // to, the caller's `read` would finish the job.
+            return self.assemble(offset, end).now_or_never();
+        }
         let out = self.serve_at_hand(&pattern, offset, end, segs)?;
         Some(Ok(Bytes::from(out)))
     }
@@ -468,10 +519,10 @@ impl Reader {
             let segs = next..(next + self.per_chunk).min(total);
             let (obj, store, r) = (self.obj.clone(), self.store.clone(), segs.clone());
             let disk = self.shared.disk.clone();
-            let task =
-                tokio::spawn(
-                    async move { segments(&obj, store.as_ref(), r, disk.as_deref()).await },
-                );
+            // On the runtime, also when the read came from a FUSE thread.
+            let task = self
+                .runtime
+                .spawn(async move { segments(&obj, store.as_ref(), r, disk.as_deref()).await });
             self.chunks.push_back(Chunk {
                 segs,
                 body: Body::Pending(task),

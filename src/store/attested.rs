@@ -28,8 +28,8 @@ mod index_tests;
 pub use index::IndexUse;
 
 use super::{
-    GetResult, ListEntry, ListPage, Metadata, ObjectInfo, ObjectStore, Observed, PutCondition,
-    StoreError,
+    GetResult, GetStream, ListEntry, ListPage, Metadata, ObjectInfo, ObjectStore, Observed,
+    PutCondition, StoreError,
 };
 use crate::crypto::attributes::AttributeKeys;
 use async_trait::async_trait;
@@ -295,6 +295,19 @@ impl ObjectStore for AttestedStore {
     ) -> Result<GetResult, StoreError> {
         let got = self.inner.get(key, range, if_match).await?;
         Ok(GetResult {
+            info: self.open(key, got.info).await?,
+            body: got.body,
+        })
+    }
+
+    async fn get_stream(
+        &self,
+        key: &str,
+        range: Option<Range<u64>>,
+        if_match: Option<&str>,
+    ) -> Result<GetStream, StoreError> {
+        let got = self.inner.get_stream(key, range, if_match).await?;
+        Ok(GetStream {
             info: self.open(key, got.info).await?,
             body: got.body,
         })

@@ -3,7 +3,9 @@
 //! or every call fails at a seeded random rate. The HTTP-level equivalent,
 //! for real mounts, is scripts/faultproxy.py.
 
-use super::{GetResult, ListPage, Metadata, ObjectInfo, ObjectStore, PutCondition, StoreError};
+use super::{
+    GetResult, GetStream, ListPage, Metadata, ObjectInfo, ObjectStore, PutCondition, StoreError,
+};
 use async_trait::async_trait;
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -127,6 +129,16 @@ impl ObjectStore for FaultyStore {
     ) -> Result<GetResult, StoreError> {
         self.check("get")?;
         self.inner.get(key, range, if_match).await
+    }
+
+    async fn get_stream(
+        &self,
+        key: &str,
+        range: Option<Range<u64>>,
+        if_match: Option<&str>,
+    ) -> Result<GetStream, StoreError> {
+        self.check("get")?;
+        self.inner.get_stream(key, range, if_match).await
     }
 
     async fn put(

@@ -46,6 +46,15 @@ pub struct GetResult {
     pub info: ObjectInfo,
 }
 
+/// A GET whose body arrives piece by piece ([`ObjectStore::get_stream`]),
+/// so a reader can work on each piece while it is still in cache.
+pub struct GetStream {
+    pub info: ObjectInfo,
+    /// The body's pieces in order; an error ends it. The pieces may be
+    /// fewer bytes than announced (the caller checks the length it needs).
+    pub body: futures::stream::BoxStream<'static, Result<Bytes, StoreError>>,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ListEntry {
     pub key: String,
@@ -268,6 +277,23 @@ pub trait ObjectStore: Send + Sync {
         range: Option<Range<u64>>,
         if_match: Option<&str>,
     ) -> Result<GetResult, StoreError>;
+
+    /// [`get`](Self::get), with the body handed over as it arrives rather
+    /// than collected (the S3 store streams it; the others hand over the
+    /// whole body as one piece).
+    async fn get_stream(
+        &self,
+        key: &str,
+        range: Option<Range<u64>>,
+        if_match: Option<&str>,
+    ) -> Result<GetStream, StoreError> {
+        let got = self.get(key, range, if_match).await?;
+        let body = got.body;
+        Ok(GetStream {
+            info: got.info,
+            body: Box::pin(futures::stream::once(async move { Ok(body) })),
+        })
+    }
 
     /// Single-request PUT; returns the new ETag.
     async fn put(

@@ -2,8 +2,8 @@
 //! servers and emulators (path-style addressing is chosen by the app).
 
 use super::{
-    bump, GetResult, ListEntry, ListPage, Metadata, ObjectInfo, ObjectStore, PutCondition,
-    RequestCounts, StoreError,
+    bump, GetResult, GetStream, ListEntry, ListPage, Metadata, ObjectInfo, ObjectStore,
+    PutCondition, RequestCounts, StoreError,
 };
 use crate::aws_error::{classify, Class};
 use async_trait::async_trait;
@@ -12,6 +12,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, MetadataDirective};
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use bytes::Bytes;
+use futures::TryStreamExt;
 use std::collections::HashMap;
 use std::ops::Range;
 use std::time::SystemTime;
@@ -152,6 +153,28 @@ impl ObjectStore for S3Store {
         range: Option<Range<u64>>,
         if_match: Option<&str>,
     ) -> Result<GetResult, StoreError> {
+        let GetStream { info, mut body } = self.get_stream(key, range, if_match).await?;
+        // Each piece is copied into one buffer of the announced length as
+        // it arrives, while it is still in cache, rather than all pieces
+        // held until the end and then concatenated (a second pass over
+        // every body). What is allocated ahead is bounded whatever the
+        // server announces.
+        let mut buf = bytes::BytesMut::with_capacity(info.size.min(PREALLOCATE_MAX) as usize);
+        while let Some(piece) = body.try_next().await? {
+            buf.extend_from_slice(&piece);
+        }
+        Ok(GetResult {
+            body: buf.freeze(),
+            info,
+        })
+    }
+
+    async fn get_stream(
+        &self,
+        key: &str,
+        range: Option<Range<u64>>,
+        if_match: Option<&str>,
+    ) -> Result<GetStream, StoreError> {
         bump(&self.counts.get);
         if let Some(r) = &range {
             if r.start >= r.end {
@@ -187,34 +210,35 @@ impl ObjectStore for S3Store {
             metadata: from_map(out.metadata()),
             last_modified: time(out.last_modified()),
         };
-        // Each chunk is copied into one buffer of the announced length as
-        // it arrives, while it is still in cache, rather than all chunks
-        // held until the end and then concatenated (a second pass over
-        // every body, the largest cost of a read-ahead GET after the network).
-        // A body that runs past the announced length is refused; what is
-        // allocated ahead is bounded whatever the server announces.
+        // A body that runs past the announced length is refused.
         let announced = out.content_length().filter(|l| *l >= 0).map(|l| l as u64);
-        let mut body = out.body;
-        let mut buf = bytes::BytesMut::with_capacity(length.min(PREALLOCATE_MAX) as usize);
-        let unavailable = |message: String| StoreError::Unavailable {
-            action: "s3:GetObject",
-            message,
-        };
-        while let Some(chunk) = body
-            .try_next()
-            .await
-            .map_err(|e| unavailable(format!("reading body of {key}: {e}")))?
-        {
-            if let Some(l) = announced.filter(|l| (buf.len() + chunk.len()) as u64 > *l) {
-                return Err(unavailable(format!(
-                    "body of {key} is longer than its Content-Length {l}"
-                )));
+        let key = key.to_string();
+        let body = futures::stream::try_unfold((out.body, 0u64), move |(mut body, seen)| {
+            let key = key.clone();
+            async move {
+                let unavailable = |message: String| StoreError::Unavailable {
+                    action: "s3:GetObject",
+                    message,
+                };
+                let Some(piece) = body
+                    .try_next()
+                    .await
+                    .map_err(|e| unavailable(format!("reading body of {key}: {e}")))?
+                else {
+                    return Ok(None);
+                };
+                let seen = seen + piece.len() as u64;
+                if let Some(l) = announced.filter(|l| seen > *l) {
+                    return Err(unavailable(format!(
+                        "body of {key} is longer than its Content-Length {l}"
+                    )));
+                }
+                Ok(Some((piece, (body, seen))))
             }
-            buf.extend_from_slice(&chunk);
-        }
-        Ok(GetResult {
-            body: buf.freeze(),
+        });
+        Ok(GetStream {
             info,
+            body: Box::pin(body),
         })
     }
 
