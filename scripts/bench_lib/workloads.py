@@ -53,10 +53,11 @@ class Bench(Systems):
         base = self.raw(bucket, "count", prefix)["bytes"]
         target = m / f"w1-{rep}.bin"
         t0 = time.monotonic()
-        run(["dd", f"if={self.big}", f"of={target}", "bs=1M", "conv=fsync", "status=none"])
-        t_dd = time.monotonic() - t0
-        self.wait_backend(bucket, prefix, nbytes=base + size)
-        t_done = time.monotonic() - t0
+        with profiled(f"W1-{name}-{self.a.rtt_ms}ms-{rep}", pid if name == "sealfs" else None):
+            run(["dd", f"if={self.big}", f"of={target}", "bs=1M", "conv=fsync", "status=none"])
+            t_dd = time.monotonic() - t0
+            self.wait_backend(bucket, prefix, nbytes=base + size)
+            t_done = time.monotonic() - t0
         if before:
             self.requests.setdefault("W1", self.delta(before, self.stats(m)))
         rss1 = peak_rss_mib(pid)

@@ -196,7 +196,7 @@ async fn after_a_listing_ls_l_is_answered_at_hand() {
         let again = fs.getattr_at_hand(e.ino).expect("at hand").unwrap();
         assert_eq!(again.attr.mode, e.attr.mode);
         for x in ["security.selinux", "system.posix_acl_access"] {
-            let err = fs.getxattr_at_hand(x).expect("at hand").unwrap_err();
+            let err = fs.getxattr_at_hand(e.ino, x).expect("at hand").unwrap_err();
             assert_eq!(err.errno(), libc::ENODATA);
         }
         modes.push((n.clone(), e.attr.mode));
@@ -204,7 +204,7 @@ async fn after_a_listing_ls_l_is_answered_at_hand() {
     assert_eq!(modes, expected(12));
     let absent = fs.lookup_at_hand(d, "nope").expect("at hand").unwrap_err();
     assert_eq!(absent.errno(), libc::ENOENT);
-    assert!(fs.getxattr_at_hand("user.note").is_none());
+    assert!(fs.getxattr_at_hand(ROOT, "user.note").is_none());
     assert_eq!(requests(), before, "no S3 request");
     // Past the TTL the entries need S3 again: not at hand.
     tokio::time::sleep(TTL * 3).await;

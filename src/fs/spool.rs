@@ -248,6 +248,13 @@ impl SealFs {
         Ok(())
     }
 
+    /// Whether `ino` has a background upload in the spool (running, or
+    /// failed and waiting for a retry): what [`settle`](Self::settle)s
+    /// cannot be answered without waiting for it.
+    pub(super) fn has_background_upload(&self, ino: u64) -> bool {
+        self.spool.pending.lock().contains_key(&ino)
+    }
+
     /// Waits for `ino`'s pending background upload, if any. EIO when it
     /// failed (the data stays in the spool for the retry).
     pub(super) async fn settle(&self, ino: u64) -> Result<()> {

@@ -77,6 +77,10 @@ async fn close_returns_with_ciphertext_in_the_spool_and_open_reports_failure() {
         fs.lookup(ROOT, "f").await.unwrap().attr.size,
         secret.len() as u64
     );
+    // What waits for the upload is not answered at hand (the kernel's
+    // security.capability probe before a write must wait for it).
+    assert!(fs.getxattr_at_hand(ino, "security.capability").is_none());
+    assert!(fs.getxattr_at_hand(ROOT, "security.capability").is_some());
     // Opening it again (after the retries give up) says the data is not in S3.
     let fh = fs.open(ino, libc::O_RDONLY).await;
     assert_eq!(fh.unwrap_err().errno(), libc::EIO);

@@ -517,7 +517,7 @@ impl fuser::Filesystem for FuseAdapter {
             Ok(n) => n,
             Err(e) => return reply.error(e),
         };
-        if let Some(done) = self.fs.getxattr_at_hand(&n) {
+        if let Some(done) = self.fs.getxattr_at_hand(ino.0, &n) {
             match done {
                 Ok(v) => reply_xattr(reply, size, &v),
                 Err(e) => reply.error(errno("getxattr", &e)),
