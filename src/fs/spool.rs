@@ -248,6 +248,18 @@ impl SealFs {
         Ok(())
     }
 
+    /// Waits until `ino`'s background upload, if any, is over, whatever its
+    /// outcome (the upload logged a failure; the data stays in the spool).
+    /// Staged content is uploaded or spooled only after it: a writer that
+    /// opened the file again while the previous version was still going up
+    /// (its release, which spools, can arrive after the next open) builds
+    /// on the version the upload makes, which the upload's end rebases it
+    /// on, never on the one before (which S3 would refuse, and the earlier
+    /// version would become a conflict copy).
+    pub(super) async fn after_background_upload(&self, ino: u64) {
+        let _ = self.settle(ino).await;
+    }
+
     /// Whether `ino` has a background upload in the spool (running, or
     /// failed and waiting for a retry): what [`settle`](Self::settle)s
     /// cannot be answered without waiting for it.

@@ -216,3 +216,29 @@ async fn a_pending_overwrite_is_not_replaced_by_the_old_version_in_s3() {
     fs.recover_spool().await;
     assert_eq!(read_all(&fs, ino).await, b"the new version");
 }
+
+/// `echo first > f` under `--write-back`: the shell's first close (of the
+/// descriptor it dup2()s away) spools the empty file, and the real close
+/// spools "first" while that upload may still be running. The second
+/// version waits for the first to be in S3 and builds on it; it does not
+/// race it with a condition S3 then refuses (which made "first" a
+/// conflict copy when nothing else waited for the first upload).
+#[tokio::test]
+async fn a_second_close_while_the_first_upload_runs_builds_on_it() {
+    let r = rig();
+    let fs = write_back(&r);
+    let (e, fh) = fs.create(ROOT, "f", 0o644, 0, 0).await.unwrap();
+    fs.flush(fh).await.unwrap();
+    fs.write(fh, 0, b"first\n").await.unwrap();
+    fs.flush(fh).await.unwrap();
+    fs.release(fh).await.unwrap();
+    fs.drain_spool().await.unwrap();
+    let keys: Vec<String> = r
+        .mem
+        .keys()
+        .into_iter()
+        .filter(|k| k.starts_with("vol/f"))
+        .collect();
+    assert_eq!(keys, ["vol/f"], "no conflict copy");
+    assert_eq!(read_all(&fs, e.ino).await, b"first\n");
+}

@@ -30,10 +30,10 @@ impl SealFs {
     /// never stores (`ls -l` asks for `security.selinux` and
     /// `system.posix_acl_access` of every entry): ENODATA on the caller's
     /// thread, with no task. `None`: call `getxattr`; also while the file
-    /// has a background upload, which `getxattr` waits for: the kernel
-    /// asks for `security.capability` before a write, and a write to a
-    /// file whose spooled upload is still running must wait for it (the
-    /// new content's base version is the uploaded one).
+    /// has a background upload, which `getxattr` waits for (and answers
+    /// EIO if it failed), as it did before this shortcut existed: the
+    /// kernel asks for `security.capability` before every write, so a
+    /// write to a file whose spooled upload runs keeps waiting for it.
     pub fn getxattr_at_hand(&self, ino: u64, name: &str) -> Option<Result<Vec<u8>>> {
         if name.starts_with("user.") || self.has_background_upload(ino) {
             return None;
