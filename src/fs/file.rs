@@ -289,11 +289,7 @@ impl SealFs {
             return Ok(());
         };
         if self.settings.write_back {
-            if staged.lock().await.is_dirty() {
-                // Not while holding the lock: the upload's end takes it.
-                self.after_background_upload(h.ino).await;
-            }
-            let mut s = staged.lock().await;
+            let mut s = self.lock_for_next_version(h.ino, &staged).await;
             s.check_broken()?;
             if self.spools(h.ino, &s) {
                 match self.spool_staged(h.ino, &mut s).await {
@@ -356,15 +352,7 @@ impl SealFs {
     /// the outcome to the namespace: the new version, or on a lost
     /// conflict, the copy's directory listed again and EIO.
     pub(super) async fn commit(&self, ino: u64, staged: &Staged) -> Result<()> {
-        {
-            let s = staged.lock().await;
-            if !s.is_dirty() {
-                return s.check_broken();
-            }
-        }
-        // Not while holding the lock: the upload's end takes it to rebase.
-        self.after_background_upload(ino).await;
-        let mut s = staged.lock().await;
+        let mut s = self.lock_for_next_version(ino, staged).await;
         s.check_broken()?;
         if !s.is_dirty() {
             return Ok(());

@@ -17,7 +17,7 @@
 //! survives a crash of sealfs but not necessarily a power cut.
 
 use super::journal::{other_live_process, SPOOL_ENTRY};
-use super::staged::StagedInner;
+use super::staged::{Staged, StagedInner};
 use super::{FsSettings, SealFs};
 use crate::error::{Error, Result};
 use crate::sealed::SealedStore;
@@ -248,16 +248,24 @@ impl SealFs {
         Ok(())
     }
 
-    /// Waits until `ino`'s background upload, if any, is over, whatever its
-    /// outcome (the upload logged a failure; the data stays in the spool).
-    /// Staged content is uploaded or spooled only after it: a writer that
-    /// opened the file again while the previous version was still going up
-    /// (its release, which spools, can arrive after the next open) builds
-    /// on the version the upload makes, which the upload's end rebases it
-    /// on, never on the one before (which S3 would refuse, and the earlier
-    /// version would become a conflict copy).
-    pub(super) async fn after_background_upload(&self, ino: u64) {
-        let _ = self.settle(ino).await;
+    /// `staged` locked to make the next version of `ino`. If it holds
+    /// changes, only once `ino`'s background upload, if any, is over,
+    /// whatever its outcome (the upload logged a failure; the data stays in
+    /// the spool): a writer that opened the file again while the previous
+    /// version was still going up (its release, which spools, can arrive
+    /// after the next open) builds on the version the upload makes, which
+    /// the upload's end rebases it on, never on the one before (which S3
+    /// would refuse, and the earlier version would become a conflict copy).
+    /// The wait holds no lock: the upload's end takes it to rebase.
+    pub(super) async fn lock_for_next_version<'a>(
+        &self,
+        ino: u64,
+        staged: &'a Staged,
+    ) -> tokio::sync::MutexGuard<'a, StagedInner> {
+        if staged.lock().await.is_dirty() {
+            let _ = self.settle(ino).await;
+        }
+        staged.lock().await
     }
 
     /// Whether `ino` has a background upload in the spool (running, or

@@ -129,6 +129,19 @@ struct Chunk {
     _permit: Option<OwnedSemaphorePermit>,
 }
 
+impl Chunk {
+    /// The plaintext bytes it holds (or will), in a file of `plain_len`.
+    fn bytes(&self, seg: u64, plain_len: u64) -> Range<u64> {
+        self.segs.start * seg..(self.segs.end * seg).min(plain_len)
+    }
+
+    /// Whether it holds any of `[offset, end)`.
+    fn overlaps(&self, seg: u64, plain_len: u64, offset: u64, end: u64) -> bool {
+        let b = self.bytes(seg, plain_len);
+        b.start < end && b.end > offset
+    }
+}
+
 impl Drop for Chunk {
     fn drop(&mut self) {
         if let Body::Pending(task) = &self.body {
@@ -227,12 +240,12 @@ impl Reader {
         let Some(back) = self.chunks.back() else {
             return false;
         };
-        let seg = self.obj.layout().segment_size();
+        let (seg, plain_len) = (self.obj.layout().segment_size(), self.obj.plain_len());
         back.segs.end >= segs.end
             && self
                 .chunks
                 .iter()
-                .filter(|c| c.segs.start * seg < end && c.segs.end * seg > offset)
+                .filter(|c| c.overlaps(seg, plain_len, offset, end))
                 .all(|c| match &c.body {
                     Body::Ready(_) => true,
                     Body::Pending(task) => task.is_finished(),
@@ -242,15 +255,17 @@ impl Reader {
     /// The bytes of `[offset, end)` from the pipeline's chunks, waiting for
     /// those still being fetched. A read inside one chunk is a slice of it.
     async fn assemble(&mut self, offset: u64, end: u64) -> Result<Bytes> {
-        let seg = self.obj.layout().segment_size();
+        let (seg, plain_len) = (self.obj.layout().segment_size(), self.obj.plain_len());
         let mut parts: Vec<Bytes> = Vec::with_capacity(2);
         let mut failed = None;
         for c in self.chunks.iter_mut() {
-            let from = c.segs.start * seg;
-            let to = (c.segs.end * seg).min(self.obj.plain_len());
-            if to <= offset || from >= end {
+            if !c.overlaps(seg, plain_len, offset, end) {
                 continue;
             }
+            let Range {
+                start: from,
+                end: to,
+            } = c.bytes(seg, plain_len);
             let body = match &mut c.body {
                 Body::Ready(b) => b.clone(),
                 Body::Pending(task) => {
@@ -393,7 +408,8 @@ impl Reader {
         };
         let pattern = self.pattern(offset, len, &segs);
         if pattern.in_flight {
-            if !pattern.sequential || !self.ready_for(offset, end, &segs) {
+            // (A read inside the pipeline is sequential.)
+            if !self.ready_for(offset, end, &segs) {
                 return None;
             }
             self.begin_sequential(&pattern, end, segs);
