@@ -121,6 +121,42 @@ async fn write_back_fsync_waits_for_s3() {
     m.finish().await;
 }
 
+/// `ls -l` of a directory after a remount: its listing hands the kernel
+/// every entry with its attributes, so no entry is looked up one by one
+/// (there were 61 lookups before listings did), and what `ls -l` shows is
+/// what was written.
+#[tokio::test]
+async fn ls_l_after_a_remount_looks_up_no_entry_one_by_one() {
+    let mut m = Mounted::new("plus");
+    // Long enough that no entry's attributes expire while `ls` runs.
+    m.mount_args = ["--metadata-ttl", "60s"].map(String::from).to_vec();
+    let mut m = m.mount();
+    m.sh("mkdir $M/d $M/d/sub && for i in $(seq 1 60); do echo $i > $M/d/f$i; done && chmod 600 $M/d/f7");
+    m.remount();
+    m.sh("stat $M/d >/dev/null");
+    let lookups = |m: &Mounted| stats(m)["lookups"].as_u64().expect("lookups counted");
+    let before = lookups(&m);
+    let out = m.sh("ls -l $M/d");
+    let looked_up = lookups(&m) - before;
+    assert!(
+        looked_up < 5,
+        "{looked_up} lookups for `ls -l` of 61 entries"
+    );
+    let lines: Vec<&str> = out.lines().skip(1).collect();
+    assert_eq!(lines.len(), 61, "{out}");
+    let line = |name: &str| {
+        *lines
+            .iter()
+            .find(|l| l.ends_with(&format!(" {name}")))
+            .unwrap_or_else(|| panic!("{name} not listed: {out}"))
+    };
+    assert!(line("f7").starts_with("-rw------- 1 "), "{out}");
+    assert!(line("f12").starts_with("-rw-r--r-- 1 "), "{out}");
+    assert!(line("sub").starts_with("drwxr-xr-x 2 "), "{out}");
+    m.sh("test $(stat -c %s $M/d/f12) = 3 && test \"$(cat $M/d/f60)\" = 60");
+    m.finish().await;
+}
+
 #[tokio::test]
 async fn the_stats_attribute_is_read_only_json_on_the_root() {
     let m = Mounted::new("stats").mount();

@@ -184,9 +184,10 @@ class Bench(Systems):
         drop_caches()
         m, bucket, prefix, pid = self.mount(name)
         before = self.stats(m) if name == "sealfs" else None
-        t0 = time.monotonic()
-        out = run(["ls", "-l", str(m / "w4")]).stdout
-        t = time.monotonic() - t0
+        with profiled(f"W4-{'first' if system else name}-{self.a.rtt_ms}ms-{rep}", pid if name == "sealfs" else None):
+            t0 = time.monotonic()
+            out = run(["ls", "-l", str(m / "w4")]).stdout
+            t = time.monotonic() - t0
         got = len(out.splitlines()) - 1
         if got < self.a.entries:
             raise RuntimeError(f"{name}: ls -l listed {got} of {self.a.entries} entries")

@@ -3,7 +3,7 @@
 //! directory instead of a HEAD each; never staler than the TTL allows.
 
 use super::tests::{chmod, rig_same_store, rig_with, Rig};
-use super::{SealFs, ROOT};
+use super::{DirEntry, SealFs, ROOT};
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
@@ -39,6 +39,22 @@ async fn ls_l(r: &Rig, fs: &SealFs) -> (Vec<(String, u32)>, u64, u64) {
         }
     }
     (modes, c.head.load(Relaxed) - h0, c.get.load(Relaxed) - g0)
+}
+
+/// `d` with `n` files, listed by another mount of the same store: that
+/// mount, `d`'s inode there, and the entries (without "." and "..").
+async fn listed_elsewhere(r: &Rig, n: usize) -> (SealFs, u64, Vec<DirEntry>) {
+    tree(r, n).await;
+    let fs = rig_same_store(r);
+    let d = fs.lookup(ROOT, "d").await.unwrap().ino;
+    let listed = fs
+        .readdir(d)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.name != "." && e.name != "..")
+        .collect();
+    (fs, d, listed)
 }
 
 fn expected(n: usize) -> Vec<(String, u32)> {
@@ -177,17 +193,8 @@ async fn a_large_directory_is_listed_once_its_heads_cost_as_much_as_the_list() {
 #[tokio::test]
 async fn after_a_listing_ls_l_is_answered_at_hand() {
     let r = rig_with(TTL);
-    let (_, _) = tree(&r, 12).await;
-    let fs = rig_same_store(&r);
-    let d = fs.lookup(ROOT, "d").await.unwrap().ino;
-    let names: Vec<String> = fs
-        .readdir(d)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|e| e.name)
-        .filter(|n| n != "." && n != "..")
-        .collect();
+    let (fs, d, listed) = listed_elsewhere(&r, 12).await;
+    let names: Vec<String> = listed.into_iter().map(|e| e.name).collect();
     let requests = || r.mem.counts().nonzero().iter().map(|(_, n)| n).sum::<u64>();
     let before = requests();
     let mut modes = Vec::new();
@@ -197,7 +204,7 @@ async fn after_a_listing_ls_l_is_answered_at_hand() {
         assert_eq!(again.attr.mode, e.attr.mode);
         for x in ["security.selinux", "system.posix_acl_access"] {
             let err = fs.getxattr_at_hand(e.ino, x).expect("at hand").unwrap_err();
-            assert_eq!(err.errno(), libc::ENODATA);
+            assert_eq!(err.errno(), libc::EOPNOTSUPP);
         }
         modes.push((n.clone(), e.attr.mode));
     }
@@ -209,4 +216,50 @@ async fn after_a_listing_ls_l_is_answered_at_hand() {
     // Past the TTL the entries need S3 again: not at hand.
     tokio::time::sleep(TTL * 3).await;
     assert!(fs.lookup_at_hand(d, &names[0]).is_none());
+}
+
+/// `readdirplus` hands each entry with what a lookup would answer, and each
+/// is counted as a lookup the kernel will forget. Past the TTL, or for a
+/// name unlinked since, the entry is handed only for revalidation; an entry
+/// gone from the table is not counted.
+#[tokio::test]
+async fn entries_handed_with_a_listing_are_counted_like_lookups() {
+    let r = rig_with(TTL);
+    let (fs, d, listed) = listed_elsewhere(&r, 12).await;
+    let requests = || r.mem.counts().nonzero().iter().map(|(_, n)| n).sum::<u64>();
+    let before = requests();
+    let mut modes = Vec::new();
+    for e in &listed {
+        assert_eq!(fs.ns.lookups(e.ino), Some(0));
+        let (entry, vouched) = fs.lookup_listed(d, &e.name, e.ino).expect("in the table");
+        assert!(vouched, "{}: a trusted listing vouches for it", e.name);
+        assert_eq!(entry.ino, e.ino);
+        assert_eq!(fs.ns.lookups(e.ino), Some(1));
+        modes.push((e.name.clone(), entry.attr.mode));
+    }
+    assert_eq!(modes, expected(12));
+    assert_eq!(requests(), before, "no S3 request");
+    for e in &listed[1..] {
+        fs.forget(e.ino, 1);
+        assert_eq!(fs.ns.lookups(e.ino), Some(0));
+    }
+
+    // Unlinked since the listing while the kernel still holds it: handed
+    // (and counted), but to be looked up again.
+    let held = &listed[0];
+    fs.unlink(d, &held.name).await.unwrap();
+    let (entry, vouched) = fs.lookup_listed(d, &held.name, held.ino).unwrap();
+    assert!(!vouched && !entry.linked);
+    assert_eq!(fs.ns.lookups(held.ino), Some(2));
+    // Unlinked and no longer held: gone from the table, not counted.
+    let gone = &listed[1];
+    fs.unlink(d, &gone.name).await.unwrap();
+    assert!(fs.lookup_listed(d, &gone.name, gone.ino).is_none());
+    assert_eq!(fs.ns.lookups(gone.ino), None);
+    // Past the TTL the listing vouches for nothing.
+    tokio::time::sleep(TTL * 3).await;
+    let late = &listed[2];
+    let (entry, vouched) = fs.lookup_listed(d, &late.name, late.ino).unwrap();
+    assert!(!vouched && entry.linked);
+    assert_eq!(fs.ns.lookups(late.ino), Some(1));
 }

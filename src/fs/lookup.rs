@@ -23,6 +23,7 @@ use crate::error::{Error, Result};
 use crate::store::{Observed, StoreError};
 use crate::volume;
 use libc::{EEXIST, ENAMETOOLONG, ENOENT};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -33,6 +34,7 @@ impl SealFs {
     /// Looks `name` up for the kernel: the entry is remembered (counted)
     /// until the kernel forgets it, so the table keeps it.
     pub async fn lookup(&self, parent: u64, name: &str) -> Result<Entry> {
+        self.kernel_lookups.fetch_add(1, Ordering::Relaxed);
         // An entry can be evicted between resolving it and remembering it
         // only when a huge listing ran meanwhile; resolving again is right.
         for _ in 0..3 {
@@ -57,11 +59,27 @@ impl SealFs {
         {
             return None;
         }
-        match self.ns.cached(parent, name) {
+        let done = match self.ns.cached(parent, name) {
             Cached::Known(e) => self.ns.remember(e.ino).then_some(Ok(e)),
             Cached::Absent => Some(Err(enoent(name))),
             Cached::Ask { .. } => None,
+        };
+        if done.is_some() {
+            self.kernel_lookups.fetch_add(1, Ordering::Relaxed);
         }
+        done
+    }
+
+    /// Entry `name` (`ino`) of a listing of `parent`, for `readdirplus`,
+    /// which hands the kernel each entry with its attributes so that `ls -l`
+    /// needs no lookup per entry. Counted as a lookup (the kernel links it
+    /// like one; a reply that could not carry it is taken back with
+    /// [`forget`](Self::forget)). The flag: a lookup would answer the same
+    /// now, without S3, so the kernel may keep it for the metadata TTL;
+    /// otherwise it must look the name up before using it. None: the
+    /// entry left the inode cache since the listing (not counted).
+    pub fn lookup_listed(&self, parent: u64, name: &str, ino: u64) -> Option<(Entry, bool)> {
+        self.ns.remember_listed(parent, name, ino)
     }
 
     /// [`getattr`](Self::getattr) when the entry needs no revalidation, on

@@ -97,6 +97,9 @@ pub struct SealFs {
     ns: Arc<Namespace>,
     handles: Mutex<HashMap<u64, Arc<Handle>>>,
     next_fh: AtomicU64,
+    /// Lookups the kernel asked for (reported in [`STATS`]): what listings
+    /// that hand entries with their attributes spare `ls -l`.
+    kernel_lookups: AtomicU64,
     /// Per-file sharing; `None` where IAM is not wired (core tests).
     grants: Option<Arc<Grants>>,
     /// Set once a grant upkeep was denied, so the warning is logged once.
@@ -170,6 +173,7 @@ impl SealFs {
             )),
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
+            kernel_lookups: AtomicU64::new(0),
             grants: None,
             grants_denied: AtomicBool::new(false),
             live_staged: Default::default(),

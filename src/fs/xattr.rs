@@ -1,8 +1,12 @@
 //! `user.*` extended attributes, persisted in object metadata (except the
 //! virtual sharing attributes, which [`super::share`] answers from IAM).
 //!
-//! Other namespaces are not supported: reads answer ENODATA (so tools that
-//! probe `security.capability` on every write stay quiet) and writes ENOTSUP.
+//! Other namespaces (`security.*`, `system.*`, `trusted.*`) are not
+//! supported: reads and writes answer EOPNOTSUPP, as on a filesystem built
+//! without them. That answer is also what lets `ls -l` stop asking: it
+//! probes `security.selinux` and `system.posix_acl_access` of every entry
+//! until one answers "not supported", then skips both for the rest of the
+//! device (ENODATA, "this file has none", would cost two requests per entry).
 //! Values are encrypted in S3 ([`crate::store::attested`]); a set too large
 //! for S3's 2 KB of object metadata is kept, encrypted, in the volume's
 //! internal area. A file's whole set is limited to [`super::metadata::XATTR_SET_LIMIT`]
@@ -15,9 +19,18 @@ use super::{share, SealFs};
 use crate::error::{Error, Result};
 use crate::sealed::KeyRef;
 use libc::{EEXIST, ENODATA, ENOTSUP};
+use std::sync::atomic::Ordering;
 
 const XATTR_CREATE: i32 = 1;
 const XATTR_REPLACE: i32 = 2;
+
+/// A name outside `user.*`: the namespace is not supported.
+fn unsupported(name: &str) -> Error {
+    Error::posix(
+        ENOTSUP,
+        format!("{name}: only user.* attributes are supported"),
+    )
+}
 
 fn user_name(name: &str) -> Option<&str> {
     name.strip_prefix("user.")
@@ -27,8 +40,8 @@ fn user_name(name: &str) -> Option<&str> {
 
 impl SealFs {
     /// [`getxattr`](Self::getxattr) of a name outside `user.*`, which sealfs
-    /// never stores (`ls -l` asks for `security.selinux` and
-    /// `system.posix_acl_access` of every entry): ENODATA on the caller's
+    /// does not support (the kernel asks for `security.capability` before
+    /// writes): EOPNOTSUPP on the caller's
     /// thread, with no task. `None`: call `getxattr`; also while the file
     /// has a background upload, which `getxattr` waits for (and answers
     /// EIO if it failed), as it did before this shortcut existed: the
@@ -38,10 +51,7 @@ impl SealFs {
         if name.starts_with("user.") || self.has_background_upload(ino) {
             return None;
         }
-        Some(Err(Error::posix(
-            ENODATA,
-            format!("{name}: no such attribute"),
-        )))
+        Some(Err(unsupported(name)))
     }
 
     pub async fn getxattr(&self, ino: u64, name: &str) -> Result<Vec<u8>> {
@@ -50,6 +60,7 @@ impl SealFs {
                 let mut v = stats();
                 // Entries the mount holds: the kernel's plus the bounded cache.
                 v["inodes"] = self.cached_inodes().into();
+                v["lookups"] = self.kernel_lookups.load(Ordering::Relaxed).into();
                 if let Some(disk) = self.read_shared.disk() {
                     v["read_cache"] = serde_json::json!(disk.stats());
                 }
@@ -68,7 +79,7 @@ impl SealFs {
         }
         let entry = self.getattr(ino).await?;
         let Some(name) = user_name(name) else {
-            return Err(Error::posix(ENODATA, format!("{name}: no such attribute")));
+            return Err(unsupported(name));
         };
         entry
             .attr
@@ -102,10 +113,7 @@ impl SealFs {
         }
         self.check_writable()?;
         let Some(name) = user_name(name) else {
-            return Err(Error::posix(
-                ENOTSUP,
-                format!("{name}: only user.* attributes are supported"),
-            ));
+            return Err(unsupported(name));
         };
         self.edit_xattrs(ino, |attr, key_ref| {
             let exists = attr.xattrs.contains_key(name);
@@ -133,7 +141,7 @@ impl SealFs {
         }
         self.check_writable()?;
         let Some(name) = user_name(name) else {
-            return Err(Error::posix(ENODATA, format!("{name}: no such attribute")));
+            return Err(unsupported(name));
         };
         self.edit_xattrs(ino, |attr, _| match attr.xattrs.remove(name) {
             Some(_) => Ok(()),

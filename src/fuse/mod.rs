@@ -8,24 +8,20 @@
 //! table in [`crate::Error::errno`], and every unexpected one is logged once.
 
 mod convert;
+mod listing;
 pub mod read_ahead;
 
-use crate::fs::{byte_names, DirEntry, SealFs};
-use convert::{
-    errno, file_attr, file_type, name, open_flags, reply_xattr, time, xattr_name, ErrorReply,
-};
+use crate::fs::SealFs;
+use convert::{errno, file_attr, name, open_flags, reply_xattr, time, xattr_name, ErrorReply};
 use fuser::{
     AccessFlags, Errno, FileHandle, FopenFlags, Generation, INodeNo, InitFlags, IoctlFlags,
     KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyOpen, ReplyStatfs, ReplyWrite,
-    ReplyXattr, Request, TimeOrNow, WriteFlags,
+    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyOpen, ReplyStatfs,
+    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
-use parking_lot::Mutex;
-use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -37,8 +33,7 @@ pub struct FuseAdapter {
     fs: Arc<SealFs>,
     rt: tokio::runtime::Handle,
     ttl: Duration,
-    dirs: Arc<Mutex<HashMap<u64, Arc<Vec<DirEntry>>>>>,
-    next_dir: AtomicU64,
+    listings: Arc<listing::Listings>,
     /// The user who mounted: sharing acts with their IAM credentials.
     owner_uid: u32,
 }
@@ -50,9 +45,8 @@ impl FuseAdapter {
             fs,
             rt,
             ttl,
-            dirs: Arc::default(),
+            listings: Arc::default(),
             owner_uid: unsafe { libc::getuid() },
-            next_dir: AtomicU64::new(1),
         }
     }
 
@@ -98,6 +92,10 @@ impl fuser::Filesystem for FuseAdapter {
         // O_TRUNC arrives with open (not as a separate truncate), so a
         // truncating open never uploads an intermediate empty version.
         let _ = config.add_capabilities(InitFlags::FUSE_ATOMIC_O_TRUNC);
+        // Every listing carries its entries' attributes (see `listing`),
+        // not only the first call of a pass as FUSE_READDIRPLUS_AUTO would:
+        // `ls -l` then makes no lookup per entry.
+        let _ = config.add_capabilities(InitFlags::FUSE_DO_READDIRPLUS);
         Ok(())
     }
 
@@ -410,8 +408,7 @@ impl fuser::Filesystem for FuseAdapter {
     }
 
     fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        let fh = self.next_dir.fetch_add(1, Ordering::Relaxed);
-        reply.opened(FileHandle(fh), FopenFlags::empty());
+        self.listings.open(reply);
     }
 
     fn readdir(
@@ -420,38 +417,20 @@ impl fuser::Filesystem for FuseAdapter {
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
-        mut reply: ReplyDirectory,
+        reply: ReplyDirectory,
     ) {
-        let (fs, dirs) = (self.fs.clone(), self.dirs.clone());
-        self.spawn(async move {
-            // The listing is taken when a pass starts (offset 0) and served
-            // from that snapshot, so offsets stay stable across calls.
-            let cached = dirs.lock().get(&fh.0).cloned();
-            let entries = match cached {
-                Some(e) if offset > 0 => e,
-                _ => match fs.readdir(ino.0).await {
-                    Ok(e) => {
-                        let e = Arc::new(e);
-                        dirs.lock().insert(fh.0, e.clone());
-                        e
-                    }
-                    Err(e) => return reply.error(errno("readdir", &e)),
-                },
-            };
-            for (i, e) in entries.iter().enumerate().skip(offset as usize) {
-                let bytes =
-                    byte_names::decode(&e.name).unwrap_or_else(|| e.name.clone().into_bytes());
-                if reply.add(
-                    INodeNo(e.ino),
-                    (i + 1) as u64,
-                    file_type(e.kind),
-                    OsStr::from_bytes(&bytes),
-                ) {
-                    break;
-                }
-            }
-            reply.ok();
-        });
+        self.list(ino, fh, offset, reply);
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        reply: ReplyDirectoryPlus,
+    ) {
+        self.list_plus(ino, fh, offset, reply);
     }
 
     fn releasedir(
@@ -462,7 +441,7 @@ impl fuser::Filesystem for FuseAdapter {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
-        self.dirs.lock().remove(&fh.0);
+        self.listings.release(fh);
         reply.ok();
     }
 

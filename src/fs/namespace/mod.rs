@@ -187,6 +187,12 @@ impl Namespace {
     }
 
     /// The ETag of the object last seen at `ino`.
+    /// The kernel's references to `ino`, if it is in the table.
+    #[cfg(test)]
+    pub(super) fn lookups(&self, ino: u64) -> Option<u64> {
+        self.table.lock().lookups(ino)
+    }
+
     #[cfg(test)]
     pub(super) fn etag(&self, ino: u64) -> Option<String> {
         self.table.lock().get(ino).and_then(|i| i.etag.clone())
@@ -210,30 +216,69 @@ impl Namespace {
     /// What the table can say about `name` in `parent` without S3.
     pub(super) fn cached(&self, parent: u64, name: &str) -> Cached {
         let t = self.table.lock();
-        let parent_listed = t.is_listed(parent);
         match t.child(parent, name) {
-            Some(ino) => {
-                let i = t.get(ino).expect("child inode");
-                // A directory whose own listing is still trusted exists:
-                // path walks through it (every `lstat` of `ls -l DIR`) need
-                // not ask S3 about it again.
-                let dir_listed = i.attr.kind == Kind::Dir && t.is_listed(ino);
-                if i.local() || !i.remote || parent_listed || dir_listed || self.fresh(i.validated)
-                {
-                    return Cached::Known(Entry {
-                        ino,
-                        attr: i.attr.clone(),
-                        linked: true,
-                        subdirs: t.subdirs(ino),
-                    });
-                }
-                Cached::Ask {
-                    known_file: i.attr.kind != Kind::Dir,
-                }
-            }
-            None if parent_listed => Cached::Absent,
+            Some(ino) => match self.trusted(&t, parent, ino) {
+                Some(e) => Cached::Known(e),
+                None => Cached::Ask {
+                    known_file: t.get(ino).is_some_and(|i| i.attr.kind != Kind::Dir),
+                },
+            },
+            None if t.is_listed(parent) => Cached::Absent,
             None => Cached::Ask { known_file: false },
         }
+    }
+
+    /// Child `ino` of `parent`, if the table can vouch for it without S3.
+    fn trusted(&self, t: &Table, parent: u64, ino: u64) -> Option<Entry> {
+        let i = t.get(ino)?;
+        // A directory whose own listing is still trusted exists: path walks
+        // through it (every `lstat` of `ls -l DIR`) need not ask S3 about it
+        // again.
+        let dir_listed = i.attr.kind == Kind::Dir && t.is_listed(ino);
+        let trusted =
+            i.local() || !i.remote || t.is_listed(parent) || dir_listed || self.fresh(i.validated);
+        trusted.then(|| Entry {
+            ino,
+            attr: i.attr.clone(),
+            linked: true,
+            subdirs: t.subdirs(ino),
+        })
+    }
+
+    /// Entry `name` (`ino`) of a listing of `parent`, handed to the kernel
+    /// with its attributes (`readdirplus`): the kernel links it as if looked
+    /// up, so it is counted like a lookup. The flag says whether a lookup
+    /// would give the same answer now without S3; if not (the listing's
+    /// trust ran out, the name was replaced), the kernel must look it up
+    /// again before using it. None: `ino` left the table since the listing
+    /// (evicted by a huge one), and is not counted.
+    pub(super) fn remember_listed(
+        &self,
+        parent: u64,
+        name: &str,
+        ino: u64,
+    ) -> Option<(Entry, bool)> {
+        let mut t = self.table.lock();
+        let trusted = if t.child(parent, name) == Some(ino) {
+            self.trusted(&t, parent, ino)
+        } else {
+            None
+        };
+        let vouched = trusted.is_some();
+        let entry = match trusted {
+            Some(e) => e,
+            None => {
+                let i = t.get(ino)?;
+                Entry {
+                    ino,
+                    attr: i.attr.clone(),
+                    linked: t.is_linked(ino),
+                    subdirs: t.subdirs(ino),
+                }
+            }
+        };
+        t.remember(ino);
+        Some((entry, vouched))
     }
 
     /// Records what S3 (or a local create) says `name` in `parent` is.

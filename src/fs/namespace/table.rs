@@ -214,6 +214,11 @@ impl Table {
         Some(parts.join("/"))
     }
 
+    #[cfg(test)]
+    pub fn lookups(&self, ino: u64) -> Option<u64> {
+        self.inodes.get(&ino).map(|i| i.lookups)
+    }
+
     /// The kernel was handed `ino` (a lookup, create, mkdir... reply): it
     /// stays until the kernel forgets it. False if it is gone.
     pub fn remember(&mut self, ino: u64) -> bool {
