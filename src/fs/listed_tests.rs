@@ -202,6 +202,8 @@ async fn after_a_listing_ls_l_is_answered_at_hand() {
         let e = fs.lookup_at_hand(d, n).expect("at hand").unwrap();
         let again = fs.getattr_at_hand(e.ino).expect("at hand").unwrap();
         assert_eq!(again.attr.mode, e.attr.mode);
+        let xattrs = fs.listxattr_at_hand(e.ino).expect("at hand").unwrap();
+        assert_eq!(xattrs, fs.listxattr(e.ino).await.unwrap());
         for x in ["security.selinux", "system.posix_acl_access"] {
             let err = fs.getxattr_at_hand(e.ino, x).expect("at hand").unwrap_err();
             assert_eq!(err.errno(), libc::EOPNOTSUPP);
@@ -213,9 +215,25 @@ async fn after_a_listing_ls_l_is_answered_at_hand() {
     assert_eq!(absent.errno(), libc::ENOENT);
     assert!(fs.getxattr_at_hand(ROOT, "user.note").is_none());
     assert_eq!(requests(), before, "no S3 request");
+    let f = fs
+        .lookup_at_hand(d, &names[1])
+        .expect("at hand")
+        .unwrap()
+        .ino;
+    fs.setxattr(f, "user.k", b"v", 0).await.unwrap();
+    let xattrs = fs.listxattr_at_hand(f).expect("at hand").unwrap();
+    assert_eq!(xattrs, b"user.k\0");
     // Past the TTL the entries need S3 again: not at hand.
     tokio::time::sleep(TTL * 3).await;
     assert!(fs.lookup_at_hand(d, &names[0]).is_none());
+    assert!(fs
+        .listxattr_at_hand(listed_ino(&fs, d, &names[2]))
+        .is_none());
+}
+
+/// The inode `name` in `d` has in `fs`'s table.
+fn listed_ino(fs: &SealFs, d: u64, name: &str) -> u64 {
+    fs.ns.child(d, name).expect("in the table")
 }
 
 /// `readdirplus` hands each entry with what a lookup would answer, and each

@@ -24,6 +24,17 @@ use std::sync::atomic::Ordering;
 const XATTR_CREATE: i32 = 1;
 const XATTR_REPLACE: i32 = 2;
 
+/// The stored attributes' names, each NUL-terminated (the virtual sharing
+/// attributes are never listed).
+fn listed_names(attr: &Attr) -> Vec<u8> {
+    let mut out = Vec::new();
+    for name in attr.xattrs.keys() {
+        out.extend_from_slice(name.as_bytes());
+        out.push(0);
+    }
+    out
+}
+
 /// A name outside `user.*`: the namespace is not supported.
 fn unsupported(name: &str) -> Error {
     Error::posix(
@@ -91,13 +102,15 @@ impl SealFs {
 
     /// The names, each NUL-terminated, as listxattr(2) returns them.
     pub async fn listxattr(&self, ino: u64) -> Result<Vec<u8>> {
-        let entry = self.getattr(ino).await?;
-        let mut out = Vec::new();
-        for name in entry.attr.xattrs.keys() {
-            out.extend_from_slice(name.as_bytes());
-            out.push(0);
-        }
-        Ok(out)
+        Ok(listed_names(&self.getattr(ino).await?.attr))
+    }
+
+    /// [`listxattr`](Self::listxattr) when the entry needs no revalidation,
+    /// on the caller's thread (newer `ls -l` lists every entry's attributes
+    /// to look for ACLs). `None`: call `listxattr`.
+    pub fn listxattr_at_hand(&self, ino: u64) -> Option<Result<Vec<u8>>> {
+        self.getattr_at_hand(ino)
+            .map(|got| got.map(|e| listed_names(&e.attr)))
     }
 
     pub async fn setxattr(&self, ino: u64, name: &str, value: &[u8], flags: i32) -> Result<()> {

@@ -2,7 +2,7 @@
 //! ([`crate::fs::SealFs`]) and results into replies. No filesystem logic
 //! lives here. Each request runs as a task on the tokio runtime, so the FUSE
 //! threads never wait on S3 or KMS. What the core answers from memory (a
-//! lookup or getattr of an entry it trusts, an xattr outside `user.*`, a
+//! lookup, getattr or xattr list of an entry it trusts, an xattr outside `user.*`, a
 //! read the caches or arrived read-ahead hold) is answered on the FUSE
 //! thread: a task would cost more than the answer; errors become errnos through the one
 //! table in [`crate::Error::errno`], and every unexpected one is logged once.
@@ -513,6 +513,13 @@ impl fuser::Filesystem for FuseAdapter {
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        if let Some(done) = self.fs.listxattr_at_hand(ino.0) {
+            match done {
+                Ok(v) => reply_xattr(reply, size, &v),
+                Err(e) => reply.error(errno("listxattr", &e)),
+            }
+            return;
+        }
         let fs = self.fs.clone();
         self.serve(
             "listxattr",
