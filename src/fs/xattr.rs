@@ -52,8 +52,7 @@ fn user_name(name: &str) -> Option<&str> {
 impl SealFs {
     /// [`getxattr`](Self::getxattr) of a name outside `user.*`, which sealfs
     /// does not support (the kernel asks for `security.capability` before
-    /// writes): EOPNOTSUPP on the caller's
-    /// thread, with no task. `None`: call `getxattr`; also while the file
+    /// writes): EOPNOTSUPP on the caller's thread, with no task. `None`: call `getxattr`; also while the file
     /// has a background upload, which `getxattr` waits for (and answers
     /// EIO if it failed), as it did before this shortcut existed: the
     /// kernel asks for `security.capability` before every write, so a

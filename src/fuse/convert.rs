@@ -116,6 +116,8 @@ error_reply!(
     fuser::ReplyAttr,
     fuser::ReplyCreate,
     fuser::ReplyData,
+    fuser::ReplyDirectory,
+    fuser::ReplyDirectoryPlus,
     fuser::ReplyEmpty,
     fuser::ReplyEntry,
     fuser::ReplyOpen,

@@ -13,7 +13,7 @@
 //! is counted by the core like a lookup ([`SealFs::lookup_listed`]); an
 //! entry that no longer fits in the reply is taken back at once.
 
-use super::convert::{errno, file_attr, file_type};
+use super::convert::{errno, file_attr, file_type, ErrorReply};
 use super::FuseAdapter;
 use crate::fs::{byte_names, DirEntry, Kind, SealFs};
 use fuser::{
@@ -61,15 +61,8 @@ impl Listings {
 
 impl FuseAdapter {
     pub(super) fn list(&self, dir: INodeNo, fh: FileHandle, offset: u64, reply: ReplyDirectory) {
-        if let Some(entries) = self.listings.continued(fh, offset) {
-            return fill(&entries, offset, reply);
-        }
-        let (fs, listings) = (self.fs.clone(), self.listings.clone());
-        self.spawn(async move {
-            match fs.readdir(dir.0).await {
-                Ok(e) => fill(&listings.keep(fh, e), offset, reply),
-                Err(e) => reply.error(errno("readdir", &e)),
-            }
+        self.serve_listing("readdir", dir, fh, offset, reply, move |entries, reply| {
+            fill(entries, offset, reply)
         });
     }
 
@@ -80,14 +73,36 @@ impl FuseAdapter {
         offset: u64,
         reply: ReplyDirectoryPlus,
     ) {
+        let (fs, ttl) = (self.fs.clone(), self.ttl);
+        self.serve_listing(
+            "readdirplus",
+            dir,
+            fh,
+            offset,
+            reply,
+            move |entries, reply| fill_plus(&fs, ttl, dir.0, entries, offset, reply),
+        );
+    }
+
+    /// Answers one call of a pass with `fill`: from the pass's snapshot on
+    /// this thread, or, when the pass starts, from a new listing (a task).
+    fn serve_listing<R: ErrorReply + Send + 'static>(
+        &self,
+        op: &'static str,
+        dir: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        reply: R,
+        fill: impl FnOnce(&[DirEntry], R) + Send + 'static,
+    ) {
         if let Some(entries) = self.listings.continued(fh, offset) {
-            return fill_plus(&self.fs, self.ttl, dir.0, &entries, offset, reply);
+            return fill(&entries, reply);
         }
-        let (fs, listings, ttl) = (self.fs.clone(), self.listings.clone(), self.ttl);
+        let (fs, listings) = (self.fs.clone(), self.listings.clone());
         self.spawn(async move {
             match fs.readdir(dir.0).await {
-                Ok(e) => fill_plus(&fs, ttl, dir.0, &listings.keep(fh, e), offset, reply),
-                Err(e) => reply.error(errno("readdirplus", &e)),
+                Ok(e) => fill(&listings.keep(fh, e), reply),
+                Err(e) => reply.error(errno(op, &e)),
             }
         });
     }

@@ -160,14 +160,7 @@ impl Namespace {
     }
 
     pub(super) fn entry(&self, ino: u64) -> Result<Entry> {
-        let t = self.table.lock();
-        let i = t.get(ino).ok_or_else(|| no_inode(ino))?;
-        Ok(Entry {
-            ino,
-            attr: i.attr.clone(),
-            linked: t.is_linked(ino),
-            subdirs: t.subdirs(ino),
-        })
+        entry_in(&self.table.lock(), ino).ok_or_else(|| no_inode(ino))
     }
 
     /// The path and current attributes of `ino` (what an upload seals).
@@ -186,13 +179,13 @@ impl Namespace {
             .map_or((None, 0), |i| (i.etag.clone(), i.attr.size))
     }
 
-    /// The ETag of the object last seen at `ino`.
     /// The kernel's references to `ino`, if it is in the table.
     #[cfg(test)]
     pub(super) fn lookups(&self, ino: u64) -> Option<u64> {
         self.table.lock().lookups(ino)
     }
 
+    /// The ETag of the object last seen at `ino`.
     #[cfg(test)]
     pub(super) fn etag(&self, ino: u64) -> Option<String> {
         self.table.lock().get(ino).and_then(|i| i.etag.clone())
@@ -267,15 +260,7 @@ impl Namespace {
         let vouched = trusted.is_some();
         let entry = match trusted {
             Some(e) => e,
-            None => {
-                let i = t.get(ino)?;
-                Entry {
-                    ino,
-                    attr: i.attr.clone(),
-                    linked: t.is_linked(ino),
-                    subdirs: t.subdirs(ino),
-                }
-            }
+            None => entry_in(&t, ino)?,
         };
         t.remember(ino);
         Some((entry, vouched))
@@ -546,4 +531,15 @@ impl Namespace {
         let until = Instant::now() + if ttl.is_zero() { ttl } else { ttl.max(took) };
         self.table.lock().set_listed(dir, until);
     }
+}
+
+/// `ino`'s entry as the table holds it.
+fn entry_in(t: &Table, ino: u64) -> Option<Entry> {
+    let i = t.get(ino)?;
+    Some(Entry {
+        ino,
+        attr: i.attr.clone(),
+        linked: t.is_linked(ino),
+        subdirs: t.subdirs(ino),
+    })
 }
