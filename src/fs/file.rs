@@ -269,7 +269,7 @@ impl SealFs {
             let old_size = s.write_at(data, offset)?;
             let attr = || self.ns.path_and_attr(h.ino).map(|(_, a)| a);
             self.uploader()
-                .advance_stream(&mut s, offset, old_size, attr)
+                .advance_stream(&mut s, offset, data, old_size, attr)
                 .await;
             s.size()
         };

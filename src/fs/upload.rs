@@ -66,9 +66,9 @@ fn from_start(s: &StagedInner) -> Result<PlainReader> {
 }
 
 impl Uploader<'_> {
-    /// After a write at `offset` into content that was `old_size` bytes
-    /// long: starts or advances the streamed upload while the file is
-    /// written in order, or gives it up when it is not. Streaming never fails
+    /// After `data` was written at `offset` into content that was
+    /// `old_size` bytes long: starts or advances the streamed upload while
+    /// the file is written in order, or gives it up when it is not. Streaming never fails
     /// a write: whatever goes wrong, the staged file still holds the data and
     /// the upload at close sends it whole. `attr` gives the attributes the
     /// stream's object is sealed with, if one starts.
@@ -76,6 +76,7 @@ impl Uploader<'_> {
         &self,
         s: &mut StagedInner,
         offset: u64,
+        data: &[u8],
         old_size: u64,
         attr: impl FnOnce() -> Result<Attr>,
     ) {
@@ -96,6 +97,8 @@ impl Uploader<'_> {
                 s.scatter();
                 return;
             }
+        } else if let Some(st) = s.stream_mut() {
+            st.upload.wrote(offset, data);
         }
         let size = s.size();
         let Some(st) = s.stream_mut() else { return };

@@ -619,4 +619,6 @@ mod key_tests;
 #[cfg(test)]
 mod reader_tests;
 #[cfg(test)]
+mod stream_tests;
+#[cfg(test)]
 mod tests;
