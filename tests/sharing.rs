@@ -321,6 +321,116 @@ async fn bad_shares_fail_clearly_and_change_nothing() {
     m.finish().await;
 }
 
+/// A share with an end: the end is IAM's `aws:CurrentTime` condition on
+/// both statements (AWS enforces it; moto ignores conditions, so the text
+/// is what is asserted), getfattr, `sealfs shares` and `sealfs shared`
+/// show it, an ended statement is no longer shown and is pruned when the
+/// grantee's policies are next written, and ends in the past are refused.
+#[tokio::test]
+async fn expiring_shares_carry_the_time_condition_and_are_pruned() {
+    let m = Mounted::new("share-expiry").mount();
+    let alice = m.stack.new_user("ge", Some(&grantee_policy())).await;
+    m.sh("echo until > $M/f; echo week > $M/g; echo later > $M/h");
+    m.sh(&format!(
+        "setfattr -n user.share -v '{alice};until=2099-01-31' $M/f"
+    ));
+    assert_eq!(
+        m.sh("getfattr -n user.share --only-values $M/f"),
+        format!("{alice};until=2099-02-01T00:00:00Z")
+    );
+    let docs = grant_docs(&m.stack, &alice).await;
+    let v: Value = serde_json::from_str(&docs[0].1.render()).unwrap();
+    let statements = v["Statement"].as_array().unwrap();
+    assert_eq!(statements.len(), 2);
+    for st in statements {
+        assert_eq!(
+            st["Condition"]["DateLessThan"]["aws:CurrentTime"], "2099-02-01T00:00:00Z",
+            "{st}"
+        );
+    }
+    let got = get_as(&m, &alice, "f");
+    assert!(got.status.success(), "{}", text(&got.stderr));
+    // The CLI: --for through the mount; shares and shared show the end.
+    ok(m.sealfs()
+        .arg("share")
+        .arg(m.mnt().join("g"))
+        .arg(&alice)
+        .args(["--for", "7d"]));
+    let listed = text(&ok(m.sealfs().arg("shares").arg(m.mnt().join("g"))).stdout);
+    assert!(listed.starts_with(&format!("{alice};until=")), "{listed}");
+    let shared = text(
+        &ok(m
+            .stack
+            .sealfs(&alice, &m.local("config-alice"))
+            .arg("shared"))
+        .stdout,
+    );
+    assert!(shared.contains("UNTIL"), "{shared}");
+    assert!(shared.contains("2099-02-01T00:00:00Z"), "{shared}");
+    // An end in the past is refused, and grants nothing.
+    let out = m.sh_any(&format!(
+        "setfattr -n user.share -v '{alice};until=2001-01-01' $M/h"
+    ));
+    assert!(
+        text(&out.stderr).contains("Invalid argument"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = run(m
+        .sealfs()
+        .arg("share")
+        .arg(m.mnt().join("h"))
+        .arg(&alice)
+        .args(["--until", "2001-01-01"]));
+    assert!(stderr(&out).contains("already passed"), "{}", stderr(&out));
+    assert!(!m.sh_any("getfattr -n user.share $M/h").status.success());
+    // A statement that has ended (written as it would be by a share made
+    // long ago) is shown to no one and goes at the next write.
+    let iam = m.stack.iam("admin");
+    let (name, mut doc, _) = grant_docs(&m.stack, &alice).await.remove(0);
+    let h = sealfs::grants::SharedFile {
+        bucket: m.stack.bucket().to_string(),
+        key: format!("{}/h", m.prefix),
+        file_id: file_id(&m, "h").await,
+        key_arn: m.stack.kms_key().to_string(),
+    };
+    doc.add_until("admin", &h, sealfs::grants::expiry::Until::from_unix(1_000));
+    let arn = iam
+        .list_policies()
+        .path_prefix(format!("/sealfs/{alice}/"))
+        .send()
+        .await
+        .unwrap()
+        .policies()
+        .iter()
+        .find(|p| p.policy_name() == Some(name.as_str()))
+        .unwrap()
+        .arn()
+        .unwrap()
+        .to_string();
+    iam.create_policy_version()
+        .policy_arn(&arn)
+        .policy_document(doc.render())
+        .set_as_default(true)
+        .send()
+        .await
+        .unwrap();
+    assert!(grant_docs(&m.stack, &alice).await[0].1.grants(&h));
+    std::thread::sleep(std::time::Duration::from_millis(1_100));
+    assert!(!m.sh_any("getfattr -n user.share $M/h").status.success());
+    m.sh("echo more > $M/i");
+    m.sh(&format!("setfattr -n user.share -v {alice} $M/i"));
+    let after = grant_docs(&m.stack, &alice).await;
+    assert!(
+        after.iter().all(|(_, d, _)| !d.grants(&h)),
+        "pruned at the next write"
+    );
+    assert!(after
+        .iter()
+        .any(|(_, d, _)| d.listed().iter().any(|l| l.key.ends_with("/f"))));
+    m.finish().await;
+}
+
 #[tokio::test]
 async fn owner_without_iam_rights_gets_eacces() {
     let stack = Stack::get();

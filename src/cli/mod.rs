@@ -98,6 +98,14 @@ enum Command {
         /// IAM user names or user ARNs.
         #[arg(required = true)]
         users: Vec<String>,
+        /// The share ends after this long: 7d, 12h, 1w2d (s, m, h, d, w).
+        /// AWS enforces the end (aws:CurrentTime), whether or not sealfs runs.
+        #[arg(long = "for", value_name = "DURATION", conflicts_with = "until")]
+        for_: Option<String>,
+        /// The share ends at this time: 2027-01-31 (through that day, UTC)
+        /// or 2027-01-31T18:00:00Z.
+        #[arg(long, value_name = "TIME")]
+        until: Option<String>,
         /// Managed policies IAM lets a user have attached (10, or up to 20 if raised).
         #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..=20))]
         iam_policy_limit: u16,
@@ -124,10 +132,18 @@ enum Command {
         #[arg(long)]
         all: bool,
     },
-    /// List the users a file is shared with (read from IAM).
+    /// List the users a file is shared with (read from IAM), each with its
+    /// end if it has one; or, with --prune-ended, remove every grant
+    /// statement whose end has passed from the account's sealfs policies.
     Shares {
         /// The file: s3://BUCKET/PATH, or its path on a sealfs mount.
-        file: String,
+        #[arg(
+            required_unless_present = "prune_ended",
+            conflicts_with = "prune_ended"
+        )]
+        file: Option<String>,
+        #[arg(long)]
+        prune_ended: bool,
     },
     /// List the files shared with you (with your own credentials).
     Shared,
@@ -261,12 +277,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Share {
             file,
             users,
+            for_,
+            until,
             iam_policy_limit,
             grantee_boundary,
         } => {
             let t = target::Target::parse(file)?;
             let settings = share::settings(*iam_policy_limit, grantee_boundary.clone());
-            return share::change(&opts, &t, users, share::Change::Share, settings).await;
+            let users = share::with_end(users, for_.as_deref(), until.as_deref())?;
+            return share::change(&opts, &t, &users, share::Change::Share, settings).await;
         }
         Command::Grantee { action } => return grantee::run(&opts, action).await,
         Command::Unshare { file, users, all } => {
@@ -278,7 +297,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             return share::change(&opts, &t, users, change, GrantSettings::default()).await;
         }
-        Command::Shares { file } => return share::list(&opts, &target::Target::parse(file)?).await,
+        Command::Shares {
+            file: Some(file), ..
+        } => return share::list(&opts, &target::Target::parse(file)?).await,
+        Command::Shares { file: None, .. } => return share::prune_ended(&opts).await,
         Command::Shared => return share::shared_with_me(&opts).await,
         Command::Rekey { file } => {
             return share::rekey(&opts, target::Target::parse(file)?.url()).await

@@ -9,6 +9,8 @@ use crate::app::{Aws, AwsOptions, Wiring};
 use crate::crypto::{Header, Layout, HEADER_LEN};
 use crate::error::Error;
 use crate::fs::{SHARE, UNSHARE};
+use crate::grants::grantee::Request;
+use crate::grants::policy::Listed;
 use crate::grants::{GrantSettings, Grants, SharedFile};
 use crate::sealed::SealMeta;
 use crate::store::{ObjectStore, PutCondition};
@@ -18,6 +20,32 @@ use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::Arc;
+
+/// The grantees with the end given by `--for` or `--until`, in the form the
+/// `user.share` attribute takes (`alice;until=…`), checked now so that a
+/// bad end is refused before anything is granted.
+pub fn with_end(
+    users: &[String],
+    for_: Option<&str>,
+    until: Option<&str>,
+) -> anyhow::Result<Vec<String>> {
+    let option = match (for_, until) {
+        (Some(d), _) => format!(";for={d}"),
+        (None, Some(t)) => format!(";until={t}"),
+        (None, None) => String::new(),
+    };
+    let now = std::time::SystemTime::now();
+    let mut out = Vec::new();
+    for u in users {
+        let item = format!("{u}{option}");
+        let r = Request::parse(&item, now).map_err(|e| anyhow::anyhow!(e))?;
+        // Resolved to an instant here, so that every grantee of the
+        // command gets the same end.
+        let who = u.split(';').next().unwrap_or_default();
+        out.push(crate::fs::show_grant(who, r.until));
+    }
+    Ok(out)
+}
 
 /// What to do with a file's grants.
 pub enum Change {
@@ -71,8 +99,11 @@ pub async fn change(
     };
     match change {
         Change::Share => {
-            for name in who {
-                g.share(name, &file).await?;
+            let now = std::time::SystemTime::now();
+            for item in who {
+                let r = Request::parse(item, now).map_err(|e| anyhow::anyhow!(e))?;
+                let name = item.split(';').next().unwrap_or_default();
+                g.share_until(name, &file, r.until).await?;
             }
         }
         Change::Unshare => {
@@ -97,9 +128,10 @@ async fn verified_file(w: &Wiring, url: &S3Url) -> anyhow::Result<SharedFile> {
     Ok(SharedFile::verified(&sealed, &url.key).await?)
 }
 
-/// Prints the users a file is shared with, one per line.
+/// Prints the users a file is shared with, one per line, each with its end
+/// if it has one (`alice;until=2027-02-01T00:00:00Z`).
 pub async fn list(opts: &AwsOptions, target: &Target) -> anyhow::Result<()> {
-    let who = match target {
+    let who: Vec<String> = match target {
         Target::Mounted { path, .. } => match get_attr(path, SHARE)? {
             Some(v) => v.split(',').map(str::to_string).collect(),
             None => Vec::new(),
@@ -107,12 +139,30 @@ pub async fn list(opts: &AwsOptions, target: &Target) -> anyhow::Result<()> {
         Target::S3(url) => {
             let w = Wiring::new(opts, &url.bucket).await;
             let file = verified_file(&w, url).await?;
-            grants(&w, GrantSettings::default()).grantees(&file).await?
+            grants(&w, GrantSettings::default())
+                .grants_of(&file)
+                .await?
+                .iter()
+                .map(|(name, until)| crate::fs::show_grant(name, *until))
+                .collect()
         }
     };
     for name in who {
         println!("{name}");
     }
+    Ok(())
+}
+
+/// `sealfs shares --prune-ended`: every ended statement out of the
+/// account's sealfs grant policies.
+pub async fn prune_ended(opts: &AwsOptions) -> anyhow::Result<()> {
+    let aws = Aws::load(opts).await;
+    let g = Grants::new(aws.grant_service(), GrantSettings::default());
+    let n = g.prune_ended().await?;
+    eprintln!(
+        "{n} grant {} pruned",
+        if n == 1 { "policy" } else { "policies" }
+    );
     Ok(())
 }
 
@@ -125,9 +175,16 @@ pub async fn shared_with_me(opts: &AwsOptions) -> anyhow::Result<()> {
         eprintln!("nothing has been shared with you");
         return Ok(());
     }
-    println!("{:>12}  {:<16}  FILE", "SIZE", "SHARED BY");
+    println!("{:>12}  {:<16}  {:<20}  FILE", "SIZE", "SHARED BY", "UNTIL");
     let mut stores: std::collections::HashMap<String, Arc<dyn ObjectStore>> = Default::default();
-    for (bucket, key, sharer) in files {
+    for Listed {
+        bucket,
+        key,
+        sharer,
+        until,
+    } in files
+    {
+        let until = until.map(|u| u.iso8601()).unwrap_or_else(|| "-".into());
         let store = stores
             .entry(bucket.clone())
             .or_insert_with(|| aws.store(&bucket))
@@ -139,7 +196,7 @@ pub async fn shared_with_me(opts: &AwsOptions) -> anyhow::Result<()> {
                 "unavailable".into()
             }
         };
-        println!("{size:>12}  {sharer:<16}  s3://{bucket}/{key}");
+        println!("{size:>12}  {sharer:<16}  {until:<20}  s3://{bucket}/{key}");
     }
     Ok(())
 }

@@ -8,6 +8,8 @@
 use super::attr::Kind;
 use super::SealFs;
 use crate::error::{Error, Result};
+use crate::grants::expiry::Until;
+use crate::grants::grantee::Request;
 use crate::grants::{Grants, SharedFile};
 use libc::{EACCES, EISDIR, ENODATA, ENOTSUP};
 use std::sync::atomic::Ordering;
@@ -33,6 +35,15 @@ pub fn share_refused(name: &str, uid: u32, owner_uid: u32) -> Option<Error> {
             format!("uid {uid} may not change {name}: only the mount's owner (uid {owner_uid}) or root shares through this mount"),
         )
     })
+}
+
+/// How `getfattr -n user.share` shows one grant: the grantee, and its end
+/// in the form `setfattr` reads.
+pub fn show_grant(grantee: &str, until: Option<Until>) -> String {
+    match until {
+        None => grantee.to_string(),
+        Some(u) => format!("{grantee};until={}", u.iso8601()),
+    }
 }
 
 /// The names in an attribute value: comma- or whitespace-separated.
@@ -96,7 +107,9 @@ impl SealFs {
         Ok(SharedFile::of(self.store.bucket(), &key, &verified))
     }
 
-    /// The grantees of a file, comma-separated, read from IAM.
+    /// The grantees of a file, comma-separated, each with its end when it
+    /// has one (`alice,bob;until=2027-02-01T00:00:00Z`: what `setfattr`
+    /// reads back), read from IAM. Ended grants are not shown.
     pub(super) async fn get_share(&self, ino: u64) -> Result<Vec<u8>> {
         let entry = self.getattr(ino).await?;
         if entry.attr.kind != Kind::File {
@@ -104,26 +117,47 @@ impl SealFs {
         }
         let grants = self.grants()?;
         let who = grants
-            .grantees(&self.shared_file(ino, false).await?)
+            .grants_of(&self.shared_file(ino, false).await?)
             .await?;
         if who.is_empty() {
             return Err(Error::posix(ENODATA, format!("{SHARE}: not shared")));
         }
-        Ok(who.join(",").into_bytes())
+        let shown: Vec<String> = who
+            .iter()
+            .map(|(name, until)| show_grant(name, *until))
+            .collect();
+        Ok(shown.join(",").into_bytes())
     }
 
     /// `setfattr -n user.share|user.unshare -v NAMES`.
+    ///
+    /// Each name may carry an end: `alice;for=7d`, `alice;until=2027-01-31`
+    /// (the whole request is checked before anything is granted). An end
+    /// on `user.unshare` is ignored: the grant goes, whatever its end.
     pub(super) async fn set_share(&self, ino: u64, name: &str, value: &[u8]) -> Result<()> {
         self.check_writable()?;
-        let who = names(value)?;
+        let now = std::time::SystemTime::now();
+        let requests = names(value)?
+            .iter()
+            .map(|item| {
+                let request = Request::parse(item, now).map_err(Error::InvalidArgument)?;
+                let who = item.split(';').next().unwrap_or_default().to_string();
+                Ok((who, request.until))
+            })
+            .collect::<Result<Vec<_>>>()?;
         let grants = self.grants()?;
         let file = self.shared_file(ino, name == SHARE).await?;
-        for w in &who {
+        for (who, until) in &requests {
             if name == SHARE {
-                let user = grants.share(w, &file).await?;
-                tracing::info!(object = %file.arn(), grantee = %user.arn, "shared");
+                let user = grants.share_until(who, &file, *until).await?;
+                match until {
+                    Some(u) => {
+                        tracing::info!(object = %file.arn(), grantee = %user.arn, until = %u, "shared")
+                    }
+                    None => tracing::info!(object = %file.arn(), grantee = %user.arn, "shared"),
+                }
             } else {
-                let user = grants.unshare(w, &file).await?;
+                let user = grants.unshare(who, &file).await?;
                 tracing::info!(object = %file.arn(), grantee = %user.arn, "unshared");
             }
         }
@@ -228,6 +262,41 @@ mod tests {
             ENODATA
         );
         assert!(iam.policies().is_empty());
+    }
+
+    #[tokio::test]
+    async fn shares_with_an_end_through_attributes() {
+        let (r, iam) = shared_rig();
+        let a = r.write_file(ROOT, "a.txt", b"hello").await;
+        r.fs.setxattr(a, SHARE, b"alice;until=2099-01-31,bob", 0)
+            .await
+            .unwrap();
+        let shown = grantees(&r, a).await.unwrap();
+        assert_eq!(shown, "alice;until=2099-02-01T00:00:00Z,bob");
+        // What getfattr shows, setfattr takes back: nothing changes.
+        r.fs.setxattr(a, SHARE, shown.as_bytes(), 0).await.unwrap();
+        assert!(iam.policies().iter().all(|(_, v)| *v == 1));
+        r.fs.setxattr(a, SHARE, b"alice;for=1d", 0).await.unwrap();
+        let shown = grantees(&r, a).await.unwrap();
+        assert!(
+            shown.starts_with("alice;until=") && !shown.contains("2099"),
+            "{shown}"
+        );
+        for bad in [
+            &b"alice;until=2001-01-01"[..],
+            b"alice;for=soon",
+            b"alice;ttl=1d",
+            b"bob,alice;for=0d",
+        ] {
+            let e = r.fs.setxattr(a, SHARE, bad, 0).await.unwrap_err();
+            assert_eq!(e.errno(), libc::EINVAL, "{}", String::from_utf8_lossy(bad));
+        }
+        // A refused request granted nothing, not even its valid names.
+        assert_eq!(grantees(&r, a).await.unwrap(), shown);
+        r.fs.setxattr(a, UNSHARE, b"alice;until=2099-01-31", 0)
+            .await
+            .unwrap();
+        assert_eq!(grantees(&r, a).await.unwrap(), "bob");
     }
 
     #[tokio::test]

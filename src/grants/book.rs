@@ -8,14 +8,15 @@
 //! still lose one update (docs/SHARING.md says so, and `sealfs shares` shows
 //! the truth).
 
-use super::policy::{object_arn, GrantDoc, SharedFile, POLICY_SIZE_LIMIT};
+use super::expiry::Until;
+use super::policy::{object_arn, GrantDoc, Listed, SharedFile, POLICY_SIZE_LIMIT};
 use super::{BoundaryCheck, BOUNDARY_NAME, BOUNDARY_PATH};
 use super::{GrantError, GrantService, ManagedPolicy, User, POLICY_PATH};
 use crate::error::{Error, Result};
 use futures::{StreamExt, TryStreamExt};
 use parking_lot::Mutex;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 #[derive(Clone, Debug)]
 pub struct GrantSettings {
@@ -63,7 +64,12 @@ pub struct Grants {
     caller: tokio::sync::OnceCell<super::Caller>,
     write_lock: tokio::sync::Mutex<()>,
     index: Mutex<Option<(Instant, Index)>>,
+    /// What time it is, for grants' ends (a test turns it forward).
+    clock: Clock,
 }
+
+/// The wall clock the ends of grants are compared with.
+pub type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
 
 fn grantee_path(user: &str) -> String {
     format!("{POLICY_PATH}{user}/")
@@ -85,7 +91,14 @@ impl Grants {
             caller: tokio::sync::OnceCell::new(),
             write_lock: tokio::sync::Mutex::new(()),
             index: Mutex::new(None),
+            clock: Arc::new(SystemTime::now),
         }
+    }
+
+    /// The same grants judged by another clock (tests).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     pub fn service(&self) -> &Arc<dyn GrantService> {
@@ -95,6 +108,7 @@ impl Grants {
     /// The IAM user named by `who`: a user name, or an IAM user ARN.
     pub async fn resolve(&self, who: &str) -> Result<User> {
         let who = who.trim();
+        let who = who.strip_prefix("user/").unwrap_or(who);
         let name = match who.strip_prefix("arn:") {
             Some(_) => who
                 .split_once(":user/")
@@ -271,8 +285,21 @@ impl Grants {
         })
     }
 
-    /// Grants `who` read access to `file`. Idempotent.
+    /// Grants `who` read access to `file`, without an end. Idempotent.
     pub async fn share(&self, who: &str, file: &SharedFile) -> Result<User> {
+        self.share_until(who, file, None).await
+    }
+
+    /// Grants `who` read access to `file` until `until` (`None`: no end).
+    /// Sharing again replaces the end this sharer gave; the same grant
+    /// again writes nothing. Statements of this grantee that have ended are
+    /// pruned whenever its policies are written.
+    pub async fn share_until(
+        &self,
+        who: &str,
+        file: &SharedFile,
+        until: Option<Until>,
+    ) -> Result<User> {
         let user = self.resolve(who).await?;
         self.check_boundary(&user).await?;
         let sharer = self.sharer().await?;
@@ -285,24 +312,60 @@ impl Grants {
             .into_iter()
             .map(|(_, arn)| arn)
             .collect();
-        if let Some(p) = policies.iter().find(|p| p.doc.grants(file)) {
+        if let Some(p) = policies
+            .iter()
+            .find(|p| p.doc.has_grant(&sharer, file, until))
+        {
             if !attached.contains(&p.policy.arn) {
                 self.iam.attach(&user.name, &p.policy.arn).await?;
             }
             return Ok(user);
         }
-        for p in &policies {
-            let mut doc = p.doc.clone();
-            doc.add(&sharer, file);
-            if doc.size() <= self.settings.policy_size_limit {
-                self.write(p, &doc).await?;
-                if !attached.contains(&p.policy.arn) {
-                    self.iam.attach(&user.name, &p.policy.arn).await?;
+        // This sharer's other grants of the file (another end) and ended
+        // statements go; the new grant goes into the first policy with room.
+        let now = (self.clock)();
+        let mut docs: Vec<GrantDoc> = policies
+            .iter()
+            .map(|p| {
+                let mut d = p.doc.clone();
+                d.prune_ended(now);
+                d.withdraw(&sharer, file);
+                d
+            })
+            .collect();
+        let placed = docs.iter_mut().position(|d| {
+            let mut t = d.clone();
+            t.add_until(&sharer, file, until);
+            let fits = t.size() <= self.settings.policy_size_limit;
+            if fits {
+                *d = t;
+            }
+            fits
+        });
+        // The policy that gains the grant is written first, so that moving
+        // a grant never leaves a moment without it.
+        let mut order: Vec<usize> = (0..policies.len()).collect();
+        if let Some(i) = placed {
+            order.retain(|&j| j != i);
+            order.insert(0, i);
+        }
+        let mut freed = 0;
+        for i in order {
+            if docs[i] != policies[i].doc {
+                self.write(&policies[i], &docs[i]).await?;
+                if docs[i].is_empty() && attached.contains(&policies[i].policy.arn) {
+                    freed += 1;
                 }
-                return Ok(user);
             }
         }
-        if attached.len() >= self.settings.attached_policy_limit {
+        if let Some(i) = placed {
+            if !attached.contains(&policies[i].policy.arn) {
+                self.iam.attach(&user.name, &policies[i].policy.arn).await?;
+            }
+            return Ok(user);
+        }
+        let in_use = attached.len() - freed;
+        if in_use >= self.settings.attached_policy_limit {
             return Err(Error::posix(
                 libc::ENOSPC,
                 format!(
@@ -313,7 +376,7 @@ impl Grants {
                     file.arn(),
                     user.name,
                     user.name,
-                    attached.len(),
+                    in_use,
                     self.settings.attached_policy_limit,
                     policies.len(),
                     if policies.len() == 1 {
@@ -326,8 +389,14 @@ impl Grants {
             ));
         }
         let mut doc = GrantDoc::default();
-        doc.add(&sharer, file);
-        let created = self.create_policy(&user.name, &policies, &doc).await?;
+        doc.add_until(&sharer, file, until);
+        let live: Vec<GrantPolicy> = policies
+            .iter()
+            .zip(&docs)
+            .filter(|(_, d)| !d.is_empty())
+            .map(|(p, _)| p.clone())
+            .collect();
+        let created = self.create_policy(&user.name, &live, &doc).await?;
         if let Err(e) = self.iam.attach(&user.name, &created.arn).await {
             // Leave nothing half-made behind.
             if let Err(d) = self.iam.delete_policy(&created.arn).await {
@@ -393,19 +462,41 @@ impl Grants {
     }
 
     /// Applies `edit` to each of the grantee's policies (read fresh) and
-    /// writes those it changed. Callers hold the write lock.
+    /// writes those it changed, or that held ended statements (pruned).
+    /// Callers hold the write lock.
     async fn edit_grantee(
         &self,
         grantee: &str,
         edit: impl Fn(&mut GrantDoc) -> bool,
     ) -> Result<()> {
+        let now = (self.clock)();
         for p in self.policies_of(grantee).await? {
             let mut doc = p.doc.clone();
-            if edit(&mut doc) {
+            let pruned = doc.prune_ended(now);
+            if edit(&mut doc) | pruned {
                 self.write(&p, &doc).await?;
             }
         }
         Ok(())
+    }
+
+    /// Prunes every ended statement of every sealfs grant policy in the
+    /// account (`sealfs shares --prune-ended`); returns how many policies
+    /// changed. AWS stopped honouring them at their end: this frees their
+    /// room and keeps `sealfs shares` short.
+    pub async fn prune_ended(&self) -> Result<usize> {
+        let _w = self.write_lock.lock().await;
+        let listed = self.iam.list_policies(POLICY_PATH).await?;
+        let now = (self.clock)();
+        let mut changed = 0;
+        for p in self.read_all(listed).await? {
+            let mut doc = p.doc.clone();
+            if doc.prune_ended(now) {
+                self.write(&p, &doc).await?;
+                changed += 1;
+            }
+        }
+        Ok(changed)
     }
 
     /// The users `file` is shared with, read from IAM (at most
@@ -420,6 +511,25 @@ impl Grants {
         who.sort();
         who.dedup();
         Ok(who)
+    }
+
+    /// Who can read `file` now and until when (`None`: no end), read from
+    /// IAM at most `query_ttl` ago: what `getfattr -n user.share` shows.
+    /// Ended grants are left out (AWS no longer honours them).
+    pub async fn grants_of(&self, file: &SharedFile) -> Result<Vec<(String, Option<Until>)>> {
+        let idx = self.index(self.settings.query_ttl).await?;
+        let now = (self.clock)();
+        let mut ends: std::collections::BTreeMap<String, Option<Until>> = Default::default();
+        for p in idx.iter() {
+            if let Some(until) = p.doc.granted_until(file, now) {
+                let e = ends.entry(p.grantee.clone()).or_insert(until);
+                // No end beats any end; else the later end.
+                if e.is_some() && (until.is_none() || until > *e) {
+                    *e = until;
+                }
+            }
+        }
+        Ok(ends.into_iter().collect())
     }
 
     /// Applies `edit` to the policies of every grantee whose policies mention
@@ -490,14 +600,17 @@ impl Grants {
         Ok(who)
     }
 
-    /// What has been shared with the caller: (bucket, key, sharer), read
+    /// What has been shared with the caller (object, sharer, end), read
     /// with the caller's own credentials.
-    pub async fn shared_with_me(&self) -> Result<Vec<(String, String, String)>> {
-        let mut out: Vec<(String, String, String)> = self
+    /// Grants that have ended are left out.
+    pub async fn shared_with_me(&self) -> Result<Vec<Listed>> {
+        let now = (self.clock)();
+        let mut out: Vec<Listed> = self
             .my_documents()
             .await?
             .iter()
-            .flat_map(|d| d.objects())
+            .flat_map(|d| d.listed())
+            .filter(|l| !l.until.is_some_and(|u| u.has_passed(now)))
             .collect();
         out.sort();
         out.dedup();

@@ -8,10 +8,14 @@
 //! - [`policy`]: the policy document (pure);
 //! - [`GrantService`]: the IAM operations sealfs needs, with the AWS
 //!   implementation in [`iam`] and an in-memory one with IAM's limits in [`fake`];
-//! - [`book`]: the grant logic (spill, versions, capacity, rename, delete).
+//! - [`book`]: the grant logic (spill, versions, capacity, rename, delete, ends);
+//! - [`expiry`]: when a share ends, as people write it and as IAM compares it;
+//! - [`grantee`]: grantees as people name them, and their policy paths.
 
 pub mod book;
+pub mod expiry;
 pub mod fake;
+pub mod grantee;
 pub mod iam;
 pub mod policy;
 

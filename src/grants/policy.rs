@@ -8,8 +8,10 @@
 //! binding and by KMS, so the cross product grants nothing more than the pairs.
 //! The sharer rides in the statement ids (hex, since a Sid is alphanumeric).
 
+use super::expiry::Until;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::SystemTime;
 
 /// IAM's limit on a managed policy document, in characters without whitespace.
 pub const POLICY_SIZE_LIMIT: usize = 6144;
@@ -101,11 +103,36 @@ pub struct Granted {
     pub keys: BTreeSet<String>,
 }
 
-/// The content of one grant policy, keyed by sharer (a user or role name).
+/// Who granted, and until when: a policy's statements come in pairs (objects,
+/// keys), one pair per sharer and end. A grant without an end has `until: None`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct GrantKey {
+    /// A user name, or a role session's `role/session`.
+    pub sharer: String,
+    pub until: Option<Until>,
+}
+
+/// One grant as listed: the object, who shared it, and until when.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Listed {
+    pub bucket: String,
+    pub key: String,
+    pub sharer: String,
+    pub until: Option<Until>,
+}
+
+/// The content of one grant policy, keyed by sharer and end.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct GrantDoc {
-    pub by_sharer: BTreeMap<String, Granted>,
+    pub by_sharer: BTreeMap<GrantKey, Granted>,
 }
+
+/// What a statement id carries after the sharer's hex when the grant ends
+/// (`U` is not a hex digit, so the two never run together).
+const UNTIL_TAG: &str = "Until";
+/// The condition that ends a statement; AWS evaluates it on every request.
+const END_CONDITION: &str = "DateLessThan";
+const CURRENT_TIME: &str = "aws:CurrentTime";
 
 impl GrantDoc {
     pub fn is_empty(&self) -> bool {
@@ -114,12 +141,35 @@ impl GrantDoc {
             .all(|g| g.objects.is_empty() && g.file_ids.is_empty())
     }
 
-    /// True when `file` is granted (its object and its file id), by anyone.
+    /// True when `file` is granted (its object and its file id), by anyone,
+    /// ended or not: AWS no longer honours an ended statement, but it is
+    /// still in the document until it is pruned.
     pub fn grants(&self, file: &SharedFile) -> bool {
+        self.ends_of(file).next().is_some()
+    }
+
+    /// When `file`'s grant in this document ends, as of `now`: `None` when
+    /// it is not granted or every grant of it has ended, `Some(None)` when a
+    /// grant has no end, else the latest end.
+    pub fn granted_until(&self, file: &SharedFile, now: SystemTime) -> Option<Option<Until>> {
+        let mut best: Option<Option<Until>> = None;
+        for until in self.ends_of(file) {
+            match until {
+                None => return Some(None),
+                Some(u) if u.has_passed(now) => {}
+                Some(u) => best = Some(best.flatten().max(Some(u))),
+            }
+        }
+        best
+    }
+
+    fn ends_of<'a>(&'a self, file: &SharedFile) -> impl Iterator<Item = Option<Until>> + 'a {
         let arn = file.arn();
+        let id = file.file_id.clone();
         self.by_sharer
-            .values()
-            .any(|g| g.objects.contains(&arn) && g.file_ids.contains(&file.file_id))
+            .iter()
+            .filter(move |(_, g)| g.objects.contains(&arn) && g.file_ids.contains(&id))
+            .map(|(k, _)| k.until)
     }
 
     /// True when the object at `arn` appears in any statement.
@@ -127,11 +177,60 @@ impl GrantDoc {
         self.by_sharer.values().any(|g| g.objects.contains(arn))
     }
 
+    /// Grants `file` without an end.
     pub fn add(&mut self, sharer: &str, file: &SharedFile) {
-        let g = self.by_sharer.entry(sharer.to_string()).or_default();
+        self.add_until(sharer, file, None);
+    }
+
+    /// Grants `file` until `until` (`None`: no end). A grant of the same
+    /// file by the same sharer with another end is replaced, so sharing
+    /// again changes the end (and `None` makes it lasting).
+    pub fn add_until(&mut self, sharer: &str, file: &SharedFile, until: Option<Until>) {
+        self.withdraw(sharer, file);
+        let g = self
+            .by_sharer
+            .entry(GrantKey {
+                sharer: sharer.to_string(),
+                until,
+            })
+            .or_default();
         g.objects.insert(file.arn());
         g.file_ids.insert(file.file_id.clone());
         g.keys.insert(file.key_arn.clone());
+    }
+
+    /// True when `sharer` granted `file` with exactly the end `until`.
+    pub fn has_grant(&self, sharer: &str, file: &SharedFile, until: Option<Until>) -> bool {
+        let key = GrantKey {
+            sharer: sharer.to_string(),
+            until,
+        };
+        self.by_sharer
+            .get(&key)
+            .is_some_and(|g| g.objects.contains(&file.arn()) && g.file_ids.contains(&file.file_id))
+    }
+
+    /// Removes `sharer`'s grants of `file`, whatever their end (another
+    /// sharer's grant of it stays); true if anything changed.
+    pub fn withdraw(&mut self, sharer: &str, file: &SharedFile) -> bool {
+        let arn = file.arn();
+        let mut changed = false;
+        for (k, g) in self.by_sharer.iter_mut() {
+            if k.sharer == sharer {
+                changed |= g.objects.remove(&arn);
+                changed |= g.file_ids.remove(&file.file_id);
+            }
+        }
+        self.tidy();
+        changed
+    }
+
+    /// Drops the statements that ended before `now`; true if any did.
+    pub fn prune_ended(&mut self, now: SystemTime) -> bool {
+        let before = self.by_sharer.len();
+        self.by_sharer
+            .retain(|k, _| !k.until.is_some_and(|u| u.has_passed(now)));
+        self.by_sharer.len() != before
     }
 
     /// The KMS keys the owner named for the object at `arn` with file id
@@ -153,6 +252,12 @@ impl GrantDoc {
                 changed |= g.file_ids.remove(f);
             }
         }
+        self.tidy();
+        changed
+    }
+
+    /// Drops empty statement pairs, and the keys of pairs with no file ids left.
+    fn tidy(&mut self) {
         self.by_sharer
             .retain(|_, g| !(g.objects.is_empty() && g.file_ids.is_empty()));
         for g in self.by_sharer.values_mut() {
@@ -160,7 +265,6 @@ impl GrantDoc {
                 g.keys.clear();
             }
         }
-        changed
     }
 
     /// Replaces object `from` by `to` wherever it appears; true if anything changed.
@@ -189,11 +293,24 @@ impl GrantDoc {
 
     /// Every (bucket, key, sharer) this document grants.
     pub fn objects(&self) -> Vec<(String, String, String)> {
+        self.listed()
+            .into_iter()
+            .map(|l| (l.bucket, l.key, l.sharer))
+            .collect()
+    }
+
+    /// Every object this document grants, with its sharer and end.
+    pub fn listed(&self) -> Vec<Listed> {
         let mut out = Vec::new();
-        for (sharer, g) in &self.by_sharer {
+        for (k, g) in &self.by_sharer {
             for arn in &g.objects {
-                if let Some((b, k)) = parse_object_arn(arn) {
-                    out.push((b, k, sharer.clone()));
+                if let Some((bucket, key)) = parse_object_arn(arn) {
+                    out.push(Listed {
+                        bucket,
+                        key,
+                        sharer: k.sharer.clone(),
+                        until: k.until,
+                    });
                 }
             }
         }
@@ -203,23 +320,38 @@ impl GrantDoc {
     /// The IAM policy JSON, compact (IAM does not count whitespace anyway).
     pub fn render(&self) -> String {
         let mut statements = Vec::new();
-        for (sharer, g) in &self.by_sharer {
-            let tag = hex::encode(sharer.as_bytes());
+        for (k, g) in &self.by_sharer {
+            let mut tag = hex::encode(k.sharer.as_bytes());
+            let mut end = serde_json::Map::new();
+            if let Some(u) = k.until {
+                tag.push_str(UNTIL_TAG);
+                tag.push_str(&u.tag());
+                end.insert(END_CONDITION.into(), json!({CURRENT_TIME: u.iso8601()}));
+            }
             if !g.objects.is_empty() {
-                statements.push(json!({
+                let mut st = json!({
                     "Sid": format!("{OBJECTS_SID}{tag}"),
                     "Effect": "Allow",
                     "Action": "s3:GetObject",
                     "Resource": g.objects.iter().collect::<Vec<_>>(),
-                }));
+                });
+                if !end.is_empty() {
+                    st["Condition"] = Value::Object(end.clone());
+                }
+                statements.push(st);
             }
             if !g.file_ids.is_empty() {
+                let mut condition = end.clone();
+                condition.insert(
+                    "StringEquals".into(),
+                    json!({FILE_CONDITION: g.file_ids.iter().collect::<Vec<_>>()}),
+                );
                 statements.push(json!({
                     "Sid": format!("{KEYS_SID}{tag}"),
                     "Effect": "Allow",
                     "Action": "kms:Decrypt",
                     "Resource": resource(&g.keys),
-                    "Condition": {"StringEquals": {FILE_CONDITION: g.file_ids.iter().collect::<Vec<_>>()}},
+                    "Condition": condition,
                 }));
             }
         }
@@ -233,7 +365,8 @@ impl GrantDoc {
 
     /// Reads a document written by [`GrantDoc::render`] (URL-encoded or not,
     /// as IAM returns it). Anything else is refused, so that sealfs never
-    /// rewrites a policy it did not write.
+    /// rewrites a policy it did not write: a statement whose end in its id
+    /// and in its condition disagree is not sealfs's either.
     pub fn parse(document: &str) -> Result<Self, String> {
         let v = parse_document(document)?;
         let statements = match &v["Statement"] {
@@ -251,11 +384,27 @@ impl GrantDoc {
             } else {
                 return Err(format!("statement {sid:?} was not written by sealfs"));
             };
-            let sharer = hex::decode(tag)
+            let (sharer_hex, until) = match tag.split_once(UNTIL_TAG) {
+                Some((h, u)) => (
+                    h,
+                    Some(
+                        Until::from_tag(u)
+                            .ok_or_else(|| format!("statement {sid:?} has a malformed end"))?,
+                    ),
+                ),
+                None => (tag, None),
+            };
+            let written_end = s["Condition"][END_CONDITION][CURRENT_TIME].as_str();
+            if written_end != until.map(|u| u.iso8601()).as_deref() {
+                return Err(format!(
+                    "statement {sid:?}: its end and its {END_CONDITION} condition disagree"
+                ));
+            }
+            let sharer = hex::decode(sharer_hex)
                 .ok()
                 .and_then(|b| String::from_utf8(b).ok())
                 .ok_or_else(|| format!("statement {sid:?} has a malformed sharer"))?;
-            let g = doc.by_sharer.entry(sharer).or_default();
+            let g = doc.by_sharer.entry(GrantKey { sharer, until }).or_default();
             if kind == OBJECTS_SID {
                 g.objects.extend(strings(&s["Resource"]));
             } else {
@@ -421,6 +570,90 @@ mod tests {
         assert!(d.is_empty());
     }
 
+    fn end(text: &str) -> Until {
+        Until::parse_date(text).unwrap()
+    }
+
+    /// An expiring grant carries IAM's time condition on both statements,
+    /// so AWS ends it whether or not sealfs runs.
+    #[test]
+    fn an_end_is_a_condition_on_both_statements() {
+        let mut d = GrantDoc::default();
+        let x = file("x", 1);
+        d.add_until("owner", &x, Some(end("2027-01-31")));
+        let v: Value = serde_json::from_str(&d.render()).unwrap();
+        let st = v["Statement"].as_array().unwrap();
+        assert_eq!(st.len(), 2);
+        for s in st {
+            assert_eq!(
+                s["Condition"]["DateLessThan"]["aws:CurrentTime"],
+                "2027-02-01T00:00:00Z"
+            );
+            assert!(s["Sid"]
+                .as_str()
+                .unwrap()
+                .ends_with("Until20270201T000000Z"));
+        }
+        assert_eq!(
+            st[1]["Condition"]["StringEquals"][FILE_CONDITION],
+            json!([x.file_id])
+        );
+        assert_eq!(GrantDoc::parse(&d.render()).unwrap(), d);
+    }
+
+    #[test]
+    fn sharing_again_changes_the_end_and_ended_grants_are_pruned() {
+        let x = file("x", 1);
+        let y = file("y", 2);
+        let mut d = GrantDoc::default();
+        d.add_until("owner", &x, Some(end("2027-01-31")));
+        d.add_until("owner", &y, Some(end("2027-01-31")));
+        let before = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000);
+        let after = end("2027-02-02").unix() as u64;
+        let after = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(after);
+        assert_eq!(d.granted_until(&x, before), Some(Some(end("2027-01-31"))));
+        assert_eq!(d.granted_until(&x, after), None);
+        assert!(d.grants(&x), "ended but not yet pruned");
+        // Again with a later end: one grant of x, with the new end; y keeps its own.
+        d.add_until("owner", &x, Some(end("2027-06-30")));
+        assert_eq!(d.by_sharer.len(), 2);
+        assert_eq!(d.granted_until(&x, after), Some(Some(end("2027-06-30"))));
+        assert_eq!(d.granted_until(&y, after), None);
+        // Without an end: lasting.
+        d.add("owner", &x);
+        assert_eq!(d.granted_until(&x, after), Some(None));
+        assert!(d.prune_ended(after));
+        assert!(!d.grants(&y));
+        assert!(d.grants(&x));
+        assert!(!d.prune_ended(after));
+        // Another sharer's grant of the same file is left as it is.
+        d.add_until("other", &x, Some(end("2027-01-31")));
+        d.add("owner", &x);
+        assert_eq!(d.by_sharer.len(), 2);
+    }
+
+    /// A statement whose end in its id and in its condition disagree was
+    /// not written by sealfs (someone widened the condition): refused.
+    #[test]
+    fn an_end_that_disagrees_with_its_condition_is_refused() {
+        let mut d = GrantDoc::default();
+        d.add_until("owner", &file("x", 1), Some(end("2027-01-31")));
+        let widened = d
+            .render()
+            .replace("2027-02-01T00:00:00Z", "2099-01-01T00:00:00Z");
+        assert!(GrantDoc::parse(&widened).unwrap_err().contains("disagree"));
+        let dropped = d.render().replace(
+            r#""Condition":{"DateLessThan":{"aws:CurrentTime":"2027-02-01T00:00:00Z"}},"#,
+            "",
+        );
+        assert_ne!(dropped, d.render());
+        assert!(GrantDoc::parse(&dropped).is_err());
+        let bad_tag = d
+            .render()
+            .replace("Until20270201T000000Z", "Until20270231T000000Z");
+        assert!(GrantDoc::parse(&bad_tag).is_err());
+    }
+
     proptest! {
         /// Grant documents come from IAM (written by anyone with the rights):
         /// any text parses or is refused, never a panic.
@@ -437,15 +670,23 @@ mod tests {
         }
 
         #[test]
-        fn round_trip(entries in proptest::collection::vec(("[a-z]{1,8}", "[ -~]{1,40}", any::<u8>()), 0..20)) {
+        fn round_trip(entries in proptest::collection::vec(
+            ("[a-z]{1,8}", "[ -~]{1,40}", any::<u8>(), proptest::option::of(0i64..4_000_000_000)),
+            0..20,
+        )) {
             let mut d = GrantDoc::default();
-            for (sharer, key, n) in &entries {
-                d.add(sharer, &file(key, *n));
+            // One file id per object, as the path binding makes it.
+            let keyed = |key: &str, n: u8| SharedFile {
+                file_id: hex::encode(&<sha2::Sha256 as sha2::Digest>::digest(key.as_bytes())[..16]),
+                ..file(key, n)
+            };
+            for (sharer, key, n, until) in &entries {
+                d.add_until(sharer, &keyed(key, *n), (*until).and_then(Until::from_unix));
             }
             let parsed = GrantDoc::parse(&d.render()).unwrap();
             prop_assert_eq!(&parsed, &d);
-            for (_, key, n) in &entries {
-                prop_assert!(parsed.grants(&file(key, *n)));
+            for (_, key, n, _) in &entries {
+                prop_assert!(parsed.grants(&keyed(key, *n)));
             }
             prop_assert!(d.size() <= d.render().len());
         }

@@ -217,9 +217,20 @@ async fn the_grantee_sees_what_was_shared_and_by_whom() {
     let owner = Grants::new(iam.clone(), GrantSettings::default());
     owner.share("alice", &file("a b*", 1)).await.unwrap();
     owner.share("alice", &file("c", 2)).await.unwrap();
+    // Ended: no longer listed (AWS no longer honours it).
+    owner
+        .share_until("alice", &file("d", 3), end(1_000))
+        .await
+        .unwrap();
     iam.set_caller("alice");
     let as_alice = Grants::new(iam.clone(), GrantSettings::default());
-    let shared = as_alice.shared_with_me().await.unwrap();
+    let shared: Vec<(String, String, String)> = as_alice
+        .shared_with_me()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|l| (l.bucket, l.key, l.sharer))
+        .collect();
     assert_eq!(
         shared,
         vec![
@@ -312,4 +323,132 @@ async fn grants_need_the_boundary_and_never_reach_the_owner() {
     // nor give bob a boundary.
     assert!(lax.share("owner", &a).await.is_err());
     assert!(iam.put_user_boundary("bob", &boundary).await.is_err());
+}
+
+fn end(unix: i64) -> Option<expiry::Until> {
+    Some(expiry::Until::from_unix(unix).unwrap())
+}
+
+/// 2099-01-01: an end that has not come.
+const LATER: i64 = 4_070_908_800;
+
+#[tokio::test]
+async fn an_end_is_written_replaced_and_shown() {
+    let (iam, g) = setup();
+    let f = file("report.pdf", 1);
+    g.share_until("alice", &f, end(LATER)).await.unwrap();
+    assert_eq!(
+        g.grants_of(&f).await.unwrap(),
+        vec![("alice".to_string(), end(LATER))]
+    );
+    let text = g.documents_of("alice").await.unwrap()[0].1.render();
+    assert!(
+        text.contains(r#""DateLessThan":{"aws:CurrentTime":"2099-01-01T00:00:00Z"}"#),
+        "{text}"
+    );
+    // The same grant again writes nothing.
+    g.share_until("alice", &f, end(LATER)).await.unwrap();
+    assert_eq!(iam.policies(), vec![("sealfs-alice-1".to_string(), 1)]);
+    // Another end replaces it (one grant, not two); no end makes it lasting.
+    g.share_until("alice", &f, end(LATER + 86_400))
+        .await
+        .unwrap();
+    let docs = g.documents_of("alice").await.unwrap();
+    assert_eq!(docs.len(), 1);
+    assert_eq!(docs[0].1.by_sharer.len(), 1);
+    assert_eq!(
+        g.grants_of(&f).await.unwrap(),
+        vec![("alice".to_string(), end(LATER + 86_400))]
+    );
+    g.share("alice", &f).await.unwrap();
+    assert_eq!(
+        g.grants_of(&f).await.unwrap(),
+        vec![("alice".to_string(), None)]
+    );
+    assert!(!g.documents_of("alice").await.unwrap()[0]
+        .1
+        .render()
+        .contains("DateLessThan"));
+}
+
+#[tokio::test]
+async fn ended_grants_are_not_shown_and_are_pruned_at_the_next_write() {
+    let (iam, g) = setup();
+    let (a, b) = (file("a", 1), file("b", 2));
+    g.share_until("alice", &a, end(1_000)).await.unwrap();
+    assert!(
+        g.grants_of(&a).await.unwrap().is_empty(),
+        "ended: shown to no one"
+    );
+    assert_eq!(
+        g.grantees(&a).await.unwrap(),
+        vec!["alice"],
+        "but still in IAM"
+    );
+    g.share("alice", &b).await.unwrap();
+    let docs = g.documents_of("alice").await.unwrap();
+    assert_eq!(docs.len(), 1);
+    assert!(
+        !docs[0].1.grants(&a),
+        "pruned when alice's policy was written"
+    );
+    assert!(docs[0].1.grants(&b));
+    assert_eq!(iam.attached_to("alice").len(), 1);
+}
+
+#[tokio::test]
+async fn the_prune_command_removes_every_ended_statement() {
+    let (iam, g) = setup();
+    let (a, c, d) = (file("a", 1), file("c", 3), file("d", 4));
+    g.share_until("alice", &a, end(1_000)).await.unwrap();
+    // (In this order: a share prunes the grantee's ended statements.)
+    g.share("bob", &d).await.unwrap();
+    g.share_until("bob", &c, end(1_000)).await.unwrap();
+    assert_eq!(g.prune_ended().await.unwrap(), 2);
+    // alice's only policy emptied: detached and deleted.
+    assert!(iam.attached_to("alice").is_empty());
+    assert_eq!(iam.policies().len(), 1);
+    let bob = g.documents_of("bob").await.unwrap();
+    assert!(!bob[0].1.grants(&c) && bob[0].1.grants(&d));
+    assert_eq!(g.prune_ended().await.unwrap(), 0);
+}
+
+/// At IAM's limit, ended grants make room instead of failing with ENOSPC.
+#[tokio::test]
+async fn ended_grants_free_room_at_the_limit() {
+    use std::sync::atomic::{AtomicI64, Ordering};
+    let iam = Arc::new(FakeIam::new("owner", &["alice"]));
+    for n in 0..9 {
+        iam.attach_foreign("alice", &format!("other-{n}"));
+    }
+    let t = Arc::new(AtomicI64::new(LATER - 100));
+    let clock = t.clone();
+    let g = Grants::new(iam.clone(), GrantSettings::default()).with_clock(Arc::new(move || {
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(clock.load(Ordering::SeqCst) as u64)
+    }));
+    let mut n = 0;
+    loop {
+        match g
+            .share_until("alice", &file(&format!("f{n}"), n), end(LATER))
+            .await
+        {
+            Ok(_) => n += 1,
+            Err(e) => {
+                assert_eq!(e.errno(), libc::ENOSPC);
+                break;
+            }
+        }
+        assert!(n < 1000, "never ran out");
+    }
+    assert!(g.grants_of(&file("f0", 0)).await.unwrap().len() == 1);
+    t.store(LATER, Ordering::SeqCst);
+    assert!(g.grants_of(&file("f0", 0)).await.unwrap().is_empty());
+    g.share("alice", &file("new", 5_000)).await.unwrap();
+    assert_eq!(g.grants_of(&file("new", 5_000)).await.unwrap().len(), 1);
+    let docs = g.documents_of("alice").await.unwrap();
+    assert_eq!(
+        docs.len(),
+        1,
+        "the ended grants' policy was emptied and deleted"
+    );
 }
