@@ -42,7 +42,7 @@ pub fn with_end(
         // Resolved to an instant here, so that every grantee of the
         // command gets the same end.
         let who = u.split(';').next().unwrap_or_default();
-        out.push(crate::fs::show_grant(who, r.until));
+        out.push(Request::show(&who, r.until));
     }
     Ok(out)
 }
@@ -143,7 +143,7 @@ pub async fn list(opts: &AwsOptions, target: &Target) -> anyhow::Result<()> {
                 .grants_of(&file)
                 .await?
                 .iter()
-                .map(|(name, until)| crate::fs::show_grant(name, *until))
+                .map(|(name, until)| Request::show(name, *until))
                 .collect()
         }
     };

@@ -31,7 +31,7 @@ mod xattr;
 
 pub use attr::{Attr, Defaults, Kind, SetAttr};
 pub use namespace::{DirEntry, Entry, DEFAULT_CACHED_ENTRIES, ROOT};
-pub use share::{share_refused, show_grant, SHARE, UNSHARE};
+pub use share::{share_refused, SHARE, UNSHARE};
 
 use crate::crypto::Layout;
 use crate::error::{Error, Result};

@@ -8,7 +8,6 @@
 use super::attr::Kind;
 use super::SealFs;
 use crate::error::{Error, Result};
-use crate::grants::expiry::Until;
 use crate::grants::grantee::Request;
 use crate::grants::{Grants, SharedFile};
 use libc::{EACCES, EISDIR, ENODATA, ENOTSUP};
@@ -35,15 +34,6 @@ pub fn share_refused(name: &str, uid: u32, owner_uid: u32) -> Option<Error> {
             format!("uid {uid} may not change {name}: only the mount's owner (uid {owner_uid}) or root shares through this mount"),
         )
     })
-}
-
-/// How `getfattr -n user.share` shows one grant: the grantee, and its end
-/// in the form `setfattr` reads.
-pub fn show_grant(grantee: &str, until: Option<Until>) -> String {
-    match until {
-        None => grantee.to_string(),
-        Some(u) => format!("{grantee};until={}", u.iso8601()),
-    }
 }
 
 /// The names in an attribute value: comma- or whitespace-separated.
@@ -124,7 +114,7 @@ impl SealFs {
         }
         let shown: Vec<String> = who
             .iter()
-            .map(|(name, until)| show_grant(name, *until))
+            .map(|(name, until)| Request::show(name, *until))
             .collect();
         Ok(shown.join(",").into_bytes())
     }

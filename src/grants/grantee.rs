@@ -239,7 +239,7 @@ impl Request {
 
     /// How a grant is shown (`getfattr -n user.share`, `sealfs shares`), in
     /// the form [`Request::parse`] reads back.
-    pub fn show(grantee: &Grantee, until: Option<Until>) -> String {
+    pub fn show(grantee: &impl fmt::Display, until: Option<Until>) -> String {
         match until {
             None => grantee.to_string(),
             Some(u) => format!("{grantee};until={}", u.iso8601()),
