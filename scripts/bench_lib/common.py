@@ -44,7 +44,8 @@ def timed(cmd, **kw):
 
 
 class profiled:
-    """`perf record -g` of process `pid` while the block runs, into
+    """`perf record` of process `pid` while the block runs (DWARF call graphs:
+    the release build keeps line tables but no frame pointers), into
     $SEALFS_BENCH_PERF/<label>.perf.data when that variable names a directory
     (for the profiles issue notes show); otherwise nothing."""
 
@@ -57,7 +58,7 @@ class profiled:
             pathlib.Path(self.out).mkdir(parents=True, exist_ok=True)
             data = pathlib.Path(self.out) / f"{self.label}.perf.data"
             self.proc = subprocess.Popen(
-                ["perf", "record", "-q", "-F", "499", "-g", "-p", str(self.pid), "-o", str(data)],
+                ["perf", "record", "-q", "-F", "499", "--call-graph", "dwarf,16384", "-p", str(self.pid), "-o", str(data)],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(0.5)
         return self

@@ -100,9 +100,10 @@ class Bench(Systems):
         before = self.stats(m) if name == "sealfs" else None
         base = self.raw(bucket, "count", prefix)["objects"]
         d = m / f"w3-{rep}{'-wb' if write_back else ''}"
-        t0 = time.monotonic()
-        run(["cp", "-r", str(self.small), str(d)])
-        t_cp = time.monotonic() - t0
+        with profiled(f"W3-{label.replace(' ', '')}-{self.a.rtt_ms}ms-{rep}", pid if name == "sealfs" else None):
+            t0 = time.monotonic()
+            run(["cp", "-r", str(self.small), str(d)])
+            t_cp = time.monotonic() - t0
         self.wait_backend(bucket, prefix, objects=base + n)
         t_done = time.monotonic() - t0
         self.record("W3", label, seconds=t_cp, complete=t_done, files_s=n / t_done)
