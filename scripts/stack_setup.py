@@ -29,7 +29,7 @@ ADMIN_POLICY = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Acti
 GRANTEE_POLICY = {
     "Version": "2012-10-17",
     "Statement": [
-        {"Sid": "SealfsFindMyGrants", "Effect": "Allow", "Action": "iam:ListAttachedUserPolicies", "Resource": "*"},
+        {"Sid": "SealfsFindMyGrants", "Effect": "Allow", "Action": ["iam:ListAttachedUserPolicies", "iam:ListGroupsForUser", "iam:ListAttachedRolePolicies", "iam:ListAttachedGroupPolicies"], "Resource": "*"},
         {"Sid": "SealfsReadMyGrants", "Effect": "Allow", "Action": ["iam:GetPolicy", "iam:GetPolicyVersion"], "Resource": "*"},
     ],
 }

@@ -14,27 +14,6 @@ use common::*;
 use serde_json::{json, Value};
 use std::process::Output;
 
-/// A policy as moto can evaluate it: moto sees every non-S3 resource as
-/// "*", so statements naming KMS keys or IAM ARNs would never match there;
-/// and a Deny scoped to such a resource would deny the action everywhere,
-/// so those are left out (their text is asserted by the unit tests of
-/// `sealfs policy`).
-fn for_moto(mut policy: Value) -> Value {
-    policy["Statement"]
-        .as_array_mut()
-        .unwrap()
-        .retain(|st| st["Effect"] != "Deny");
-    for st in policy["Statement"].as_array_mut().unwrap() {
-        let s3 = st["Resource"]
-            .as_str()
-            .is_some_and(|r| r.starts_with("arn:aws:s3"));
-        if !s3 {
-            st["Resource"] = json!("*");
-        }
-    }
-    policy
-}
-
 fn grantee_policy() -> Value {
     for_moto(json!({"Version": "2012-10-17", "Statement": [
         {"Effect": "Allow", "Action": "iam:ListAttachedUserPolicies", "Resource": "x"},

@@ -1,20 +1,22 @@
-//! `sealfs grantee setup USER s3://BUCKET/VOLUME`: what an IAM administrator
-//! runs once per grantee and volume, so that owners can share with the user
-//! and nothing an owner writes into a grant can give the user more than
-//! read access to shared files.
+//! `sealfs grantee setup WHO s3://BUCKET/VOLUME`: what an IAM administrator
+//! runs once per grantee and volume, so that owners can share with WHO and
+//! nothing an owner writes into a grant can give it more than read access
+//! to shared files. WHO is a user, `role/NAME` or `group/NAME`.
 //!
 //! 1. The account's sealfs permissions boundary (`/sealfs-boundary/`) is
 //!    created, or extended to this volume's objects and KMS key.
-//! 2. It becomes the user's permissions boundary.
-//! 3. The user gets the policy to find and read its own grants
-//!    (`/sealfs-grantee/`), which `sealfs shared` and `sealfs get` use.
+//! 2. It becomes the user's or role's permissions boundary; for a group,
+//!    every member's (a group has none: its policies reach every member).
+//! 3. The user or role gets the policy to find and read its own grants
+//!    (`/sealfs-grantee/`), which `sealfs shared` and `sealfs get` use; for
+//!    a group, every member.
 
 use super::policy::{boundary_document, boundary_resources, document, Role};
 use crate::app::{AwsOptions, Wiring};
 use crate::grants::policy::parse_document;
 use crate::grants::{
-    policy_arn, replace_default_version, GrantError, GrantService, BOUNDARY_NAME, BOUNDARY_PATH,
-    GRANTEE_NAME, GRANTEE_PATH,
+    policy_arn, replace_default_version, GrantError, GrantService, Grantee, GranteeKind,
+    BOUNDARY_NAME, BOUNDARY_PATH, GRANTEE_NAME, GRANTEE_PATH, POLICY_PATH,
 };
 use crate::url::S3Url;
 use crate::volume;
@@ -26,10 +28,10 @@ const IAM_VERSION_LIMIT: usize = 5;
 
 #[derive(clap::Subcommand, Clone, Debug)]
 pub enum Action {
-    /// Set USER up to receive files of the volume at URL.
+    /// Set WHO up to receive files of the volume at URL.
     Setup {
-        /// The IAM user name.
-        user: String,
+        /// An IAM user name, role/NAME, group/NAME, or an ARN of one.
+        who: String,
         /// s3://BUCKET/PREFIX of the volume.
         url: String,
         /// The volume's KMS key ARN (default: read from the volume config).
@@ -39,7 +41,7 @@ pub enum Action {
 }
 
 pub async fn run(opts: &AwsOptions, action: &Action) -> anyhow::Result<()> {
-    let Action::Setup { user, url, kms_key } = action;
+    let Action::Setup { who, url, kms_key } = action;
     let url = S3Url::parse(url)?;
     let w = Wiring::new(opts, &url.bucket).await;
     let key_arn = match kms_key {
@@ -51,13 +53,13 @@ pub async fn run(opts: &AwsOptions, action: &Action) -> anyhow::Result<()> {
                 .kms_key_arn
         }
     };
-    setup(w.grant_service.as_ref(), user, &url, &key_arn).await
+    setup(w.grant_service.as_ref(), who, &url, &key_arn).await
 }
 
-/// Sets `user` up for the volume at `url` whose data keys are under `key_arn`.
+/// Sets `who` up for the volume at `url` whose data keys are under `key_arn`.
 pub async fn setup(
     iam: &dyn GrantService,
-    user: &str,
+    who: &str,
     url: &S3Url,
     key_arn: &str,
 ) -> anyhow::Result<()> {
@@ -92,9 +94,22 @@ pub async fn setup(
         }
         Err(e) => return Err(e.into()),
     }
-    iam.put_user_boundary(user, &boundary)
-        .await
-        .with_context(|| format!("setting {user}'s permissions boundary"))?;
+    let grantee = Grantee::parse(who).map_err(anyhow::Error::msg)?.grantee;
+    let holders = match grantee.kind {
+        GranteeKind::Group => {
+            let group = iam.get_group(&grantee.name).await?;
+            if !group.arn.contains(&format!(":group{POLICY_PATH}")) {
+                anyhow::bail!(
+                    "{} is not at the IAM path {POLICY_PATH}: owners may attach grants only to \
+                     groups there (make one with `aws iam create-group --path {POLICY_PATH} \
+                     --group-name NAME`)",
+                    group.arn
+                );
+            }
+            group.members.iter().map(|m| Grantee::user(m)).collect()
+        }
+        _ => vec![grantee.clone()],
+    };
     let reader = policy_arn(&caller, GRANTEE_PATH, GRANTEE_NAME);
     if let Err(GrantError::NoSuchEntity { .. }) = iam.get_policy(&reader).await {
         let doc = document(Role::Grantee, &url.bucket, url.prefix(), key_arn)?;
@@ -106,8 +121,22 @@ pub async fn setup(
         )
         .await?;
     }
-    iam.attach(user, &reader).await?;
-    eprintln!("{user} can now receive files of {url} (boundary {boundary})");
+    for h in &holders {
+        iam.put_boundary(h, &boundary)
+            .await
+            .with_context(|| format!("setting {h}'s permissions boundary"))?;
+        iam.attach(h, &reader).await?;
+    }
+    if grantee.kind == GranteeKind::Group {
+        let names: Vec<String> = holders.iter().map(|h| h.to_string()).collect();
+        eprintln!(
+            "{grantee} can now receive files of {url}: its members {} carry the boundary \
+             {boundary} (run this again after adding members)",
+            names.join(", ")
+        );
+    } else {
+        eprintln!("{grantee} can now receive files of {url} (boundary {boundary})");
+    }
     Ok(())
 }
 
@@ -152,6 +181,41 @@ mod tests {
         assert_eq!(
             iam.attached_to("carol"),
             vec!["arn:aws:iam::123456789012:policy/sealfs-grantee/sealfs-grantee"]
+        );
+    }
+
+    #[tokio::test]
+    async fn setup_gives_a_role_and_every_member_of_a_group_the_boundary() {
+        let iam = FakeIam::new("admin", &["dora", "eve"]);
+        iam.clear_boundary("dora");
+        iam.clear_boundary("eve");
+        iam.add_role("reader");
+        iam.clear_role_boundary("reader");
+        iam.add_group("finance", "/sealfs/", &["dora", "eve"]);
+        iam.add_group("all", "/", &["dora"]);
+        let url = S3Url::parse("s3://b/v").unwrap();
+        let key = "arn:aws:kms:us-east-1:123456789012:key/k";
+        let boundary = "arn:aws:iam::123456789012:policy/sealfs-boundary/sealfs-grantee-boundary";
+        let reader = "arn:aws:iam::123456789012:policy/sealfs-grantee/sealfs-grantee";
+        setup(&iam, "role/reader", &url, key).await.unwrap();
+        assert_eq!(
+            iam.get_role("reader").await.unwrap().boundary.as_deref(),
+            Some(boundary)
+        );
+        let role = Grantee::parse("role/reader").unwrap().grantee;
+        assert_eq!(iam.attached_to_grantee(&role), vec![reader]);
+        setup(&iam, "group/finance", &url, key).await.unwrap();
+        for member in ["dora", "eve"] {
+            assert_eq!(
+                iam.get_user(member).await.unwrap().boundary.as_deref(),
+                Some(boundary)
+            );
+            assert_eq!(iam.attached_to(member), vec![reader]);
+        }
+        let err = setup(&iam, "group/all", &url, key).await.unwrap_err();
+        assert!(
+            err.to_string().contains("create-group --path /sealfs/"),
+            "{err}"
         );
     }
 }

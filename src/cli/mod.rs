@@ -91,11 +91,11 @@ enum Command {
         #[arg(long)]
         no_verify: bool,
     },
-    /// Share a file with IAM users (read access to exactly that file).
+    /// Share a file with IAM users, roles or groups (read access to exactly that file).
     Share {
         /// The file: s3://BUCKET/PATH, or its path on a sealfs mount.
         file: String,
-        /// IAM user names or user ARNs.
+        /// Who: IAM user names, role/NAME, group/NAME, or ARNs of any of them.
         #[arg(required = true)]
         users: Vec<String>,
         /// The share ends after this long: 7d, 12h, 1w2d (s, m, h, d, w).
@@ -106,7 +106,8 @@ enum Command {
         /// or 2027-01-31T18:00:00Z.
         #[arg(long, value_name = "TIME")]
         until: Option<String>,
-        /// Managed policies IAM lets a user have attached (10, or up to 20 if raised).
+        /// Managed policies IAM lets a user or role have attached (10, or up
+        /// to 20 if raised; a group's 10 cannot be raised).
         #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..=20))]
         iam_policy_limit: u16,
         /// The permissions boundary a grantee must carry: `standard` (the one
@@ -115,15 +116,17 @@ enum Command {
         #[arg(long, env = "SEALFS_GRANTEE_BOUNDARY", default_value = "standard")]
         grantee_boundary: crate::grants::BoundaryCheck,
     },
-    /// Set an IAM user up to receive files (administrators, once per user and volume).
+    /// Set an IAM user, role or group up to receive files (administrators,
+    /// once per grantee and volume).
     ///
-    /// Gives the user the sealfs permissions boundary, extended to the
-    /// volume, and the policy that lets the user read its own grants.
+    /// Gives the user or role (for a group: every member) the sealfs
+    /// permissions boundary, extended to the volume, and the policy that
+    /// lets it read its own grants.
     Grantee {
         #[command(subcommand)]
         action: grantee::Action,
     },
-    /// Revoke a file's grants: from the users named, or from everyone with --all.
+    /// Revoke a file's grants: from the users, roles or groups named, or from everyone with --all.
     Unshare {
         /// The file: s3://BUCKET/PATH, or its path on a sealfs mount.
         file: String,
@@ -132,7 +135,7 @@ enum Command {
         #[arg(long)]
         all: bool,
     },
-    /// List the users a file is shared with (read from IAM), each with its
+    /// List who a file is shared with (read from IAM), each with its
     /// end if it has one; or, with --prune-ended, remove every grant
     /// statement whose end has passed from the account's sealfs policies.
     Shares {

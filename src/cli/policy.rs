@@ -3,11 +3,13 @@
 //! owner's grants from carrying anything but read access to shared files.
 //!
 //! The owner may write policies under `/sealfs/` (grants), but may attach
-//! them only to users whose permissions boundary is the sealfs boundary
-//! (`iam:PermissionsBoundary` condition), never to itself, and may neither
-//! change boundaries nor edit the boundary policy. Whatever a grant policy
-//! says, a grantee can at most read objects and decrypt with the keys the
-//! boundary names.
+//! them only to users and roles whose permissions boundary is the sealfs
+//! boundary (`iam:PermissionsBoundary` condition), and to groups at the IAM
+//! path `/sealfs/` (which an administrator fills with boundary-carrying
+//! users only: a group has no boundary), never to itself or its own role,
+//! and may neither change boundaries nor edit the boundary policy. Whatever
+//! a grant policy says, a grantee can at most read objects and decrypt with
+//! the keys the boundary names.
 
 use crate::app::Wiring;
 use crate::grants::{BOUNDARY_NAME, BOUNDARY_PATH, GRANTEE_NAME, GRANTEE_PATH, POLICY_PATH};
@@ -78,24 +80,38 @@ pub fn document(role: Role, bucket: &str, prefix: &str, key_arn: &str) -> anyhow
                     {
                         "Sid": "SealfsFindGrantees",
                         "Effect": "Allow",
-                        "Action": ["iam:GetUser", "iam:ListAttachedUserPolicies"],
-                        "Resource": iam("user/*"),
+                        "Action": [
+                            "iam:GetUser", "iam:ListAttachedUserPolicies", "iam:GetRole",
+                            "iam:ListAttachedRolePolicies", "iam:GetGroup",
+                            "iam:ListAttachedGroupPolicies"
+                        ],
+                        "Resource": [iam("user/*"), iam("role/*"), iam("group/*")],
                     },
                     {
                         "Sid": "SealfsAttachGrants",
                         "Effect": "Allow",
-                        "Action": ["iam:AttachUserPolicy", "iam:DetachUserPolicy"],
-                        "Resource": iam("user/*"),
+                        "Action": [
+                            "iam:AttachUserPolicy", "iam:DetachUserPolicy",
+                            "iam:AttachRolePolicy", "iam:DetachRolePolicy"
+                        ],
+                        "Resource": [iam("user/*"), iam("role/*")],
                         "Condition": {
                             "ArnLike": {"iam:PolicyARN": grant_policies},
                             "StringEquals": {"iam:PermissionsBoundary": boundary},
                         },
                     },
                     {
+                        "Sid": "SealfsAttachGroupGrants",
+                        "Effect": "Allow",
+                        "Action": ["iam:AttachGroupPolicy", "iam:DetachGroupPolicy"],
+                        "Resource": iam(&format!("group{POLICY_PATH}*")),
+                        "Condition": {"ArnLike": {"iam:PolicyARN": grant_policies}},
+                    },
+                    {
                         "Sid": "SealfsNoGrantsOnMyself",
                         "Effect": "Deny",
-                        "Action": "iam:AttachUserPolicy",
-                        "Resource": iam("user/${aws:username}"),
+                        "Action": ["iam:AttachUserPolicy", "iam:AttachRolePolicy"],
+                        "Resource": [iam("user/${aws:username}"), "${aws:PrincipalArn}"],
                     },
                     {
                         "Sid": "SealfsBoundariesAreFixed",
@@ -176,21 +192,38 @@ pub fn boundary_document(
     json!({"Version": "2012-10-17", "Statement": statements})
 }
 
-/// Finding and reading one's own grant policies (and nothing else in IAM).
+/// Finding and reading one's own grant policies: a user's, its groups', or
+/// the role's of a session (and nothing else in IAM). IAM has no variable
+/// for a role's name or a user's groups, so a role session can read the
+/// grant policies of every role, and a user those of every group: object
+/// names and file ids, never a key (docs/SHARING.md).
 fn own_grants(partition: &str, account: &str) -> Vec<Value> {
     let iam = |resource: &str| format!("arn:{partition}:iam::{account}:{resource}");
     vec![
         json!({
             "Sid": "SealfsFindMyGrants",
             "Effect": "Allow",
-            "Action": "iam:ListAttachedUserPolicies",
-            "Resource": iam("user/${aws:username}"),
+            "Action": [
+                "iam:ListAttachedUserPolicies", "iam:ListGroupsForUser",
+                "iam:ListAttachedRolePolicies"
+            ],
+            "Resource": [iam("user/${aws:username}"), "${aws:PrincipalArn}"],
+        }),
+        json!({
+            "Sid": "SealfsFindMyGroupGrants",
+            "Effect": "Allow",
+            "Action": "iam:ListAttachedGroupPolicies",
+            "Resource": iam(&format!("group{POLICY_PATH}*")),
         }),
         json!({
             "Sid": "SealfsReadMyGrants",
             "Effect": "Allow",
             "Action": ["iam:GetPolicy", "iam:GetPolicyVersion"],
-            "Resource": iam(&format!("policy{POLICY_PATH}${{aws:username}}/*")),
+            "Resource": [
+                iam(&format!("policy{POLICY_PATH}${{aws:username}}/*")),
+                iam(&format!("policy{POLICY_PATH}role/*")),
+                iam(&format!("policy{POLICY_PATH}group/*")),
+            ],
         }),
     ]
 }
@@ -274,7 +307,29 @@ mod tests {
         assert_eq!(me["Effect"], "Deny");
         assert_eq!(
             me["Resource"],
-            "arn:aws:iam::111122223333:user/${aws:username}"
+            json!([
+                "arn:aws:iam::111122223333:user/${aws:username}",
+                "${aws:PrincipalArn}"
+            ])
+        );
+        assert_eq!(
+            me["Action"],
+            json!(["iam:AttachUserPolicy", "iam:AttachRolePolicy"])
+        );
+        // Groups: only those an administrator put at /sealfs/, and no
+        // boundary condition (groups have none).
+        let groups = by_sid("SealfsAttachGroupGrants");
+        assert_eq!(
+            groups["Resource"],
+            "arn:aws:iam::111122223333:group/sealfs/*"
+        );
+        assert!(groups["Condition"].get("StringEquals").is_none());
+        assert_eq!(
+            attach["Resource"],
+            json!([
+                "arn:aws:iam::111122223333:user/*",
+                "arn:aws:iam::111122223333:role/*"
+            ])
         );
         assert_eq!(by_sid("SealfsBoundariesAreFixed")["Effect"], "Deny");
         let fixed = by_sid("SealfsBoundaryIsFixed");
@@ -316,6 +371,9 @@ mod tests {
             "s3:GetObject",
             "kms:Decrypt",
             "iam:ListAttachedUserPolicies",
+            "iam:ListGroupsForUser",
+            "iam:ListAttachedRolePolicies",
+            "iam:ListAttachedGroupPolicies",
             "iam:GetPolicy",
             "iam:GetPolicyVersion",
         ]

@@ -100,10 +100,12 @@ pub async fn change(
     match change {
         Change::Share => {
             let now = std::time::SystemTime::now();
-            for item in who {
-                let r = Request::parse(item, now).map_err(|e| anyhow::anyhow!(e))?;
-                let name = item.split(';').next().unwrap_or_default();
-                g.share_until(name, &file, r.until).await?;
+            let requests = who
+                .iter()
+                .map(|item| Request::parse(item, now).map_err(anyhow::Error::msg))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            for r in &requests {
+                g.share_until(&r.named, &file, r.until).await?;
             }
         }
         Change::Unshare => {
@@ -276,6 +278,7 @@ pub async fn rekey(opts: &AwsOptions, url: &S3Url) -> anyhow::Result<()> {
         if moved.is_empty() {
             String::new()
         } else {
+            let moved: Vec<String> = moved.iter().map(|g| g.to_string()).collect();
             format!("; grants kept for {}", moved.join(", "))
         }
     );

@@ -129,26 +129,22 @@ impl SealFs {
         let now = std::time::SystemTime::now();
         let requests = names(value)?
             .iter()
-            .map(|item| {
-                let request = Request::parse(item, now).map_err(Error::InvalidArgument)?;
-                let who = item.split(';').next().unwrap_or_default().to_string();
-                Ok((who, request.until))
-            })
+            .map(|item| Request::parse(item, now).map_err(Error::InvalidArgument))
             .collect::<Result<Vec<_>>>()?;
         let grants = self.grants()?;
         let file = self.shared_file(ino, name == SHARE).await?;
-        for (who, until) in &requests {
+        for r in &requests {
             if name == SHARE {
-                let user = grants.share_until(who, &file, *until).await?;
-                match until {
+                let p = grants.share_until(&r.named, &file, r.until).await?;
+                match r.until {
                     Some(u) => {
-                        tracing::info!(object = %file.arn(), grantee = %user.arn, until = %u, "shared")
+                        tracing::info!(object = %file.arn(), grantee = %p.arn, until = %u, "shared")
                     }
-                    None => tracing::info!(object = %file.arn(), grantee = %user.arn, "shared"),
+                    None => tracing::info!(object = %file.arn(), grantee = %p.arn, "shared"),
                 }
             } else {
-                let user = grants.unshare(who, &file).await?;
-                tracing::info!(object = %file.arn(), grantee = %user.arn, "unshared");
+                let g = grants.unshare_named(&r.named, &file).await?;
+                tracing::info!(object = %file.arn(), grantee = %g, "unshared");
             }
         }
         Ok(())
@@ -163,6 +159,7 @@ impl SealFs {
         if who.is_empty() {
             return Err(Error::posix(ENODATA, format!("{SHARE}: not shared")));
         }
+        let who: Vec<String> = who.iter().map(|g| g.to_string()).collect();
         tracing::info!(object = %file.arn(), grantees = %who.join(","), "all grants revoked");
         Ok(())
     }

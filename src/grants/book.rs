@@ -8,10 +8,12 @@
 //! still lose one update (docs/SHARING.md says so, and `sealfs shares` shows
 //! the truth).
 
+use super::admit::Principal;
 use super::expiry::Until;
-use super::policy::{object_arn, GrantDoc, Listed, SharedFile, POLICY_SIZE_LIMIT};
-use super::{BoundaryCheck, BOUNDARY_NAME, BOUNDARY_PATH};
-use super::{GrantError, GrantService, ManagedPolicy, User, POLICY_PATH};
+use super::grantee::{Grantee, GranteeKind, Named};
+use super::policy::{object_arn, GrantDoc, SharedFile, POLICY_SIZE_LIMIT};
+use super::BoundaryCheck;
+use super::{GrantError, GrantService, ManagedPolicy, POLICY_PATH};
 use crate::error::{Error, Result};
 use futures::{StreamExt, TryStreamExt};
 use parking_lot::Mutex;
@@ -20,8 +22,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 #[derive(Clone, Debug)]
 pub struct GrantSettings {
-    /// Managed policies IAM lets one user have attached: 10 by default, up
-    /// to 20 when the account's quota has been raised.
+    /// Managed policies IAM lets one user or role have attached: 10 by
+    /// default, up to 20 when the account's quota has been raised. (A
+    /// group's 10 cannot be raised.)
     pub attached_policy_limit: usize,
     pub policy_size_limit: usize,
     /// Versions IAM keeps per managed policy.
@@ -47,41 +50,32 @@ impl Default for GrantSettings {
     }
 }
 
+/// IAM's limit on managed policies attached to a group, not raisable.
+pub const GROUP_POLICY_LIMIT: usize = 10;
+
 /// One sealfs grant policy and what it grants.
 #[derive(Clone, Debug)]
-struct GrantPolicy {
-    policy: ManagedPolicy,
-    grantee: String,
-    doc: GrantDoc,
+pub(super) struct GrantPolicy {
+    pub policy: ManagedPolicy,
+    pub grantee: Grantee,
+    pub doc: GrantDoc,
 }
 
 type Index = Arc<Vec<GrantPolicy>>;
 
 pub struct Grants {
-    iam: Arc<dyn GrantService>,
-    settings: GrantSettings,
+    pub(super) iam: Arc<dyn GrantService>,
+    pub(super) settings: GrantSettings,
     /// Who calls IAM (from STS, asked once).
     caller: tokio::sync::OnceCell<super::Caller>,
     write_lock: tokio::sync::Mutex<()>,
     index: Mutex<Option<(Instant, Index)>>,
     /// What time it is, for grants' ends (a test turns it forward).
-    clock: Clock,
+    pub(super) clock: Clock,
 }
 
 /// The wall clock the ends of grants are compared with.
 pub type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
-
-fn grantee_path(user: &str) -> String {
-    format!("{POLICY_PATH}{user}/")
-}
-
-/// IAM user names: 1..64 of letters, digits and `+=,.@_-`.
-fn valid_user_name(name: &str) -> bool {
-    (1..=64).contains(&name.len())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "+=,.@_-".contains(c))
-}
 
 impl Grants {
     pub fn new(iam: Arc<dyn GrantService>, settings: GrantSettings) -> Self {
@@ -105,42 +99,12 @@ impl Grants {
         &self.iam
     }
 
-    /// The IAM user named by `who`: a user name, or an IAM user ARN.
-    pub async fn resolve(&self, who: &str) -> Result<User> {
-        let who = who.trim();
-        let who = who.strip_prefix("user/").unwrap_or(who);
-        let name = match who.strip_prefix("arn:") {
-            Some(_) => who
-                .split_once(":user/")
-                .map(|(_, p)| p.rsplit('/').next().unwrap_or(p))
-                .ok_or_else(|| {
-                    Error::InvalidArgument(format!("{who:?} is not the ARN of an IAM user"))
-                })?,
-            None => who,
-        };
-        if !valid_user_name(name) {
-            return Err(Error::InvalidArgument(format!(
-                "{who:?} is not an IAM user name"
-            )));
-        }
-        let user = match self.iam.get_user(name).await {
-            Err(GrantError::NoSuchEntity { .. }) => {
-                return Err(Error::InvalidArgument(format!(
-                    "cannot share with {who:?}: no such IAM user"
-                )))
-            }
-            other => other?,
-        };
-        if who.starts_with("arn:") && user.arn != who {
-            return Err(Error::InvalidArgument(format!(
-                "{who:?} does not match IAM user {} ({})",
-                user.name, user.arn
-            )));
-        }
-        Ok(user)
+    /// `who` as written: `alice`, `role/NAME`, `group/NAME`, or an ARN.
+    fn parse(who: &str) -> Result<Named> {
+        Grantee::parse(who).map_err(Error::InvalidArgument)
     }
 
-    async fn caller(&self) -> Result<&super::Caller> {
+    pub(super) async fn caller(&self) -> Result<&super::Caller> {
         Ok(self
             .caller
             .get_or_try_init(|| async { self.iam.caller().await })
@@ -153,13 +117,8 @@ impl Grants {
 
     /// Reads one policy's default document; `None` when it is not a sealfs grant policy.
     async fn read(&self, policy: ManagedPolicy) -> Result<Option<GrantPolicy>> {
-        let grantee = match policy
-            .path
-            .strip_prefix(POLICY_PATH)
-            .map(|g| g.trim_end_matches('/'))
-        {
-            Some(g) if valid_user_name(g) => g.to_string(),
-            _ => return Ok(None),
+        let Some(grantee) = Grantee::of_policy_path(&policy.path) else {
+            return Ok(None);
         };
         let text = self
             .iam
@@ -178,7 +137,7 @@ impl Grants {
         }
     }
 
-    async fn read_all(&self, policies: Vec<ManagedPolicy>) -> Result<Vec<GrantPolicy>> {
+    pub(super) async fn read_all(&self, policies: Vec<ManagedPolicy>) -> Result<Vec<GrantPolicy>> {
         let read: Vec<Option<GrantPolicy>> = futures::stream::iter(policies)
             .map(|p| self.read(p))
             .buffered(8)
@@ -187,10 +146,16 @@ impl Grants {
         Ok(read.into_iter().flatten().collect())
     }
 
-    /// The grantee's policies, read now.
-    async fn policies_of(&self, user: &str) -> Result<Vec<GrantPolicy>> {
-        let listed = self.iam.list_policies(&grantee_path(user)).await?;
-        self.read_all(listed).await
+    /// The grantee's policies, read now (listing by path prefix also
+    /// returns those of longer paths: `/sealfs/role/` lists every role's).
+    async fn policies_of(&self, grantee: &Grantee) -> Result<Vec<GrantPolicy>> {
+        let listed = self.iam.list_policies(&grantee.policy_path()).await?;
+        Ok(self
+            .read_all(listed)
+            .await?
+            .into_iter()
+            .filter(|p| p.grantee == *grantee)
+            .collect())
     }
 
     /// Every sealfs grant in the account, at most `max_age` old.
@@ -208,7 +173,7 @@ impl Grants {
 
     /// Records a policy this process just wrote (`None`: deleted) in the
     /// cached index, so that its own changes never cost a full re-read.
-    fn note(&self, grantee: &str, policy: &ManagedPolicy, doc: Option<&GrantDoc>) {
+    fn note(&self, grantee: &Grantee, policy: &ManagedPolicy, doc: Option<&GrantDoc>) {
         let mut slot = self.index.lock();
         let Some((at, idx)) = slot.as_ref() else {
             return;
@@ -221,7 +186,7 @@ impl Grants {
         if let Some(doc) = doc {
             v.push(GrantPolicy {
                 policy: policy.clone(),
-                grantee: grantee.to_string(),
+                grantee: grantee.clone(),
                 doc: doc.clone(),
             });
         }
@@ -257,37 +222,18 @@ impl Grants {
         Ok(())
     }
 
-    /// Refuses a grantee without the sealfs permissions boundary: a grant
-    /// policy on such a user could carry any permission (IAM refuses the
-    /// attachment too, under the owner policy; this says why, and what to run).
-    async fn check_boundary(&self, user: &User) -> Result<()> {
-        let required = match &self.settings.boundary {
-            BoundaryCheck::Off => return Ok(()),
-            BoundaryCheck::Arn(arn) => arn.clone(),
-            BoundaryCheck::Standard => {
-                super::policy_arn(self.caller().await?, BOUNDARY_PATH, BOUNDARY_NAME)
-            }
-        };
-        if user.boundary.as_deref() == Some(required.as_str()) {
-            return Ok(());
-        }
-        let what = format!(
-            "cannot share with {}: the user does not carry the sealfs permissions boundary {required} \
-             (an IAM administrator runs `sealfs grantee setup {} s3://BUCKET/VOLUME` once)",
-            user.name, user.name
-        );
-        // A refusal the owner must act on: logged here, at warning level,
-        // and not again by the adapter.
-        tracing::warn!("{what}");
-        Err(Error::Reported {
-            errno: libc::EPERM,
-            what,
-        })
+    /// Grants `who` (as written) read access to `file`, without an end.
+    /// Idempotent.
+    pub async fn share(&self, who: &str, file: &SharedFile) -> Result<Principal> {
+        self.share_until(&Self::parse(who)?, file, None).await
     }
 
-    /// Grants `who` read access to `file`, without an end. Idempotent.
-    pub async fn share(&self, who: &str, file: &SharedFile) -> Result<User> {
-        self.share_until(who, file, None).await
+    /// How many managed policies IAM lets `grantee` have attached.
+    fn attach_limit(&self, grantee: &Grantee) -> usize {
+        match grantee.kind {
+            GranteeKind::Group => GROUP_POLICY_LIMIT,
+            _ => self.settings.attached_policy_limit,
+        }
     }
 
     /// Grants `who` read access to `file` until `until` (`None`: no end).
@@ -296,18 +242,18 @@ impl Grants {
     /// pruned whenever its policies are written.
     pub async fn share_until(
         &self,
-        who: &str,
+        who: &Named,
         file: &SharedFile,
         until: Option<Until>,
-    ) -> Result<User> {
-        let user = self.resolve(who).await?;
-        self.check_boundary(&user).await?;
+    ) -> Result<Principal> {
+        let principal = self.admit(who).await?;
+        let grantee = &principal.grantee;
         let sharer = self.sharer().await?;
         let _w = self.write_lock.lock().await;
-        let policies = self.policies_of(&user.name).await?;
+        let policies = self.policies_of(grantee).await?;
         let attached: Vec<String> = self
             .iam
-            .list_attached(&user.name)
+            .list_attached(grantee)
             .await?
             .into_iter()
             .map(|(_, arn)| arn)
@@ -317,9 +263,9 @@ impl Grants {
             .find(|p| p.doc.has_grant(&sharer, file, until))
         {
             if !attached.contains(&p.policy.arn) {
-                self.iam.attach(&user.name, &p.policy.arn).await?;
+                self.iam.attach(grantee, &p.policy.arn).await?;
             }
-            return Ok(user);
+            return Ok(principal);
         }
         // This sharer's other grants of the file (another end) and ended
         // statements go; the new grant goes into the first policy with room.
@@ -360,24 +306,28 @@ impl Grants {
         }
         if let Some(i) = placed {
             if !attached.contains(&policies[i].policy.arn) {
-                self.iam.attach(&user.name, &policies[i].policy.arn).await?;
+                self.iam.attach(grantee, &policies[i].policy.arn).await?;
             }
-            return Ok(user);
+            return Ok(principal);
         }
         let in_use = attached.len() - freed;
-        if in_use >= self.settings.attached_policy_limit {
+        let limit = self.attach_limit(grantee);
+        if in_use >= limit {
+            let remedy = match grantee.kind {
+                GranteeKind::Group => "unshare files (IAM's limit for groups cannot be raised)",
+                _ => "unshare files, or raise the account's quota and pass --iam-policy-limit",
+            };
             return Err(Error::posix(
                 libc::ENOSPC,
                 format!(
-                    "cannot share {} with {}: IAM limit reached: {} has {} of the {} managed \
-                     policies IAM allows per user attached, and its {} sealfs grant \
-                     {} full ({} characters each); unshare files, or raise the account's quota \
-                     and pass --iam-policy-limit",
+                    "cannot share {} with {}: IAM limit reached: it has {} of the {} managed \
+                     policies IAM allows per {} attached, and its {} sealfs grant \
+                     {} full ({} characters each); {remedy}",
                     file.arn(),
-                    user.name,
-                    user.name,
+                    grantee,
                     in_use,
-                    self.settings.attached_policy_limit,
+                    limit,
+                    grantee.kind.as_str(),
                     policies.len(),
                     if policies.len() == 1 {
                         "policy is"
@@ -396,31 +346,32 @@ impl Grants {
             .filter(|(_, d)| !d.is_empty())
             .map(|(p, _)| p.clone())
             .collect();
-        let created = self.create_policy(&user.name, &live, &doc).await?;
-        if let Err(e) = self.iam.attach(&user.name, &created.arn).await {
+        let created = self.create_policy(grantee, &live, &doc).await?;
+        if let Err(e) = self.iam.attach(grantee, &created.arn).await {
             // Leave nothing half-made behind.
             if let Err(d) = self.iam.delete_policy(&created.arn).await {
                 tracing::warn!(policy = %created.arn, "could not delete an unattached grant policy: {d}");
             }
             return Err(e.into());
         }
-        self.note(&user.name, &created, Some(&doc));
-        tracing::info!(policy = %created.arn, grantee = %user.name, "new grant policy");
-        Ok(user)
+        self.note(grantee, &created, Some(&doc));
+        tracing::info!(policy = %created.arn, %grantee, "new grant policy");
+        Ok(principal)
     }
 
-    /// Creates the grantee's next policy, named `sealfs-<grantee>-<n>` with the
+    /// Creates the grantee's next policy, named `sealfs-<grantee>-<n>`
+    /// (`sealfs-role-<role>-<n>`, `sealfs-group-<group>-<n>`) with the
     /// smallest free n (names are unique in the whole account, so a taken
     /// one is skipped).
     async fn create_policy(
         &self,
-        grantee: &str,
+        grantee: &Grantee,
         existing: &[GrantPolicy],
         doc: &GrantDoc,
     ) -> Result<ManagedPolicy> {
         let taken: Vec<&str> = existing.iter().map(|p| p.policy.name.as_str()).collect();
         let mut names = (1..)
-            .map(|n| format!("sealfs-{grantee}-{n}"))
+            .map(|n| grantee.policy_name(n))
             .filter(|n| !taken.contains(&n.as_str()));
         let mut attempts = 0;
         loop {
@@ -429,7 +380,7 @@ impl Grants {
                 .iam
                 .create_policy(
                     &name,
-                    &grantee_path(grantee),
+                    &grantee.policy_path(),
                     &doc.render(),
                     &format!("Files shared with {grantee} through sealfs, managed by sealfs"),
                 )
@@ -441,17 +392,23 @@ impl Grants {
         }
     }
 
-    /// Revokes `who`'s access to `file` (by object and by file id). Idempotent.
-    pub async fn unshare(&self, who: &str, file: &SharedFile) -> Result<User> {
-        let user = self.resolve(who).await?;
+    /// Revokes `who`'s (as written) access to `file`. Idempotent.
+    pub async fn unshare(&self, who: &str, file: &SharedFile) -> Result<Grantee> {
+        self.unshare_named(&Self::parse(who)?, file).await
+    }
+
+    /// Revokes `who`'s access to `file` (by object and by file id).
+    /// Idempotent, and works for a grantee IAM no longer has: its grant
+    /// policies are found by their path.
+    pub async fn unshare_named(&self, who: &Named, file: &SharedFile) -> Result<Grantee> {
         let _w = self.write_lock.lock().await;
-        self.edit_grantee(&user.name, |d| d.remove(&file.arn(), Some(&file.file_id)))
+        self.edit_grantee(&who.grantee, |d| d.remove(&file.arn(), Some(&file.file_id)))
             .await?;
-        Ok(user)
+        Ok(who.grantee.clone())
     }
 
     /// Revokes every grant of `file`; returns who lost access.
-    pub async fn unshare_all(&self, file: &SharedFile) -> Result<Vec<String>> {
+    pub async fn unshare_all(&self, file: &SharedFile) -> Result<Vec<Grantee>> {
         let who = self.grantees(file).await?;
         let _w = self.write_lock.lock().await;
         for g in &who {
@@ -466,7 +423,7 @@ impl Grants {
     /// Callers hold the write lock.
     async fn edit_grantee(
         &self,
-        grantee: &str,
+        grantee: &Grantee,
         edit: impl Fn(&mut GrantDoc) -> bool,
     ) -> Result<()> {
         let now = (self.clock)();
@@ -499,11 +456,11 @@ impl Grants {
         Ok(changed)
     }
 
-    /// The users `file` is shared with, read from IAM (at most
-    /// `query_ttl` ago, so a getfattr's size probe and read cost one look).
-    pub async fn grantees(&self, file: &SharedFile) -> Result<Vec<String>> {
+    /// Who `file` is shared with, read from IAM (at most `query_ttl` ago,
+    /// so a getfattr's size probe and read cost one look).
+    pub async fn grantees(&self, file: &SharedFile) -> Result<Vec<Grantee>> {
         let idx = self.index(self.settings.query_ttl).await?;
-        let mut who: Vec<String> = idx
+        let mut who: Vec<Grantee> = idx
             .iter()
             .filter(|p| p.doc.grants(file))
             .map(|p| p.grantee.clone())
@@ -516,10 +473,10 @@ impl Grants {
     /// Who can read `file` now and until when (`None`: no end), read from
     /// IAM at most `query_ttl` ago: what `getfattr -n user.share` shows.
     /// Ended grants are left out (AWS no longer honours them).
-    pub async fn grants_of(&self, file: &SharedFile) -> Result<Vec<(String, Option<Until>)>> {
+    pub async fn grants_of(&self, file: &SharedFile) -> Result<Vec<(Grantee, Option<Until>)>> {
         let idx = self.index(self.settings.query_ttl).await?;
         let now = (self.clock)();
-        let mut ends: std::collections::BTreeMap<String, Option<Until>> = Default::default();
+        let mut ends: std::collections::BTreeMap<Grantee, Option<Until>> = Default::default();
         for p in idx.iter() {
             if let Some(until) = p.doc.granted_until(file, now) {
                 let e = ends.entry(p.grantee.clone()).or_insert(until);
@@ -541,7 +498,7 @@ impl Grants {
         edit: impl Fn(&mut GrantDoc) -> bool,
     ) -> Result<()> {
         let idx = self.index(self.settings.index_ttl).await?;
-        let mut who: Vec<String> = idx
+        let mut who: Vec<Grantee> = idx
             .iter()
             .filter(|p| arns.iter().any(|a| p.doc.mentions_object(a)))
             .map(|p| p.grantee.clone())
@@ -590,7 +547,7 @@ impl Grants {
     }
 
     /// After a re-key, the file's grants follow its new file id.
-    pub async fn rekeyed(&self, file: &SharedFile, new_file_id: &str) -> Result<Vec<String>> {
+    pub async fn rekeyed(&self, file: &SharedFile, new_file_id: &str) -> Result<Vec<Grantee>> {
         let who = self.grantees(file).await?;
         let _w = self.write_lock.lock().await;
         for g in &who {
@@ -600,70 +557,10 @@ impl Grants {
         Ok(who)
     }
 
-    /// What has been shared with the caller (object, sharer, end), read
-    /// with the caller's own credentials.
-    /// Grants that have ended are left out.
-    pub async fn shared_with_me(&self) -> Result<Vec<Listed>> {
-        let now = (self.clock)();
-        let mut out: Vec<Listed> = self
-            .my_documents()
-            .await?
-            .iter()
-            .flat_map(|d| d.listed())
-            .filter(|l| !l.until.is_some_and(|u| u.has_passed(now)))
-            .collect();
-        out.sort();
-        out.dedup();
-        Ok(out)
-    }
-
-    /// The KMS keys the caller's grants name for the object `bucket`/`key`
-    /// with file id `file_id`: the keys a grantee pins that file to. The
-    /// grant documents are written by owners only, never by whoever can
-    /// write the bucket.
-    pub async fn keys_granted_to_me(
-        &self,
-        bucket: &str,
-        key: &str,
-        file_id: &str,
-    ) -> Result<std::collections::BTreeSet<String>> {
-        let arn = super::policy::object_arn(bucket, key);
-        Ok(self
-            .my_documents()
-            .await?
-            .iter()
-            .flat_map(|d| d.keys_for(&arn, file_id))
-            .collect())
-    }
-
-    /// The documents of the grant policies attached to the caller.
-    async fn my_documents(&self) -> Result<Vec<GrantDoc>> {
-        let caller = self.iam.caller().await?;
-        let me = caller.user_name().ok_or_else(|| {
-            Error::InvalidArgument(format!(
-                "grants are made to IAM users, and {} is not one",
-                caller.arn
-            ))
-        })?;
-        let mine = format!(":policy{}", grantee_path(&me));
-        let mut policies = Vec::new();
-        for (_, arn) in self.iam.list_attached(&me).await? {
-            if arn.contains(&mine) {
-                policies.push(self.iam.get_policy(&arn).await?);
-            }
-        }
-        Ok(self
-            .read_all(policies)
-            .await?
-            .into_iter()
-            .map(|p| p.doc)
-            .collect())
-    }
-
     /// The documents of the grantee's grant policies (for tests and `sealfs shares -v`).
     pub async fn documents_of(&self, grantee: &str) -> Result<Vec<(String, GrantDoc)>> {
         Ok(self
-            .policies_of(grantee)
+            .policies_of(&Self::parse(grantee)?.grantee)
             .await?
             .into_iter()
             .map(|p| (p.policy.name, p.doc))

@@ -1,8 +1,12 @@
 //! An in-memory IAM with the limits that shape the grant logic: 6,144
 //! characters per policy, 5 versions, 10 attached managed policies per user,
-//! unique policy names, and denial of chosen actions.
+//! role or group, unique policy names, and denial of chosen actions; users,
+//! roles (callable as a session of one) and groups with members.
 
-use super::{Caller, GrantError, GrantResult, GrantService, ManagedPolicy, PolicyVersion, User};
+use super::grantee::{Grantee, GranteeKind};
+use super::{
+    Caller, GrantError, GrantResult, GrantService, Group, Identity, ManagedPolicy, PolicyVersion,
+};
 use async_trait::async_trait;
 use parking_lot::Mutex;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
@@ -21,19 +25,24 @@ struct Policy {
 #[derive(Default)]
 struct State {
     users: BTreeSet<String>,
-    boundaries: BTreeMap<String, String>,
+    roles: BTreeSet<String>,
+    /// Groups by name: their IAM path and members.
+    groups: BTreeMap<String, (String, BTreeSet<String>)>,
+    boundaries: BTreeMap<Grantee, String>,
     /// The owner policy's rules, when enforced: /sealfs/ policies attach
-    /// only to users carrying this boundary, and never to the caller.
+    /// only to users and roles carrying this boundary, and to groups at the
+    /// IAM path /sealfs/, and never to the caller (or the caller's role).
     required_boundary: Option<String>,
     policies: BTreeMap<String, Policy>,
-    attached: BTreeMap<String, Vec<String>>,
+    attached: BTreeMap<Grantee, Vec<String>>,
     denied: HashSet<&'static str>,
     clock: i64,
     calls: u64,
 }
 
 pub struct FakeIam {
-    caller: Mutex<String>,
+    /// Who calls: a user, or a session of a role.
+    caller: Mutex<Grantee>,
     attach_limit: usize,
     state: Mutex<State>,
 }
@@ -45,17 +54,13 @@ impl FakeIam {
         st.users.insert(caller.to_string());
         st.users.extend(users.iter().map(|u| u.to_string()));
         // A correctly set-up account: every grantee carries the boundary.
-        let boundary = format!(
-            "arn:aws:iam::{ACCOUNT}:policy{}{}",
-            super::BOUNDARY_PATH,
-            super::BOUNDARY_NAME
-        );
+        let boundary = standard_boundary();
         st.boundaries = users
             .iter()
-            .map(|u| (u.to_string(), boundary.clone()))
+            .map(|u| (Grantee::user(u), boundary.clone()))
             .collect();
         FakeIam {
-            caller: Mutex::new(caller.to_string()),
+            caller: Mutex::new(Grantee::user(caller)),
             attach_limit: 10,
             state: Mutex::new(st),
         }
@@ -63,7 +68,32 @@ impl FakeIam {
 
     /// Who makes the calls from now on (another user's credentials).
     pub fn set_caller(&self, name: &str) {
-        *self.caller.lock() = name.to_string();
+        *self.caller.lock() = Grantee::user(name);
+    }
+
+    /// The calls from now on come from a session of `role`.
+    pub fn assume_role(&self, role: &str) {
+        *self.caller.lock() = Grantee {
+            kind: GranteeKind::Role,
+            name: role.to_string(),
+        };
+    }
+
+    /// A role carrying the sealfs boundary.
+    pub fn add_role(&self, name: &str) {
+        let mut st = self.state.lock();
+        st.roles.insert(name.to_string());
+        st.boundaries
+            .insert(role_grantee(name), standard_boundary());
+    }
+
+    /// A group at IAM path `path` (`/sealfs/` for groups meant for sharing)
+    /// with existing users as members.
+    pub fn add_group(&self, name: &str, path: &str, members: &[&str]) {
+        let mut st = self.state.lock();
+        let members = members.iter().map(|m| m.to_string()).collect();
+        st.groups
+            .insert(name.to_string(), (path.to_string(), members));
     }
 
     /// Enforces what `sealfs policy owner` asks of IAM: grant policies are
@@ -75,7 +105,12 @@ impl FakeIam {
 
     /// Removes a user's permissions boundary (a user never set up as a grantee).
     pub fn clear_boundary(&self, user: &str) {
-        self.state.lock().boundaries.remove(user);
+        self.state.lock().boundaries.remove(&Grantee::user(user));
+    }
+
+    /// Removes a role's permissions boundary.
+    pub fn clear_role_boundary(&self, role: &str) {
+        self.state.lock().boundaries.remove(&role_grantee(role));
     }
 
     /// Makes every call of `action` (e.g. "iam:CreatePolicy") fail with AccessDenied.
@@ -85,9 +120,14 @@ impl FakeIam {
 
     /// Attaches a policy that is not sealfs's (to use up a user's quota).
     pub fn attach_foreign(&self, user: &str, name: &str) {
+        self.attach_foreign_to(&Grantee::user(user), name);
+    }
+
+    /// Attaches a policy that is not sealfs's to a user, role or group.
+    pub fn attach_foreign_to(&self, who: &Grantee, name: &str) {
         let arn = format!("arn:aws:iam::{ACCOUNT}:policy/{name}");
         let mut st = self.state.lock();
-        st.attached.entry(user.into()).or_default().push(arn);
+        st.attached.entry(who.clone()).or_default().push(arn);
     }
 
     /// Every policy name with its version count.
@@ -100,8 +140,12 @@ impl FakeIam {
     }
 
     pub fn attached_to(&self, user: &str) -> Vec<String> {
+        self.attached_to_grantee(&Grantee::user(user))
+    }
+
+    pub fn attached_to_grantee(&self, who: &Grantee) -> Vec<String> {
         let st = self.state.lock();
-        st.attached.get(user).cloned().unwrap_or_default()
+        st.attached.get(who).cloned().unwrap_or_default()
     }
 
     pub fn calls(&self) -> u64 {
@@ -127,6 +171,52 @@ impl FakeIam {
 
 fn user_arn(name: &str) -> String {
     format!("arn:aws:iam::{ACCOUNT}:user/{name}")
+}
+
+fn standard_boundary() -> String {
+    format!(
+        "arn:aws:iam::{ACCOUNT}:policy{}{}",
+        super::BOUNDARY_PATH,
+        super::BOUNDARY_NAME
+    )
+}
+
+fn role_grantee(name: &str) -> Grantee {
+    Grantee {
+        kind: GranteeKind::Role,
+        name: name.to_string(),
+    }
+}
+
+impl State {
+    fn exists(&self, who: &Grantee) -> bool {
+        match who.kind {
+            GranteeKind::User => self.users.contains(&who.name),
+            GranteeKind::Role => self.roles.contains(&who.name),
+            GranteeKind::Group => self.groups.contains_key(&who.name),
+        }
+    }
+}
+
+/// IAM's action names for attaching, detaching and listing per kind.
+fn actions(kind: GranteeKind) -> (&'static str, &'static str, &'static str) {
+    match kind {
+        GranteeKind::User => (
+            "iam:AttachUserPolicy",
+            "iam:DetachUserPolicy",
+            "iam:ListAttachedUserPolicies",
+        ),
+        GranteeKind::Role => (
+            "iam:AttachRolePolicy",
+            "iam:DetachRolePolicy",
+            "iam:ListAttachedRolePolicies",
+        ),
+        GranteeKind::Group => (
+            "iam:AttachGroupPolicy",
+            "iam:DetachGroupPolicy",
+            "iam:ListAttachedGroupPolicies",
+        ),
+    }
 }
 
 fn missing(what: impl Into<String>) -> GrantError {
@@ -155,29 +245,77 @@ fn managed(arn: &str, p: &Policy) -> ManagedPolicy {
 #[async_trait]
 impl GrantService for FakeIam {
     async fn caller(&self) -> GrantResult<Caller> {
+        let who = self.caller.lock().clone();
+        let arn = match who.kind {
+            GranteeKind::Role => {
+                format!("arn:aws:sts::{ACCOUNT}:assumed-role/{}/session", who.name)
+            }
+            _ => user_arn(&who.name),
+        };
         Ok(Caller {
-            arn: user_arn(&self.caller.lock()),
+            arn,
             account: ACCOUNT.into(),
         })
     }
 
-    async fn get_user(&self, name: &str) -> GrantResult<User> {
+    async fn get_user(&self, name: &str) -> GrantResult<Identity> {
         let st = self.begin("iam:GetUser")?;
         if !st.users.contains(name) {
             return Err(missing(format!("user {name}")));
         }
-        Ok(User {
+        Ok(Identity {
             name: name.into(),
             arn: user_arn(name),
-            boundary: st.boundaries.get(name).cloned(),
+            boundary: st.boundaries.get(&Grantee::user(name)).cloned(),
         })
     }
 
-    async fn list_attached(&self, user: &str) -> GrantResult<Vec<(String, String)>> {
-        let st = self.begin("iam:ListAttachedUserPolicies")?;
+    async fn get_role(&self, name: &str) -> GrantResult<Identity> {
+        let st = self.begin("iam:GetRole")?;
+        if !st.roles.contains(name) {
+            return Err(missing(format!("role {name}")));
+        }
+        Ok(Identity {
+            name: name.into(),
+            arn: format!("arn:aws:iam::{ACCOUNT}:role/{name}"),
+            boundary: st.boundaries.get(&role_grantee(name)).cloned(),
+        })
+    }
+
+    async fn get_group(&self, name: &str) -> GrantResult<Group> {
+        let st = self.begin("iam:GetGroup")?;
+        let (path, members) = st
+            .groups
+            .get(name)
+            .ok_or_else(|| missing(format!("group {name}")))?;
+        Ok(Group {
+            name: name.into(),
+            arn: format!("arn:aws:iam::{ACCOUNT}:group{path}{name}"),
+            members: members.iter().cloned().collect(),
+        })
+    }
+
+    async fn groups_of_user(&self, user: &str) -> GrantResult<Vec<String>> {
+        let st = self.begin("iam:ListGroupsForUser")?;
+        if !st.users.contains(user) {
+            return Err(missing(format!("user {user}")));
+        }
+        Ok(st
+            .groups
+            .iter()
+            .filter(|(_, (_, members))| members.contains(user))
+            .map(|(g, _)| g.clone())
+            .collect())
+    }
+
+    async fn list_attached(&self, who: &Grantee) -> GrantResult<Vec<(String, String)>> {
+        let st = self.begin(actions(who.kind).2)?;
+        if !st.exists(who) {
+            return Err(missing(who.to_string()));
+        }
         Ok(st
             .attached
-            .get(user)
+            .get(who)
             .into_iter()
             .flatten()
             .map(|arn| {
@@ -304,65 +442,92 @@ impl GrantService for FakeIam {
         Ok(())
     }
 
-    async fn put_user_boundary(&self, user: &str, arn: &str) -> GrantResult<()> {
-        let mut st = self.begin("iam:PutUserPermissionsBoundary")?;
-        if !st.users.contains(user) {
-            return Err(missing(format!("user {user}")));
+    async fn put_boundary(&self, who: &Grantee, arn: &str) -> GrantResult<()> {
+        let action = match who.kind {
+            GranteeKind::User => "iam:PutUserPermissionsBoundary",
+            GranteeKind::Role => "iam:PutRolePermissionsBoundary",
+            GranteeKind::Group => {
+                return Err(GrantError::Invalid {
+                    message: "groups have no permissions boundary".into(),
+                })
+            }
+        };
+        let mut st = self.begin(action)?;
+        if !st.exists(who) {
+            return Err(missing(who.to_string()));
         }
         if st.required_boundary.is_some() {
             return Err(GrantError::AccessDenied {
-                action: "iam:PutUserPermissionsBoundary",
+                action,
                 message: "explicit deny: owners do not change boundaries".into(),
             });
         }
-        st.boundaries.insert(user.into(), arn.into());
+        st.boundaries.insert(who.clone(), arn.into());
         Ok(())
     }
 
-    async fn attach(&self, user: &str, arn: &str) -> GrantResult<()> {
-        let mut st = self.begin("iam:AttachUserPolicy")?;
-        if !st.users.contains(user) {
-            return Err(missing(format!("user {user}")));
+    async fn attach(&self, who: &Grantee, arn: &str) -> GrantResult<()> {
+        let action = actions(who.kind).0;
+        let mut st = self.begin(action)?;
+        if !st.exists(who) {
+            return Err(missing(who.to_string()));
         }
         if !st.policies.contains_key(arn) {
             return Err(missing(arn));
         }
         if let Some(required) = &st.required_boundary {
             let grant = arn.contains(&format!(":policy{}", super::POLICY_PATH));
-            if grant && *user == *self.caller.lock() {
-                return Err(GrantError::AccessDenied {
-                    action: "iam:AttachUserPolicy",
-                    message: "explicit deny: a grant policy on the caller itself".into(),
-                });
+            let denied = |message: String| GrantError::AccessDenied { action, message };
+            if grant && *who == *self.caller.lock() {
+                return Err(denied(
+                    "explicit deny: a grant policy on the caller itself".into(),
+                ));
             }
-            if grant && st.boundaries.get(user) != Some(required) {
-                return Err(GrantError::AccessDenied {
-                    action: "iam:AttachUserPolicy",
-                    message: format!("{user} does not carry the permissions boundary {required}"),
-                });
+            match who.kind {
+                GranteeKind::Group => {
+                    let path = &st.groups[&who.name].0;
+                    if grant && path != super::POLICY_PATH {
+                        return Err(denied(format!(
+                            "{who} is not at the IAM path {}",
+                            super::POLICY_PATH
+                        )));
+                    }
+                }
+                _ => {
+                    if grant && st.boundaries.get(who) != Some(required) {
+                        return Err(denied(format!(
+                            "{who} does not carry the permissions boundary {required}"
+                        )));
+                    }
+                }
             }
         }
         let limit = self.attach_limit;
-        let list = st.attached.entry(user.into()).or_default();
+        let list = st.attached.entry(who.clone()).or_default();
         if list.iter().any(|a| a == arn) {
             return Ok(());
         }
         if list.len() >= limit {
+            let quota = match who.kind {
+                GranteeKind::User => "PoliciesPerUser",
+                GranteeKind::Role => "PoliciesPerRole",
+                GranteeKind::Group => "PoliciesPerGroup",
+            };
             return Err(GrantError::LimitExceeded {
-                message: format!("Cannot exceed quota for PoliciesPerUser: {limit}"),
+                message: format!("Cannot exceed quota for {quota}: {limit}"),
             });
         }
         list.push(arn.into());
         Ok(())
     }
 
-    async fn detach(&self, user: &str, arn: &str) -> GrantResult<()> {
-        let mut st = self.begin("iam:DetachUserPolicy")?;
-        let list = st.attached.entry(user.into()).or_default();
+    async fn detach(&self, who: &Grantee, arn: &str) -> GrantResult<()> {
+        let mut st = self.begin(actions(who.kind).1)?;
+        let list = st.attached.entry(who.clone()).or_default();
         let before = list.len();
         list.retain(|a| a != arn);
         if list.len() == before {
-            return Err(missing(format!("{arn} attached to {user}")));
+            return Err(missing(format!("{arn} attached to {who}")));
         }
         Ok(())
     }

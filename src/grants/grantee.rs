@@ -194,6 +194,16 @@ impl fmt::Display for Grantee {
     }
 }
 
+/// A grantee equals the way [`fmt::Display`] writes it (`alice`, `role/x`).
+impl PartialEq<&str> for Grantee {
+    fn eq(&self, other: &&str) -> bool {
+        match self.kind {
+            GranteeKind::User => self.name == *other,
+            kind => other.split_once('/') == Some((kind.as_str(), self.name.as_str())),
+        }
+    }
+}
+
 /// One grantee in a `user.share` value or on the command line, with the
 /// share's end: `alice`, `alice;for=7d`, `role/x;until=2027-01-31`.
 #[derive(Clone, Debug, PartialEq, Eq)]

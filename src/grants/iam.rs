@@ -1,6 +1,9 @@
 //! [`GrantService`] over AWS IAM (and STS for the caller's identity).
 
-use super::{Caller, GrantError, GrantResult, GrantService, ManagedPolicy, PolicyVersion, User};
+use super::grantee::{Grantee, GranteeKind};
+use super::{
+    Caller, GrantError, GrantResult, GrantService, Group, Identity, ManagedPolicy, PolicyVersion,
+};
 use crate::aws_error::{classify, Class};
 use async_trait::async_trait;
 use aws_sdk_iam::error::{ProvideErrorMetadata, SdkError};
@@ -104,7 +107,7 @@ impl GrantService for IamGrantService {
         })
     }
 
-    async fn get_user(&self, name: &str) -> GrantResult<User> {
+    async fn get_user(&self, name: &str) -> GrantResult<Identity> {
         let out = self
             .iam
             .get_user()
@@ -115,7 +118,7 @@ impl GrantService for IamGrantService {
         let u = out.user().ok_or_else(|| GrantError::NoSuchEntity {
             what: format!("user {name}"),
         })?;
-        Ok(User {
+        Ok(Identity {
             name: u.user_name().to_string(),
             arn: u.arn().to_string(),
             boundary: u
@@ -125,26 +128,135 @@ impl GrantService for IamGrantService {
         })
     }
 
-    async fn list_attached(&self, user: &str) -> GrantResult<Vec<(String, String)>> {
+    async fn get_role(&self, name: &str) -> GrantResult<Identity> {
+        let out = self
+            .iam
+            .get_role()
+            .role_name(name)
+            .send()
+            .await
+            .map_err(|e| fail("iam:GetRole", e))?;
+        let r = out.role().ok_or_else(|| GrantError::NoSuchEntity {
+            what: format!("role {name}"),
+        })?;
+        Ok(Identity {
+            name: r.role_name().to_string(),
+            arn: r.arn().to_string(),
+            boundary: r
+                .permissions_boundary()
+                .and_then(|b| b.permissions_boundary_arn())
+                .map(str::to_string),
+        })
+    }
+
+    async fn get_group(&self, name: &str) -> GrantResult<Group> {
+        let mut members = Vec::new();
+        let mut marker = None;
+        loop {
+            let page = self
+                .iam
+                .get_group()
+                .group_name(name)
+                .set_marker(marker.take())
+                .send()
+                .await
+                .map_err(|e| fail("iam:GetGroup", e))?;
+            members.extend(page.users().iter().map(|u| u.user_name().to_string()));
+            if let (true, Some(m)) = (page.is_truncated(), page.marker()) {
+                marker = Some(m.to_string());
+                continue;
+            }
+            let g = page.group().ok_or_else(|| GrantError::NoSuchEntity {
+                what: format!("group {name}"),
+            })?;
+            return Ok(Group {
+                name: g.group_name().to_string(),
+                arn: g.arn().to_string(),
+                members,
+            });
+        }
+    }
+
+    async fn groups_of_user(&self, user: &str) -> GrantResult<Vec<String>> {
         let mut out = Vec::new();
         let mut marker = None;
         loop {
             let page = self
                 .iam
-                .list_attached_user_policies()
+                .list_groups_for_user()
                 .user_name(user)
                 .set_marker(marker.take())
                 .send()
                 .await
-                .map_err(|e| fail("iam:ListAttachedUserPolicies", e))?;
-            for p in page.attached_policies() {
+                .map_err(|e| fail("iam:ListGroupsForUser", e))?;
+            out.extend(page.groups().iter().map(|g| g.group_name().to_string()));
+            match (page.is_truncated(), page.marker()) {
+                (true, Some(m)) => marker = Some(m.to_string()),
+                _ => return Ok(out),
+            }
+        }
+    }
+
+    async fn list_attached(&self, who: &Grantee) -> GrantResult<Vec<(String, String)>> {
+        let mut out = Vec::new();
+        let mut marker = None;
+        let name = who.name.as_str();
+        loop {
+            let (policies, truncated, next) = match who.kind {
+                GranteeKind::User => {
+                    let page = self
+                        .iam
+                        .list_attached_user_policies()
+                        .user_name(name)
+                        .set_marker(marker.take())
+                        .send()
+                        .await
+                        .map_err(|e| fail("iam:ListAttachedUserPolicies", e))?;
+                    (
+                        page.attached_policies().to_vec(),
+                        page.is_truncated(),
+                        page.marker().map(str::to_string),
+                    )
+                }
+                GranteeKind::Role => {
+                    let page = self
+                        .iam
+                        .list_attached_role_policies()
+                        .role_name(name)
+                        .set_marker(marker.take())
+                        .send()
+                        .await
+                        .map_err(|e| fail("iam:ListAttachedRolePolicies", e))?;
+                    (
+                        page.attached_policies().to_vec(),
+                        page.is_truncated(),
+                        page.marker().map(str::to_string),
+                    )
+                }
+                GranteeKind::Group => {
+                    let page = self
+                        .iam
+                        .list_attached_group_policies()
+                        .group_name(name)
+                        .set_marker(marker.take())
+                        .send()
+                        .await
+                        .map_err(|e| fail("iam:ListAttachedGroupPolicies", e))?;
+                    (
+                        page.attached_policies().to_vec(),
+                        page.is_truncated(),
+                        page.marker().map(str::to_string),
+                    )
+                }
+            };
+            for p in &policies {
                 out.push((
                     p.policy_name().unwrap_or_default().to_string(),
                     p.policy_arn().unwrap_or_default().to_string(),
                 ));
             }
-            match (page.is_truncated(), page.marker()) {
-                (true, Some(m)) => marker = Some(m.to_string()),
+            match (truncated, next) {
+                (true, Some(m)) => marker = Some(m),
                 _ => return Ok(out),
             }
         }
@@ -288,36 +400,96 @@ impl GrantService for IamGrantService {
         Ok(())
     }
 
-    async fn attach(&self, user: &str, arn: &str) -> GrantResult<()> {
-        self.iam
-            .attach_user_policy()
-            .user_name(user)
-            .policy_arn(arn)
-            .send()
-            .await
-            .map_err(|e| fail("iam:AttachUserPolicy", e))?;
-        Ok(())
+    async fn attach(&self, who: &Grantee, arn: &str) -> GrantResult<()> {
+        let name = who.name.as_str();
+        match who.kind {
+            GranteeKind::User => self
+                .iam
+                .attach_user_policy()
+                .user_name(name)
+                .policy_arn(arn)
+                .send()
+                .await
+                .map(drop)
+                .map_err(|e| fail("iam:AttachUserPolicy", e)),
+            GranteeKind::Role => self
+                .iam
+                .attach_role_policy()
+                .role_name(name)
+                .policy_arn(arn)
+                .send()
+                .await
+                .map(drop)
+                .map_err(|e| fail("iam:AttachRolePolicy", e)),
+            GranteeKind::Group => self
+                .iam
+                .attach_group_policy()
+                .group_name(name)
+                .policy_arn(arn)
+                .send()
+                .await
+                .map(drop)
+                .map_err(|e| fail("iam:AttachGroupPolicy", e)),
+        }
     }
 
-    async fn detach(&self, user: &str, arn: &str) -> GrantResult<()> {
-        self.iam
-            .detach_user_policy()
-            .user_name(user)
-            .policy_arn(arn)
-            .send()
-            .await
-            .map_err(|e| fail("iam:DetachUserPolicy", e))?;
-        Ok(())
+    async fn detach(&self, who: &Grantee, arn: &str) -> GrantResult<()> {
+        let name = who.name.as_str();
+        match who.kind {
+            GranteeKind::User => self
+                .iam
+                .detach_user_policy()
+                .user_name(name)
+                .policy_arn(arn)
+                .send()
+                .await
+                .map(drop)
+                .map_err(|e| fail("iam:DetachUserPolicy", e)),
+            GranteeKind::Role => self
+                .iam
+                .detach_role_policy()
+                .role_name(name)
+                .policy_arn(arn)
+                .send()
+                .await
+                .map(drop)
+                .map_err(|e| fail("iam:DetachRolePolicy", e)),
+            GranteeKind::Group => self
+                .iam
+                .detach_group_policy()
+                .group_name(name)
+                .policy_arn(arn)
+                .send()
+                .await
+                .map(drop)
+                .map_err(|e| fail("iam:DetachGroupPolicy", e)),
+        }
     }
 
-    async fn put_user_boundary(&self, user: &str, arn: &str) -> GrantResult<()> {
-        self.iam
-            .put_user_permissions_boundary()
-            .user_name(user)
-            .permissions_boundary(arn)
-            .send()
-            .await
-            .map_err(|e| fail("iam:PutUserPermissionsBoundary", e))?;
-        Ok(())
+    async fn put_boundary(&self, who: &Grantee, arn: &str) -> GrantResult<()> {
+        let name = who.name.as_str();
+        match who.kind {
+            GranteeKind::User => self
+                .iam
+                .put_user_permissions_boundary()
+                .user_name(name)
+                .permissions_boundary(arn)
+                .send()
+                .await
+                .map(drop)
+                .map_err(|e| fail("iam:PutUserPermissionsBoundary", e)),
+            GranteeKind::Role => self
+                .iam
+                .put_role_permissions_boundary()
+                .role_name(name)
+                .permissions_boundary(arn)
+                .send()
+                .await
+                .map(drop)
+                .map_err(|e| fail("iam:PutRolePermissionsBoundary", e)),
+            GranteeKind::Group => Err(GrantError::Invalid {
+                message: format!("group {name}: IAM groups have no permissions boundary"),
+            }),
+        }
     }
 }

@@ -1,26 +1,32 @@
 //! Per-file sharing through IAM (docs/SHARING.md).
 //!
-//! A grant lets one IAM user read one file: `s3:GetObject` on its object ARN
-//! and `kms:Decrypt` only under its file id's encryption context. Grants live
-//! in sealfs-managed IAM policies, one set per grantee, at path
-//! `/sealfs/<grantee>/`, named `sealfs-<grantee>-<n>`, attached to the grantee.
+//! A grant lets one IAM user, role or group read one file: `s3:GetObject` on
+//! its object ARN and `kms:Decrypt` only under its file id's encryption
+//! context. Grants live in sealfs-managed IAM policies, one set per grantee,
+//! at the grantee's path (`/sealfs/<user>/`, `/sealfs/role/<role>/`,
+//! `/sealfs/group/<group>/`), attached to the grantee.
 //!
 //! - [`policy`]: the policy document (pure);
 //! - [`GrantService`]: the IAM operations sealfs needs, with the AWS
 //!   implementation in [`iam`] and an in-memory one with IAM's limits in [`fake`];
 //! - [`book`]: the grant logic (spill, versions, capacity, rename, delete, ends);
+//! - [`admit`]: who a grantee is in IAM, and whether a grant may go to it;
+//! - [`mine`]: what has been shared with the caller, read with its own rights;
 //! - [`expiry`]: when a share ends, as people write it and as IAM compares it;
 //! - [`grantee`]: grantees as people name them, and their policy paths.
 
+pub mod admit;
 pub mod book;
 pub mod expiry;
 pub mod fake;
 pub mod grantee;
 pub mod iam;
+pub mod mine;
 pub mod policy;
 
 pub use book::{GrantSettings, Grants};
 pub use fake::FakeIam;
+pub use grantee::{Grantee, GranteeKind};
 pub use iam::IamGrantService;
 pub use policy::{GrantDoc, SharedFile};
 
@@ -69,13 +75,21 @@ impl std::str::FromStr for BoundaryCheck {
     }
 }
 
-/// An IAM user that can receive grants.
+/// An IAM user or role, as IAM describes it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct User {
+pub struct Identity {
     pub name: String,
     pub arn: String,
-    /// The ARN of the user's permissions boundary, if any.
+    /// The ARN of its permissions boundary, if any.
     pub boundary: Option<String>,
+}
+
+/// An IAM group and the names of its members.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Group {
+    pub name: String,
+    pub arn: String,
+    pub members: Vec<String>,
 }
 
 /// Who is calling (from STS): the ARN and the account.
@@ -102,6 +116,14 @@ impl Caller {
         let resource = self.arn.split(':').nth(5)?;
         let rest = resource.strip_prefix("user/")?;
         Some(rest.rsplit('/').next().unwrap_or(rest).to_string())
+    }
+
+    /// The role, when the caller is a session of one
+    /// (`arn:aws:sts::ACCOUNT:assumed-role/ROLE/SESSION`).
+    pub fn role_name(&self) -> Option<String> {
+        let resource = self.arn.split(':').nth(5)?;
+        let rest = resource.strip_prefix("assumed-role/")?;
+        Some(rest.split('/').next()?.to_string()).filter(|r| !r.is_empty())
     }
 }
 
@@ -152,9 +174,15 @@ pub type GrantResult<T> = std::result::Result<T, GrantError>;
 #[async_trait]
 pub trait GrantService: Send + Sync {
     async fn caller(&self) -> GrantResult<Caller>;
-    async fn get_user(&self, name: &str) -> GrantResult<User>;
-    /// Every managed policy attached to the user (any path).
-    async fn list_attached(&self, user: &str) -> GrantResult<Vec<(String, String)>>;
+    async fn get_user(&self, name: &str) -> GrantResult<Identity>;
+    async fn get_role(&self, name: &str) -> GrantResult<Identity>;
+    /// The group with every member.
+    async fn get_group(&self, name: &str) -> GrantResult<Group>;
+    /// The groups `user` is a member of.
+    async fn groups_of_user(&self, user: &str) -> GrantResult<Vec<String>>;
+    /// Every managed policy attached to the user, role or group (any path):
+    /// (name, ARN).
+    async fn list_attached(&self, who: &Grantee) -> GrantResult<Vec<(String, String)>>;
     /// Customer-managed policies whose path starts with `path_prefix`.
     async fn list_policies(&self, path_prefix: &str) -> GrantResult<Vec<ManagedPolicy>>;
     async fn get_policy(&self, arn: &str) -> GrantResult<ManagedPolicy>;
@@ -171,10 +199,11 @@ pub trait GrantService: Send + Sync {
     async fn create_version(&self, arn: &str, document: &str) -> GrantResult<String>;
     async fn delete_version(&self, arn: &str, version: &str) -> GrantResult<()>;
     async fn delete_policy(&self, arn: &str) -> GrantResult<()>;
-    async fn attach(&self, user: &str, arn: &str) -> GrantResult<()>;
-    async fn detach(&self, user: &str, arn: &str) -> GrantResult<()>;
-    /// Sets the user's permissions boundary (administrators, `sealfs grantee setup`).
-    async fn put_user_boundary(&self, user: &str, arn: &str) -> GrantResult<()>;
+    async fn attach(&self, who: &Grantee, arn: &str) -> GrantResult<()>;
+    async fn detach(&self, who: &Grantee, arn: &str) -> GrantResult<()>;
+    /// Sets a user's or role's permissions boundary (administrators,
+    /// `sealfs grantee setup`); groups have none.
+    async fn put_boundary(&self, who: &Grantee, arn: &str) -> GrantResult<()>;
 }
 
 /// Makes `document` the default version of the policy `arn`, deleting the
@@ -199,5 +228,7 @@ pub async fn replace_default_version(
     Ok(())
 }
 
+#[cfg(test)]
+mod kinds_tests;
 #[cfg(test)]
 mod tests;

@@ -4,7 +4,7 @@ use super::*;
 use crate::error::Error;
 use std::sync::Arc;
 
-fn file(key: &str, n: u32) -> SharedFile {
+pub(super) fn file(key: &str, n: u32) -> SharedFile {
     let mut id = [0u8; 16];
     id[..4].copy_from_slice(&n.to_be_bytes());
     SharedFile {
@@ -12,6 +12,33 @@ fn file(key: &str, n: u32) -> SharedFile {
         key: format!("vol/{key}"),
         file_id: hex::encode(id),
         key_arn: "arn:aws:kms:us-east-1:123456789012:key/vol".into(),
+    }
+}
+
+fn named(who: &str) -> grantee::Named {
+    Grantee::parse(who).unwrap()
+}
+
+/// A file's grants as getfattr shows their grantees.
+async fn shown(g: &Grants, f: &SharedFile) -> Vec<(String, Option<expiry::Until>)> {
+    g.grants_of(f)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(who, until)| (who.to_string(), until))
+        .collect()
+}
+
+/// Shares files f0, f1, … with `who` until a share fails: how many were
+/// shared, and the failure.
+pub(super) async fn share_until_full(g: &Grants, who: &str) -> (u32, Error) {
+    let mut n = 0;
+    loop {
+        match g.share(who, &file(&format!("f{n}"), n)).await {
+            Ok(_) => n += 1,
+            Err(e) => return (n, e),
+        }
+        assert!(n < 1000, "never ran out");
     }
 }
 
@@ -127,14 +154,7 @@ async fn capacity_exhaustion_is_enospc() {
         iam.attach_foreign("alice", &format!("other-{n}"));
     }
     let g = Grants::new(iam.clone(), GrantSettings::default());
-    let mut n = 0;
-    let err = loop {
-        match g.share("alice", &file(&format!("f{n}"), n)).await {
-            Ok(_) => n += 1,
-            Err(e) => break e,
-        }
-        assert!(n < 1000, "never ran out");
-    };
+    let (n, err) = share_until_full(&g, "alice").await;
     assert_eq!(err.errno(), libc::ENOSPC);
     assert!(err.to_string().contains("10 managed policies"), "{err}");
     assert!(n > 20, "one policy holds many grants, held {n}");
@@ -219,7 +239,7 @@ async fn the_grantee_sees_what_was_shared_and_by_whom() {
     owner.share("alice", &file("c", 2)).await.unwrap();
     // Ended: no longer listed (AWS no longer honours it).
     owner
-        .share_until("alice", &file("d", 3), end(1_000))
+        .share_until(&named("alice"), &file("d", 3), end(1_000))
         .await
         .unwrap();
     iam.set_caller("alice");
@@ -322,7 +342,10 @@ async fn grants_need_the_boundary_and_never_reach_the_owner() {
     // The owner cannot share with itself (its policy denies the attachment)
     // nor give bob a boundary.
     assert!(lax.share("owner", &a).await.is_err());
-    assert!(iam.put_user_boundary("bob", &boundary).await.is_err());
+    assert!(iam
+        .put_boundary(&Grantee::user("bob"), &boundary)
+        .await
+        .is_err());
 }
 
 fn end(unix: i64) -> Option<expiry::Until> {
@@ -336,35 +359,33 @@ const LATER: i64 = 4_070_908_800;
 async fn an_end_is_written_replaced_and_shown() {
     let (iam, g) = setup();
     let f = file("report.pdf", 1);
-    g.share_until("alice", &f, end(LATER)).await.unwrap();
-    assert_eq!(
-        g.grants_of(&f).await.unwrap(),
-        vec![("alice".to_string(), end(LATER))]
-    );
+    g.share_until(&named("alice"), &f, end(LATER))
+        .await
+        .unwrap();
+    assert_eq!(shown(&g, &f).await, vec![("alice".to_string(), end(LATER))]);
     let text = g.documents_of("alice").await.unwrap()[0].1.render();
     assert!(
         text.contains(r#""DateLessThan":{"aws:CurrentTime":"2099-01-01T00:00:00Z"}"#),
         "{text}"
     );
     // The same grant again writes nothing.
-    g.share_until("alice", &f, end(LATER)).await.unwrap();
+    g.share_until(&named("alice"), &f, end(LATER))
+        .await
+        .unwrap();
     assert_eq!(iam.policies(), vec![("sealfs-alice-1".to_string(), 1)]);
     // Another end replaces it (one grant, not two); no end makes it lasting.
-    g.share_until("alice", &f, end(LATER + 86_400))
+    g.share_until(&named("alice"), &f, end(LATER + 86_400))
         .await
         .unwrap();
     let docs = g.documents_of("alice").await.unwrap();
     assert_eq!(docs.len(), 1);
     assert_eq!(docs[0].1.by_sharer.len(), 1);
     assert_eq!(
-        g.grants_of(&f).await.unwrap(),
+        shown(&g, &f).await,
         vec![("alice".to_string(), end(LATER + 86_400))]
     );
     g.share("alice", &f).await.unwrap();
-    assert_eq!(
-        g.grants_of(&f).await.unwrap(),
-        vec![("alice".to_string(), None)]
-    );
+    assert_eq!(shown(&g, &f).await, vec![("alice".to_string(), None)]);
     assert!(!g.documents_of("alice").await.unwrap()[0]
         .1
         .render()
@@ -375,7 +396,9 @@ async fn an_end_is_written_replaced_and_shown() {
 async fn ended_grants_are_not_shown_and_are_pruned_at_the_next_write() {
     let (iam, g) = setup();
     let (a, b) = (file("a", 1), file("b", 2));
-    g.share_until("alice", &a, end(1_000)).await.unwrap();
+    g.share_until(&named("alice"), &a, end(1_000))
+        .await
+        .unwrap();
     assert!(
         g.grants_of(&a).await.unwrap().is_empty(),
         "ended: shown to no one"
@@ -400,10 +423,12 @@ async fn ended_grants_are_not_shown_and_are_pruned_at_the_next_write() {
 async fn the_prune_command_removes_every_ended_statement() {
     let (iam, g) = setup();
     let (a, c, d) = (file("a", 1), file("c", 3), file("d", 4));
-    g.share_until("alice", &a, end(1_000)).await.unwrap();
+    g.share_until(&named("alice"), &a, end(1_000))
+        .await
+        .unwrap();
     // (In this order: a share prunes the grantee's ended statements.)
     g.share("bob", &d).await.unwrap();
-    g.share_until("bob", &c, end(1_000)).await.unwrap();
+    g.share_until(&named("bob"), &c, end(1_000)).await.unwrap();
     assert_eq!(g.prune_ended().await.unwrap(), 2);
     // alice's only policy emptied: detached and deleted.
     assert!(iam.attached_to("alice").is_empty());
@@ -429,7 +454,7 @@ async fn ended_grants_free_room_at_the_limit() {
     let mut n = 0;
     loop {
         match g
-            .share_until("alice", &file(&format!("f{n}"), n), end(LATER))
+            .share_until(&named("alice"), &file(&format!("f{n}"), n), end(LATER))
             .await
         {
             Ok(_) => n += 1,

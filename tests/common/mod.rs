@@ -101,6 +101,69 @@ impl Stack {
             "AWS_SECRET_ACCESS_KEY".into(),
             key.secret_access_key().into(),
         );
+        self.write_user_env(&name, &env);
+        name
+    }
+
+    /// A new role named `<prefix>-<random>` carrying `policy` inline, and a
+    /// session of it: a new user allowed to assume the role assumes it, and
+    /// the session's temporary credentials get an env file, so
+    /// [`Stack::sealfs`] can run as the session. Returns (role, session).
+    pub async fn new_role_session(
+        &self,
+        prefix: &str,
+        policy: &serde_json::Value,
+    ) -> (String, String) {
+        let assume = serde_json::json!({"Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Action": "sts:AssumeRole", "Resource": "*"}
+        ]});
+        let assumer = self.new_user(&format!("{prefix}-as"), Some(&assume)).await;
+        let iam = self.iam("admin");
+        let role = format!("{prefix}-{:08x}", rand::random::<u32>());
+        let account = self.var("SEALFS_TEST_ACCOUNT");
+        let trust = serde_json::json!({"Version": "2012-10-17", "Statement": [{
+            "Effect": "Allow",
+            "Principal": {"AWS": format!("arn:aws:iam::{account}:user/{assumer}")},
+            "Action": "sts:AssumeRole"
+        }]});
+        let made = iam
+            .create_role()
+            .role_name(&role)
+            .assume_role_policy_document(trust.to_string())
+            .send()
+            .await
+            .unwrap();
+        iam.put_role_policy()
+            .role_name(&role)
+            .policy_name("test-policy")
+            .policy_document(policy.to_string())
+            .send()
+            .await
+            .unwrap();
+        let conf = aws_sdk_sts::Config::builder()
+            .behavior_version_latest()
+            .credentials_provider(self.creds(&assumer))
+            .region(aws_sdk_sts::config::Region::new("us-east-1"))
+            .endpoint_url(self.endpoint())
+            .build();
+        let out = aws_sdk_sts::Client::from_conf(conf)
+            .assume_role()
+            .role_arn(made.role().unwrap().arn())
+            .role_session_name("test")
+            .send()
+            .await
+            .unwrap();
+        let c = out.credentials().unwrap();
+        let mut env = self.user_env("admin");
+        env.insert("AWS_ACCESS_KEY_ID".into(), c.access_key_id().into());
+        env.insert("AWS_SECRET_ACCESS_KEY".into(), c.secret_access_key().into());
+        env.insert("AWS_SESSION_TOKEN".into(), c.session_token().into());
+        let session = format!("{role}-session");
+        self.write_user_env(&session, &env);
+        (role, session)
+    }
+
+    fn write_user_env(&self, name: &str, env: &HashMap<String, String>) {
         let text: String = env
             .iter()
             .map(|(k, v)| format!("export {k}={v}\n"))
@@ -108,7 +171,6 @@ impl Stack {
         let dir = self.dir.join("test-users");
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join(format!("{name}.env")), text).unwrap();
-        name
     }
 
     /// The sealfs binary as `user`, with no AWS setting inherited from the
@@ -247,4 +309,25 @@ pub async fn grant_docs(
         out.push((p.policy_name().unwrap().to_string(), doc, size));
     }
     out
+}
+
+/// A policy as moto can evaluate it: moto sees every non-S3 resource as
+/// "*", so statements naming KMS keys or IAM ARNs would never match there;
+/// and a Deny scoped to such a resource would deny the action everywhere,
+/// so those are left out (their text is asserted by the unit tests of
+/// `sealfs policy`).
+pub fn for_moto(mut policy: serde_json::Value) -> serde_json::Value {
+    policy["Statement"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|st| st["Effect"] != "Deny");
+    for st in policy["Statement"].as_array_mut().unwrap() {
+        let s3 = st["Resource"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("arn:aws:s3"));
+        if !s3 {
+            st["Resource"] = serde_json::json!("*");
+        }
+    }
+    policy
 }
