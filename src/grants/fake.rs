@@ -295,7 +295,7 @@ impl GrantService for FakeIam {
         })
     }
 
-    async fn groups_of_user(&self, user: &str) -> GrantResult<Vec<String>> {
+    async fn groups_of_user(&self, user: &str) -> GrantResult<Vec<(String, String)>> {
         let st = self.begin("iam:ListGroupsForUser")?;
         if !st.users.contains(user) {
             return Err(missing(format!("user {user}")));
@@ -304,14 +304,26 @@ impl GrantService for FakeIam {
             .groups
             .iter()
             .filter(|(_, (_, members))| members.contains(user))
-            .map(|(g, _)| g.clone())
+            .map(|(g, (path, _))| (g.clone(), format!("arn:aws:iam::{ACCOUNT}:group{path}{g}")))
             .collect())
     }
 
     async fn list_attached(&self, who: &Grantee) -> GrantResult<Vec<(String, String)>> {
-        let st = self.begin(actions(who.kind).2)?;
+        let action = actions(who.kind).2;
+        let st = self.begin(action)?;
         if !st.exists(who) {
             return Err(missing(who.to_string()));
+        }
+        // The printed policies let owners and grantees list the policies
+        // of groups at /sealfs/ only.
+        if who.kind == GranteeKind::Group
+            && st.required_boundary.is_some()
+            && st.groups[&who.name].0 != super::POLICY_PATH
+        {
+            return Err(GrantError::AccessDenied {
+                action,
+                message: format!("{who} is not at {}", super::POLICY_PATH),
+            });
         }
         Ok(st
             .attached

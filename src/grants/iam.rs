@@ -177,7 +177,7 @@ impl GrantService for IamGrantService {
         }
     }
 
-    async fn groups_of_user(&self, user: &str) -> GrantResult<Vec<String>> {
+    async fn groups_of_user(&self, user: &str) -> GrantResult<Vec<(String, String)>> {
         let mut out = Vec::new();
         let mut marker = None;
         loop {
@@ -189,7 +189,11 @@ impl GrantService for IamGrantService {
                 .send()
                 .await
                 .map_err(|e| fail("iam:ListGroupsForUser", e))?;
-            out.extend(page.groups().iter().map(|g| g.group_name().to_string()));
+            out.extend(
+                page.groups()
+                    .iter()
+                    .map(|g| (g.group_name().to_string(), g.arn().to_string())),
+            );
             match (page.is_truncated(), page.marker()) {
                 (true, Some(m)) => marker = Some(m.to_string()),
                 _ => return Ok(out),

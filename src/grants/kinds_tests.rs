@@ -113,6 +113,9 @@ async fn a_group_receives_files_and_every_member_sees_them() {
         vec!["arn:aws:iam::123456789012:policy/sealfs/group/finance/sealfs-group-finance-1"]
     );
     assert_eq!(g.grantees(&a).await.unwrap(), vec!["group/finance"]);
+    // alice is also in a group outside /sealfs/, whose policies she may
+    // not even list: it is not asked about.
+    iam.add_group("everyone", "/", &["alice", "carol"]);
     let member = Grants::new(iam.clone(), GrantSettings::default());
     for (who, sees) in [("bob", true), ("alice", true), ("carol", false)] {
         iam.set_caller(who);

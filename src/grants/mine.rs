@@ -6,7 +6,7 @@
 use super::book::Grants;
 use super::grantee::{Grantee, GranteeKind};
 use super::policy::{GrantDoc, Listed};
-use super::GrantError;
+use super::{GrantError, POLICY_PATH};
 use crate::error::{Error, Result};
 
 impl Grants {
@@ -63,10 +63,19 @@ impl Grants {
         })?;
         let mut holders = vec![Grantee::user(&me)];
         match self.iam.groups_of_user(&me).await {
-            Ok(groups) => holders.extend(groups.into_iter().map(|name| Grantee {
-                kind: GranteeKind::Group,
-                name,
-            })),
+            // Only groups at /sealfs/ can hold grants (the owner policy
+            // attaches to no other), and the grantee policy lets a user list
+            // the policies of those alone: asking about any other group
+            // would be denied.
+            Ok(groups) => holders.extend(
+                groups
+                    .into_iter()
+                    .filter(|(_, arn)| arn.contains(&format!(":group{POLICY_PATH}")))
+                    .map(|(name, _)| Grantee {
+                        kind: GranteeKind::Group,
+                        name,
+                    }),
+            ),
             // A grantee set up before groups could receive files: its own
             // grants still show, and the log says what to run.
             Err(GrantError::AccessDenied { message, .. }) => tracing::warn!(

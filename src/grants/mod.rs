@@ -178,8 +178,8 @@ pub trait GrantService: Send + Sync {
     async fn get_role(&self, name: &str) -> GrantResult<Identity>;
     /// The group with every member.
     async fn get_group(&self, name: &str) -> GrantResult<Group>;
-    /// The groups `user` is a member of.
-    async fn groups_of_user(&self, user: &str) -> GrantResult<Vec<String>>;
+    /// The groups `user` is a member of: (name, ARN).
+    async fn groups_of_user(&self, user: &str) -> GrantResult<Vec<(String, String)>>;
     /// Every managed policy attached to the user, role or group (any path):
     /// (name, ARN).
     async fn list_attached(&self, who: &Grantee) -> GrantResult<Vec<(String, String)>>;
