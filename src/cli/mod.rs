@@ -141,12 +141,22 @@ enum Command {
     Shares {
         /// The file: s3://BUCKET/PATH, or its path on a sealfs mount.
         #[arg(
-            required_unless_present = "prune_ended",
-            conflicts_with = "prune_ended"
+            required_unless_present_any = ["prune_ended", "volume"],
+            conflicts_with_all = ["prune_ended", "volume"]
         )]
         file: Option<String>,
-        #[arg(long)]
+        #[arg(long, conflicts_with = "volume")]
         prune_ended: bool,
+        /// Every grant of the volume's files (s3://BUCKET/VOLUME), with
+        /// each file's state: ok, ended, missing, replaced, unverifiable.
+        #[arg(long, value_name = "URL")]
+        volume: Option<String>,
+        /// With --volume: print JSON.
+        #[arg(long, requires = "volume")]
+        json: bool,
+        /// With --volume: remove the grants of missing and replaced files.
+        #[arg(long, requires = "volume")]
+        prune_stale: bool,
     },
     /// List the files shared with you (with your own credentials).
     Shared,
@@ -303,6 +313,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Shares {
             file: Some(file), ..
         } => return share::list(&opts, &target::Target::parse(file)?).await,
+        Command::Shares {
+            volume: Some(v),
+            json,
+            prune_stale,
+            ..
+        } => {
+            let url = crate::url::S3Url::parse(v)?;
+            return share::volume(&opts, &url, *json, *prune_stale).await;
+        }
         Command::Shares { file: None, .. } => return share::prune_ended(&opts).await,
         Command::Shared => return share::shared_with_me(&opts).await,
         Command::Rekey { file } => {

@@ -168,6 +168,118 @@ pub async fn prune_ended(opts: &AwsOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What became of a granted object since it was shared.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Found {
+    /// It verifies, with this file id.
+    Current(String),
+    /// No object at that key.
+    Missing,
+    /// It does not verify (tampered, or not a sealfs file).
+    Unverifiable,
+}
+
+/// `sealfs shares --volume s3://BUCKET/VOLUME`: every grant of the volume's
+/// files across the account, each with its state: `ok`, `ended`, `missing`
+/// (the object is gone), `replaced` (another file is at that name now: the
+/// grant's file ids do not open it), `unverifiable`. `--prune-stale` removes
+/// the missing and replaced ones.
+pub async fn volume(
+    opts: &AwsOptions,
+    url: &S3Url,
+    json: bool,
+    prune_stale: bool,
+) -> anyhow::Result<()> {
+    let w = Wiring::new(opts, &url.bucket).await;
+    let prefix = url.key.trim_end_matches('/').to_string();
+    let inside = if prefix.is_empty() {
+        "-".to_string()
+    } else {
+        format!("{prefix}/-")
+    };
+    let (_, sealed) = super::transfer::volume_of(&w, &url.bucket, &inside).await?;
+    let g = grants(&w, GrantSettings::default());
+    let all = g.in_volume(&url.bucket, &prefix).await?;
+    let mut found: std::collections::BTreeMap<String, Found> = Default::default();
+    for vg in &all {
+        if found.contains_key(&vg.key) {
+            continue;
+        }
+        let state = match SharedFile::verified(&sealed, &vg.key).await {
+            Ok(f) => Found::Current(f.file_id),
+            Err(e) if e.errno() == libc::ENOENT => Found::Missing,
+            Err(e) => {
+                tracing::warn!("s3://{}/{}: {e}", url.bucket, vg.key);
+                Found::Unverifiable
+            }
+        };
+        found.insert(vg.key.clone(), state);
+    }
+    let now = std::time::SystemTime::now();
+    let mut rows = Vec::new();
+    let mut stale = Vec::new();
+    for vg in &all {
+        let status = match &found[&vg.key] {
+            _ if vg.ended(now) => "ended",
+            Found::Missing => {
+                stale.push((vg.grantee.clone(), vg.key.clone()));
+                "missing"
+            }
+            Found::Current(id) if vg.file_ids.contains(id) => "ok",
+            Found::Current(_) => {
+                stale.push((vg.grantee.clone(), vg.key.clone()));
+                "replaced"
+            }
+            Found::Unverifiable => "unverifiable",
+        };
+        rows.push((vg, status));
+    }
+    if json {
+        let v: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|(vg, status)| {
+                serde_json::json!({
+                    "file": format!("s3://{}/{}", url.bucket, vg.key),
+                    "grantee": vg.grantee.to_string(),
+                    "kind": vg.grantee.kind.as_str(),
+                    "sharer": vg.sharer,
+                    "until": vg.until.map(|u| u.iso8601()),
+                    "status": status,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else if rows.is_empty() {
+        eprintln!("nothing in {url} is shared");
+    } else {
+        println!(
+            "{:<12}  {:<24}  {:<16}  {:<20}  FILE",
+            "STATUS", "GRANTEE", "SHARED BY", "UNTIL"
+        );
+        for (vg, status) in &rows {
+            let until = vg.until.map(|u| u.iso8601()).unwrap_or_else(|| "-".into());
+            println!(
+                "{status:<12}  {:<24}  {:<16}  {until:<20}  s3://{}/{}",
+                vg.grantee.to_string(),
+                vg.sharer,
+                url.bucket,
+                vg.key
+            );
+        }
+    }
+    if prune_stale {
+        stale.sort();
+        stale.dedup();
+        let n = g.drop_stale(&url.bucket, &stale).await?;
+        eprintln!(
+            "{} stale grant(s) removed ({n} grant {} rewritten)",
+            stale.len(),
+            if n == 1 { "policy" } else { "policies" }
+        );
+    }
+    Ok(())
+}
+
 /// `sealfs shared`: what has been shared with the caller, with sizes.
 pub async fn shared_with_me(opts: &AwsOptions) -> anyhow::Result<()> {
     let aws = Aws::load(opts).await;

@@ -159,7 +159,7 @@ impl Grants {
     }
 
     /// Every sealfs grant in the account, at most `max_age` old.
-    async fn index(&self, max_age: Duration) -> Result<Index> {
+    pub(super) async fn index(&self, max_age: Duration) -> Result<Index> {
         if let Some((at, idx)) = self.index.lock().as_ref() {
             if at.elapsed() < max_age {
                 return Ok(idx.clone());
@@ -425,16 +425,28 @@ impl Grants {
         &self,
         grantee: &Grantee,
         edit: impl Fn(&mut GrantDoc) -> bool,
-    ) -> Result<()> {
+    ) -> Result<usize> {
         let now = (self.clock)();
+        let mut changed = 0;
         for p in self.policies_of(grantee).await? {
             let mut doc = p.doc.clone();
             let pruned = doc.prune_ended(now);
             if edit(&mut doc) | pruned {
                 self.write(&p, &doc).await?;
+                changed += 1;
             }
         }
-        Ok(())
+        Ok(changed)
+    }
+
+    /// [`Grants::edit_grantee`] under the write lock; how many policies changed.
+    pub(super) async fn edit_grantee_locked(
+        &self,
+        grantee: &Grantee,
+        edit: impl Fn(&mut GrantDoc) -> bool,
+    ) -> Result<usize> {
+        let _w = self.write_lock.lock().await;
+        self.edit_grantee(grantee, edit).await
     }
 
     /// Prunes every ended statement of every sealfs grant policy in the

@@ -12,6 +12,7 @@
 //! - [`book`]: the grant logic (spill, versions, capacity, rename, delete, ends);
 //! - [`admit`]: who a grantee is in IAM, and whether a grant may go to it;
 //! - [`mine`]: what has been shared with the caller, read with its own rights;
+//! - [`survey`]: every grant of a volume's files, and dropping stale ones;
 //! - [`expiry`]: when a share ends, as people write it and as IAM compares it;
 //! - [`grantee`]: grantees as people name them, and their policy paths.
 
@@ -23,6 +24,7 @@ pub mod grantee;
 pub mod iam;
 pub mod mine;
 pub mod policy;
+pub mod survey;
 
 pub use book::{GrantSettings, Grants};
 pub use fake::FakeIam;
