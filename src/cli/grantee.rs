@@ -13,6 +13,7 @@
 
 use super::policy::{boundary_document, boundary_resources, document, Role};
 use crate::app::{AwsOptions, Wiring};
+use crate::grants::grantee::group_may_hold_grants;
 use crate::grants::policy::parse_document;
 use crate::grants::{
     policy_arn, replace_default_version, GrantError, GrantService, Grantee, GranteeKind,
@@ -98,7 +99,7 @@ pub async fn setup(
     let holders = match grantee.kind {
         GranteeKind::Group => {
             let group = iam.get_group(&grantee.name).await?;
-            if !group.arn.contains(&format!(":group{POLICY_PATH}")) {
+            if !group_may_hold_grants(&group.arn) {
                 anyhow::bail!(
                     "{} is not at the IAM path {POLICY_PATH}: owners may attach grants only to \
                      groups there (make one with `aws iam create-group --path {POLICY_PATH} \

@@ -168,6 +168,11 @@ pub async fn prune_ended(opts: &AwsOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A grant's end as the listings' UNTIL column shows it (`-`: no end).
+fn until_column(until: Option<crate::grants::expiry::Until>) -> String {
+    until.map(|u| u.iso8601()).unwrap_or_else(|| "-".into())
+}
+
 /// What became of a granted object since it was shared.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Found {
@@ -257,7 +262,7 @@ pub async fn volume(
             "STATUS", "GRANTEE", "SHARED BY", "UNTIL"
         );
         for (vg, status) in &rows {
-            let until = vg.until.map(|u| u.iso8601()).unwrap_or_else(|| "-".into());
+            let until = until_column(vg.until);
             println!(
                 "{status:<12}  {:<24}  {:<16}  {until:<20}  s3://{}/{}",
                 vg.grantee.to_string(),
@@ -298,7 +303,7 @@ pub async fn shared_with_me(opts: &AwsOptions) -> anyhow::Result<()> {
         until,
     } in files
     {
-        let until = until.map(|u| u.iso8601()).unwrap_or_else(|| "-".into());
+        let until = until_column(until);
         let store = stores
             .entry(bucket.clone())
             .or_insert_with(|| aws.store(&bucket))

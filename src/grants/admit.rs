@@ -17,7 +17,7 @@
 //! than IAM's AccessDenied, and because IAM cannot express the other two.
 
 use super::book::Grants;
-use super::grantee::{Grantee, GranteeKind, Named};
+use super::grantee::{group_may_hold_grants, Grantee, GranteeKind, Named};
 use super::{BoundaryCheck, GrantError, Identity, BOUNDARY_NAME, BOUNDARY_PATH, POLICY_PATH};
 use crate::error::{Error, Result};
 use futures::{StreamExt, TryStreamExt};
@@ -121,8 +121,7 @@ impl Grants {
                 }
             }
             Found::Group { arn, members } => {
-                let at = format!(":group{POLICY_PATH}");
-                if !arn.contains(&at) {
+                if !group_may_hold_grants(&arn) {
                     return Err(refused(format!(
                         "cannot share with {g}: only groups at the IAM path {POLICY_PATH} receive \
                          files ({arn} is not; an IAM administrator makes one with `aws iam \

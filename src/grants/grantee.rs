@@ -171,6 +171,13 @@ impl Grantee {
     }
 }
 
+/// Whether the group with ARN `arn` sits at the IAM path [`POLICY_PATH`]
+/// (or below): the only groups the owner policy lets grants be attached to
+/// (`group/sealfs/*`), and so the only ones that can hold grants.
+pub fn group_may_hold_grants(arn: &str) -> bool {
+    arn.contains(&format!(":group{POLICY_PATH}"))
+}
+
 /// `user/…`, `role/…`, `group/…` split into kind and rest.
 fn split_kind(s: &str) -> Option<(GranteeKind, &str)> {
     let (kind, rest) = s.split_once('/')?;

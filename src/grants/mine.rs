@@ -4,9 +4,9 @@
 //! session runs as.
 
 use super::book::Grants;
-use super::grantee::{Grantee, GranteeKind};
+use super::grantee::{group_may_hold_grants, Grantee, GranteeKind};
 use super::policy::{GrantDoc, Listed};
-use super::{GrantError, POLICY_PATH};
+use super::GrantError;
 use crate::error::{Error, Result};
 
 impl Grants {
@@ -70,7 +70,7 @@ impl Grants {
             Ok(groups) => holders.extend(
                 groups
                     .into_iter()
-                    .filter(|(_, arn)| arn.contains(&format!(":group{POLICY_PATH}")))
+                    .filter(|(_, arn)| group_may_hold_grants(arn))
                     .map(|(name, _)| Grantee {
                         kind: GranteeKind::Group,
                         name,

@@ -291,14 +291,6 @@ impl GrantDoc {
         changed
     }
 
-    /// Every (bucket, key, sharer) this document grants.
-    pub fn objects(&self) -> Vec<(String, String, String)> {
-        self.listed()
-            .into_iter()
-            .map(|l| (l.bucket, l.key, l.sharer))
-            .collect()
-    }
-
     /// Every object this document grants, with its sharer and end.
     pub fn listed(&self) -> Vec<Listed> {
         let mut out = Vec::new();

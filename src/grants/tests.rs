@@ -79,7 +79,7 @@ async fn policy_names_the_object_and_conditions_kms_on_the_file_id() {
         st[1]["Condition"]["StringEquals"][policy::FILE_CONDITION],
         serde_json::json!([f.file_id])
     );
-    assert_eq!(docs[0].1.objects()[0].2, "owner");
+    assert_eq!(docs[0].1.listed()[0].sharer, "owner");
 }
 
 #[tokio::test]
