@@ -1,7 +1,8 @@
 """An independent implementation of docs/FORMAT.md, written from the document
-alone, that recomputes the golden vector of tests/format.rs and checks every
-segment opens. scripts/test runs it; any disagreement with the Rust code fails.
+alone, that recomputes the golden vectors of tests/format.rs and
+src/audit/entry.rs and checks every segment opens. scripts/test runs it; any disagreement with the Rust code fails.
 """
+import base64
 import hashlib
 import hmac
 import re
@@ -69,21 +70,37 @@ def lp(x):
 index_body = b'{"format":1,"dir":"vol/d/","entries":{}}'
 index_mac = hmac.new(index_key, b"sealfs/v2/attribute-index" + lp(b"bucket") + lp(b"vol/d/")
                      + index_body, hashlib.sha256).hexdigest()
+# The audit entry (FORMAT.md, "Audit trail").
+audit_prk = hmac.new(bytes(32), bytes(range(32)), hashlib.sha256).digest()
+audit_key = HKDFExpand(algorithm=hashes.SHA256(), length=32,
+                       info=b"sealfs/v1/audit").derive(audit_prk)
+audit_name = b"2026-12/20261203T060410.123Z-0000000100000002"
+audit_plain = (b'{"v":1,"time":"2026-12-03T06:04:10.123Z","actor":"arn:aws:iam::111122223333:user/carol",'
+               b'"action":"share","file":"s3://bucket/vol/report.pdf",'
+               b'"file_id":"404142434445464748494a4b4c4d4e4f","grantee":"role/analytics-reader",'
+               b'"until":"2026-12-10T06:04:10Z","to":null,"new_file_id":null}')
+audit_nonce = bytes(range(0xa0, 0xac))
+audit_aad = b"sealfs/v1/audit-entry" + struct.pack(">Q", len(audit_name)) + audit_name
+audit_sealed = audit_nonce + AESGCM(audit_key).encrypt(audit_nonce, audit_plain, audit_aad)
+audit_body = b'{"v":1,"sealed":"' + base64.b64encode(audit_sealed) + b'"}\n'
+
 got = {
     "GOLDEN_HEADER": obj[:120].hex(),
     "GOLDEN_SHA256": hashlib.sha256(obj).hexdigest(),
     "GOLDEN_BINDING": binding(bind_key, b"bucket", b"prefix/file.txt", aad),
     "GOLDEN_FILE_KEY": file_key.hex(),
     "GOLDEN_INDEX_MAC": index_mac,
+    "GOLDEN_AUDIT_BODY": hashlib.sha256(audit_body).hexdigest(),
 }
 assert len(obj) == 120 + 10000 + 3 * 16
 
-src = (Path(__file__).parent.parent / "tests" / "format.rs").read_text()
+root = Path(__file__).parent.parent
+src = "".join((root / f).read_text() for f in ["tests/format.rs", "src/audit/entry.rs"])
 failed = 0
 for name, value in got.items():
     m = re.search(r'const %s: &str = "([0-9a-f]+)";' % name, src)
     if not m or m.group(1) != value:
-        print(f"format reference: {name} differs: tests/format.rs has {m and m.group(1)}, reference computes {value}")
+        print(f"format reference: {name} differs: the Rust tests have {m and m.group(1)}, reference computes {value}")
         failed += 1
     if "--print" in sys.argv:
         print(f'const {name}: &str = "{value}";')

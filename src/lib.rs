@@ -7,12 +7,14 @@
 //! - [`sealed`]: sealed objects in a store (write a stream, verified reads);
 //! - [`volume`]: the authenticated volume config;
 //! - [`grants`]: per-file sharing through IAM policies;
+//! - [`audit`]: the volume's MAC'd record of every change of access;
 //! - [`app`] and [`cli`]: where concrete types are wired together.
 
 // Public only what the binary, the integration tests and the benches use:
 // the command line, the format and the grant documents. Everything else is
 // crate-private, so the compiler reports what nothing uses.
 pub(crate) mod app;
+pub(crate) mod audit;
 pub(crate) mod aws_error;
 pub mod cli;
 pub mod crypto;

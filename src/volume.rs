@@ -223,6 +223,25 @@ impl VolumeConfig {
         ))
     }
 
+    /// The key of the volume's audit trail, from the volume key: only those
+    /// who can unwrap it (the owners, never a grantee) can write entries.
+    pub async fn audit_key(
+        &self,
+        prefix: &str,
+        bucket: &str,
+        keys: &dyn KeyService,
+    ) -> Result<crate::audit::entry::AuditKey> {
+        let vk = self
+            .volume_key(keys)
+            .await?
+            .map_err(|reason| Error::VolumeConfig {
+                bucket: bucket.to_string(),
+                key: config_key(prefix),
+                reason,
+            })?;
+        Ok(crate::audit::entry::AuditKey::derive(vk.expose()))
+    }
+
     /// Checks the MAC under the KMS-unwrapped volume key; `Ok(Err(reason))` when
     /// the config does not verify, `Err` when KMS could not be asked.
     pub async fn verify(&self, keys: &dyn KeyService) -> Result<std::result::Result<(), String>> {

@@ -1,9 +1,11 @@
 //! The `sealfs` command line: argument parsing, logging, and dispatch.
 
+mod audit;
 mod cache;
 mod grantee;
 mod init;
 mod mount;
+mod owned;
 mod policy;
 mod raw;
 mod share;
@@ -175,6 +177,20 @@ enum Command {
         /// The file: s3://BUCKET/PATH, or its path on a sealfs mount.
         file: String,
     },
+    /// The volume's audit trail: every share, unshare, re-key and grant
+    /// change made through sealfs, oldest first, each entry verified;
+    /// non-zero exit if any does not verify.
+    Audit {
+        /// s3://BUCKET/PREFIX of the volume
+        url: String,
+        /// Only entries from this day (2026-12-01, from its start, UTC) or
+        /// instant (2026-12-01T09:00:00Z) on.
+        #[arg(long, value_name = "WHEN")]
+        since: Option<String>,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
     /// Check every object of a volume (keys, header, binding, every segment); non-zero exit on any failure.
     Verify {
         /// s3://BUCKET/PREFIX of the volume
@@ -343,6 +359,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         | Command::Cat { url }
         | Command::Inspect { url, .. }
         | Command::Policy { url, .. }
+        | Command::Audit { url, .. }
         | Command::Verify { url } => crate::url::S3Url::parse(url)?,
         _ => unreachable!("handled above"),
     };
@@ -371,6 +388,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Inspect { no_verify, .. } => transfer::inspect(&w, &url, !no_verify).await,
         Command::Policy { role, kms_key, .. } => policy::run(&w, &url, role, kms_key).await,
         Command::Verify { .. } => verify::run(&w, &url).await,
+        Command::Audit {
+            ref since, json, ..
+        } => audit::run(&w, &url, since.as_deref(), json).await,
         _ => unreachable!("handled above"),
     };
     if cli.stats {

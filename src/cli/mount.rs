@@ -500,14 +500,24 @@ async fn prepare(
         write_back_uploads: args.write_back_uploads.into(),
         cached_entries: args.cached_entries,
     };
-    let grants = Arc::new(Grants::new(
-        w.grant_service.clone(),
-        GrantSettings {
-            attached_policy_limit: args.iam_policy_limit.into(),
-            boundary: args.grantee_boundary.clone(),
-            ..GrantSettings::default()
-        },
-    ));
+    // Every change of access made through this mount goes to the
+    // volume's audit trail.
+    let trail = crate::audit::AuditTrail::new(
+        w.store.clone(),
+        &prefix,
+        cfg.audit_key(&prefix, &url.bucket, keys.as_ref()).await?,
+    );
+    let grants = Arc::new(
+        Grants::new(
+            w.grant_service.clone(),
+            GrantSettings {
+                attached_policy_limit: args.iam_policy_limit.into(),
+                boundary: args.grantee_boundary.clone(),
+                ..GrantSettings::default()
+            },
+        )
+        .with_log(Arc::new(trail)),
+    );
     let (s3, kms) = (w.s3.clone(), w.keys.kms.clone());
     let stats = move || {
         let k = kms.calls();

@@ -4,6 +4,7 @@
 //! mount, sharing goes through the mount's `user.share` attributes (so the
 //! mount's view stays current); with a URL, it talks to S3 and IAM directly.
 
+use super::owned::OwnedVolume;
 use super::target::Target;
 use crate::app::{Aws, AwsOptions, Wiring};
 use crate::crypto::{Header, Layout, HEADER_LEN};
@@ -85,8 +86,9 @@ pub async fn change(
         Target::S3(url) => url,
     };
     let w = Wiring::new(opts, &url.bucket).await;
-    let g = grants(&w, settings);
-    let (_, sealed) = super::transfer::volume_of(&w, &url.bucket, &url.key).await?;
+    let v = OwnedVolume::holding(&w, &url.bucket, &url.key).await?;
+    let sealed = &v.sealed;
+    let g = grants(&w, settings).with_log(v.trail(&w).await?);
     // Only a file that verifies is shared, and its grant names the file id
     // it verified with; a grant first has the file's key wrapped for
     // grantees (a file whose key derives from a branch key).
@@ -95,7 +97,7 @@ pub async fn change(
             let (v, _) = sealed.publish_key(&url.key).await?;
             SharedFile::of(&url.bucket, &url.key, &v)
         }
-        _ => SharedFile::verified(&sealed, &url.key).await?,
+        _ => SharedFile::verified(sealed, &url.key).await?,
     };
     match change {
         Change::Share => {
@@ -126,8 +128,8 @@ pub async fn change(
 /// The file at `url`, verified under its volume's pinned key: only a file
 /// that verifies is shared, and its grant names the file id it verified with.
 async fn verified_file(w: &Wiring, url: &S3Url) -> anyhow::Result<SharedFile> {
-    let (_, sealed) = super::transfer::volume_of(w, &url.bucket, &url.key).await?;
-    Ok(SharedFile::verified(&sealed, &url.key).await?)
+    let v = OwnedVolume::holding(w, &url.bucket, &url.key).await?;
+    Ok(SharedFile::verified(&v.sealed, &url.key).await?)
 }
 
 /// Prints the users a file is shared with, one per line, each with its end
@@ -196,21 +198,19 @@ pub async fn volume(
     prune_stale: bool,
 ) -> anyhow::Result<()> {
     let w = Wiring::new(opts, &url.bucket).await;
-    let prefix = url.key.trim_end_matches('/').to_string();
-    let inside = if prefix.is_empty() {
-        "-".to_string()
-    } else {
-        format!("{prefix}/-")
-    };
-    let (_, sealed) = super::transfer::volume_of(&w, &url.bucket, &inside).await?;
-    let g = grants(&w, GrantSettings::default());
-    let all = g.in_volume(&url.bucket, &prefix).await?;
+    let v = OwnedVolume::at(&w, &url.bucket, &url.key).await?;
+    let (prefix, sealed) = (&v.prefix, &v.sealed);
+    let mut g = grants(&w, GrantSettings::default());
+    if prune_stale {
+        g = g.with_log(v.trail(&w).await?);
+    }
+    let all = g.in_volume(&url.bucket, prefix).await?;
     let mut found: std::collections::BTreeMap<String, Found> = Default::default();
     for vg in &all {
         if found.contains_key(&vg.key) {
             continue;
         }
-        let state = match SharedFile::verified(&sealed, &vg.key).await {
+        let state = match SharedFile::verified(sealed, &vg.key).await {
             Ok(f) => Found::Current(f.file_id),
             Err(e) if e.errno() == libc::ENOENT => Found::Missing,
             Err(e) => {
@@ -339,7 +339,8 @@ async fn plain_size(store: &dyn ObjectStore, key: &str) -> crate::Result<u64> {
 /// moves the file's grants to the new file id.
 pub async fn rekey(opts: &AwsOptions, url: &S3Url) -> anyhow::Result<()> {
     let w = Wiring::new(opts, &url.bucket).await;
-    let (_, sealed) = super::transfer::volume_of(&w, &url.bucket, &url.key).await?;
+    let v = OwnedVolume::holding(&w, &url.bucket, &url.key).await?;
+    let sealed = &v.sealed;
     let obj = sealed.open(&url.key).await?;
     let old = SharedFile {
         bucket: url.bucket.clone(),
@@ -381,6 +382,7 @@ pub async fn rekey(opts: &AwsOptions, url: &S3Url) -> anyhow::Result<()> {
     }
     let new_id = wk.key_ref.file_id.to_hex();
     let moved = grants(&w, GrantSettings::default())
+        .with_log(v.trail(&w).await?)
         .rekeyed(&old, &new_id)
         .await
         .with_context(|| {

@@ -1,35 +1,17 @@
 //! `sealfs put`, `get`, `cat` and `inspect`.
 
+use super::owned::OwnedVolume;
 use super::progress_bar;
 use crate::app::Wiring;
 use crate::crypto::{Header, Layout, HEADER_LEN};
 use crate::grants::{GrantSettings, Grants};
 use crate::sealed::{IoSettings, KeySource, SealMeta, SealedStore};
-use crate::store::{IndexUse, Metadata};
+use crate::store::Metadata;
 use crate::url::S3Url;
-use crate::volume::{self, Pins, VolumeConfig};
+use crate::volume::{self, Pins};
 use anyhow::{bail, Context};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-
-/// The config of the volume holding `key`, checked against the local pin,
-/// and the volume's sealed store: data keys pinned to its KMS key,
-/// attributes authenticated.
-pub(super) async fn volume_of(
-    w: &Wiring,
-    bucket: &str,
-    key: &str,
-) -> anyhow::Result<(VolumeConfig, SealedStore)> {
-    let keys = w.keys.service.clone();
-    let (prefix, cfg) = volume::find(w.store.as_ref(), keys.as_ref(), key).await?;
-    if let Some(pins) = Pins::default_location() {
-        pins.check(&format!("s3://{bucket}/{prefix}"), &cfg)?;
-    }
-    let sealed = cfg
-        .sealed_store(&prefix, w.store.clone(), keys, IndexUse::Read, None)
-        .await?;
-    Ok((cfg, sealed))
-}
 
 /// A store for reading `url`, pinned to a KMS key an owner vouched for: the
 /// volume's, from its authenticated and pinned config, when the caller can
@@ -59,8 +41,8 @@ pub(super) async fn reading_store(w: &Wiring, url: &S3Url) -> anyhow::Result<Sea
             .with_branches(branches));
         }
     }
-    let volume_err = match volume_of(w, &url.bucket, &url.key).await {
-        Ok((_, sealed)) => return Ok(sealed),
+    let volume_err = match OwnedVolume::holding(w, &url.bucket, &url.key).await {
+        Ok(v) => return Ok(v.sealed),
         Err(e) => e,
     };
     let info = w.store.head(&url.key).await?;
@@ -113,7 +95,7 @@ pub async fn put(w: &Wiring, local: &Path, url: &S3Url) -> anyhow::Result<()> {
             volume::INTERNAL_DIR
         );
     }
-    let (_, sealed) = volume_of(w, &url.bucket, &key).await?;
+    let sealed = OwnedVolume::holding(w, &url.bucket, &key).await?.sealed;
     let wk = sealed.key_for_write(&key).await?;
     let mut file = tokio::fs::File::open(local)
         .await

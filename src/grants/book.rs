@@ -11,7 +11,8 @@
 use super::admit::Principal;
 use super::expiry::Until;
 use super::grantee::{Grantee, GranteeKind, Named};
-use super::policy::{object_arn, GrantDoc, SharedFile, POLICY_SIZE_LIMIT};
+use super::log::{GrantAction, GrantChange, GrantLog};
+use super::policy::{GrantDoc, SharedFile, POLICY_SIZE_LIMIT};
 use super::BoundaryCheck;
 use super::{GrantError, GrantService, ManagedPolicy, POLICY_PATH};
 use crate::error::{Error, Result};
@@ -68,10 +69,21 @@ pub struct Grants {
     pub(super) settings: GrantSettings,
     /// Who calls IAM (from STS, asked once).
     caller: tokio::sync::OnceCell<super::Caller>,
-    write_lock: tokio::sync::Mutex<()>,
+    pub(super) write_lock: tokio::sync::Mutex<()>,
     index: Mutex<Option<(Instant, Index)>>,
     /// What time it is, for grants' ends (a test turns it forward).
     pub(super) clock: Clock,
+    /// Where each change of access is recorded once IAM has it.
+    log: Option<Arc<dyn GrantLog>>,
+}
+
+/// What [`Grants::edit_grantee`] did to a grantee's policies.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct Edited {
+    /// Policies the edit changed.
+    pub edited: usize,
+    /// Policies written (edited, or holding ended statements, pruned).
+    pub written: usize,
 }
 
 /// The wall clock the ends of grants are compared with.
@@ -86,6 +98,34 @@ impl Grants {
             write_lock: tokio::sync::Mutex::new(()),
             index: Mutex::new(None),
             clock: Arc::new(SystemTime::now),
+            log: None,
+        }
+    }
+
+    /// The same grants, recording every change of access in `log`.
+    pub fn with_log(mut self, log: Arc<dyn GrantLog>) -> Self {
+        self.log = Some(log);
+        self
+    }
+
+    /// Records changes IAM now has. A failure to record does not undo them
+    /// (the access changed; saying otherwise would mislead): it is logged,
+    /// with the changes, so that the record survives in the log.
+    pub(super) async fn logged(&self, changes: Vec<GrantChange>) {
+        let Some(log) = &self.log else { return };
+        if changes.is_empty() {
+            return;
+        }
+        let actor = match self.caller().await {
+            Ok(c) => c.arn.clone(),
+            Err(_) => "unknown".to_string(),
+        };
+        if let Err(e) = log.record(&actor, &changes).await {
+            tracing::error!(
+                error = %e,
+                changes = ?changes,
+                "grants changed, but their audit entries could not be written"
+            );
         }
     }
 
@@ -304,10 +344,18 @@ impl Grants {
                 }
             }
         }
+        let shared = || {
+            vec![
+                GrantChange::new(GrantAction::Share, &file.bucket, &file.key, grantee)
+                    .file_id(&file.file_id)
+                    .until(until),
+            ]
+        };
         if let Some(i) = placed {
             if !attached.contains(&policies[i].policy.arn) {
                 self.iam.attach(grantee, &policies[i].policy.arn).await?;
             }
+            self.logged(shared()).await;
             return Ok(principal);
         }
         let in_use = attached.len() - freed;
@@ -356,6 +404,7 @@ impl Grants {
         }
         self.note(grantee, &created, Some(&doc));
         tracing::info!(policy = %created.arn, %grantee, "new grant policy");
+        self.logged(shared()).await;
         Ok(principal)
     }
 
@@ -402,49 +451,86 @@ impl Grants {
     /// policies are found by their path.
     pub async fn unshare_named(&self, who: &Named, file: &SharedFile) -> Result<Grantee> {
         let _w = self.write_lock.lock().await;
-        self.edit_grantee(&who.grantee, |d| d.remove(&file.arn(), Some(&file.file_id)))
+        let e = self
+            .edit_grantee(&who.grantee, |d| d.remove(&file.arn(), Some(&file.file_id)))
             .await?;
+        if e.edited > 0 {
+            self.logged(vec![Self::revoked(file, &who.grantee)]).await;
+        }
         Ok(who.grantee.clone())
+    }
+
+    fn revoked(file: &SharedFile, grantee: &Grantee) -> GrantChange {
+        GrantChange::new(GrantAction::Unshare, &file.bucket, &file.key, grantee)
+            .file_id(&file.file_id)
     }
 
     /// Revokes every grant of `file`; returns who lost access.
     pub async fn unshare_all(&self, file: &SharedFile) -> Result<Vec<Grantee>> {
         let who = self.grantees(file).await?;
-        let _w = self.write_lock.lock().await;
-        for g in &who {
-            self.edit_grantee(g, |d| d.remove(&file.arn(), Some(&file.file_id)))
-                .await?;
-        }
+        self.edit_each(
+            &who,
+            |d| d.remove(&file.arn(), Some(&file.file_id)),
+            |g| Self::revoked(file, g),
+        )
+        .await?;
         Ok(who)
+    }
+
+    /// Applies `edit` to each of `who`'s policies under the write lock, and
+    /// records `change` for each grantee the edit changed: on success, and
+    /// on a failure for those done before it.
+    pub(super) async fn edit_each(
+        &self,
+        who: &[Grantee],
+        edit: impl Fn(&mut GrantDoc) -> bool,
+        change: impl Fn(&Grantee) -> GrantChange,
+    ) -> Result<()> {
+        let _w = self.write_lock.lock().await;
+        let mut changes = Vec::new();
+        for g in who {
+            match self.edit_grantee(g, &edit).await {
+                Ok(e) if e.edited > 0 => changes.push(change(g)),
+                Ok(_) => {}
+                Err(e) => {
+                    self.logged(changes).await;
+                    return Err(e);
+                }
+            }
+        }
+        self.logged(changes).await;
+        Ok(())
     }
 
     /// Applies `edit` to each of the grantee's policies (read fresh) and
     /// writes those it changed, or that held ended statements (pruned).
     /// Callers hold the write lock.
-    async fn edit_grantee(
+    pub(super) async fn edit_grantee(
         &self,
         grantee: &Grantee,
         edit: impl Fn(&mut GrantDoc) -> bool,
-    ) -> Result<usize> {
+    ) -> Result<Edited> {
         let now = (self.clock)();
-        let mut changed = 0;
+        let mut done = Edited::default();
         for p in self.policies_of(grantee).await? {
             let mut doc = p.doc.clone();
             let pruned = doc.prune_ended(now);
-            if edit(&mut doc) | pruned {
+            let edited = edit(&mut doc);
+            if edited | pruned {
                 self.write(&p, &doc).await?;
-                changed += 1;
+                done.written += 1;
+                done.edited += usize::from(edited);
             }
         }
-        Ok(changed)
+        Ok(done)
     }
 
-    /// [`Grants::edit_grantee`] under the write lock; how many policies changed.
+    /// [`Grants::edit_grantee`] under the write lock.
     pub(super) async fn edit_grantee_locked(
         &self,
         grantee: &Grantee,
         edit: impl Fn(&mut GrantDoc) -> bool,
-    ) -> Result<usize> {
+    ) -> Result<Edited> {
         let _w = self.write_lock.lock().await;
         self.edit_grantee(grantee, edit).await
     }
@@ -499,74 +585,6 @@ impl Grants {
             }
         }
         Ok(ends.into_iter().collect())
-    }
-
-    /// Applies `edit` to the policies of every grantee whose policies mention
-    /// any of `arns` (found in the cached index, then re-read before writing).
-    async fn edit_mentioning(
-        &self,
-        arns: &[String],
-        what: &str,
-        edit: impl Fn(&mut GrantDoc) -> bool,
-    ) -> Result<()> {
-        let idx = self.index(self.settings.index_ttl).await?;
-        let mut who: Vec<Grantee> = idx
-            .iter()
-            .filter(|p| arns.iter().any(|a| p.doc.mentions_object(a)))
-            .map(|p| p.grantee.clone())
-            .collect();
-        if who.is_empty() {
-            return Ok(());
-        }
-        who.sort();
-        who.dedup();
-        let _w = self.write_lock.lock().await;
-        for g in &who {
-            self.edit_grantee(g, &edit).await?;
-            tracing::info!(grantee = %g, "grants updated: {what}");
-        }
-        Ok(())
-    }
-
-    /// Moves the grants of objects renamed from `.0` to `.1` (keys in `bucket`).
-    pub async fn moved(&self, bucket: &str, moves: &[(String, String)]) -> Result<()> {
-        let arns: Vec<(String, String)> = moves
-            .iter()
-            .map(|(f, t)| (object_arn(bucket, f), object_arn(bucket, t)))
-            .collect();
-        let from: Vec<String> = arns.iter().map(|(f, _)| f.clone()).collect();
-        let what = format!("{} object(s) renamed", moves.len());
-        self.edit_mentioning(&from, &what, |d| {
-            arns.iter()
-                .fold(false, |c, (f, t)| d.rename_object(f, t) | c)
-        })
-        .await
-    }
-
-    /// Removes the grants of deleted objects (with their file ids when known).
-    pub async fn removed(&self, bucket: &str, gone: &[(String, Option<String>)]) -> Result<()> {
-        let arns: Vec<(String, Option<String>)> = gone
-            .iter()
-            .map(|(k, f)| (object_arn(bucket, k), f.clone()))
-            .collect();
-        let keys: Vec<String> = arns.iter().map(|(a, _)| a.clone()).collect();
-        let what = format!("{} object(s) deleted", gone.len());
-        self.edit_mentioning(&keys, &what, |d| {
-            arns.iter()
-                .fold(false, |c, (a, f)| d.remove(a, f.as_deref()) | c)
-        })
-        .await
-    }
-
-    /// After a re-key, the file's grants follow its new file id.
-    pub async fn rekeyed(&self, file: &SharedFile, new_file_id: &str) -> Result<Vec<Grantee>> {
-        let who = self.grantees(file).await?;
-        let _w = self.write_lock.lock().await;
-        for g in &who {
-            self.edit_grantee(g, |d| d.replace_file_id(&file.file_id, new_file_id))
-                .await?;
-        }
-        Ok(who)
     }
 
     /// The documents of the grantee's grant policies (for tests and `sealfs shares -v`).

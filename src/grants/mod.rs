@@ -20,8 +20,10 @@ pub mod admit;
 pub mod book;
 pub mod expiry;
 pub mod fake;
+mod follow;
 pub mod grantee;
 pub mod iam;
+pub mod log;
 pub mod mine;
 pub mod policy;
 pub mod survey;
@@ -30,6 +32,7 @@ pub use book::{GrantSettings, Grants};
 pub use fake::FakeIam;
 pub use grantee::{Grantee, GranteeKind};
 pub use iam::IamGrantService;
+pub use log::{GrantAction, GrantChange, GrantLog, MemoryGrantLog};
 pub use policy::{GrantDoc, SharedFile};
 
 use async_trait::async_trait;

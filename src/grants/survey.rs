@@ -5,6 +5,7 @@
 use super::book::Grants;
 use super::expiry::Until;
 use super::grantee::Grantee;
+use super::log::{GrantAction, GrantChange};
 use super::policy::{object_arn, parse_object_arn};
 use crate::error::Result;
 use std::collections::BTreeSet;
@@ -74,11 +75,20 @@ impl Grants {
         let mut changed = 0;
         for (grantee, key) in stale {
             let arn = object_arn(bucket, key);
-            let edited = self
+            let e = self
                 .edit_grantee_locked(grantee, |d| d.remove(&arn, None))
                 .await?;
-            changed += edited;
+            changed += e.written;
             tracing::info!(%grantee, object = %arn, "stale grant removed");
+            if e.edited > 0 {
+                self.logged(vec![GrantChange::new(
+                    GrantAction::DropStale,
+                    bucket,
+                    key,
+                    grantee,
+                )])
+                .await;
+            }
         }
         Ok(changed)
     }
