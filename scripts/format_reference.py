@@ -98,7 +98,7 @@ root = Path(__file__).parent.parent
 src = "".join((root / f).read_text() for f in ["tests/format.rs", "src/audit/entry.rs"])
 failed = 0
 for name, value in got.items():
-    m = re.search(r'const %s: &str = "([0-9a-f]+)";' % name, src)
+    m = re.search(r'const %s: &str =\s*"([0-9a-f]+)";' % name, src)
     if not m or m.group(1) != value:
         print(f"format reference: {name} differs: the Rust tests have {m and m.group(1)}, reference computes {value}")
         failed += 1
