@@ -3,6 +3,7 @@
 mod audit;
 mod cache;
 mod grantee;
+mod helper;
 mod init;
 mod mount;
 mod owned;
@@ -232,7 +233,21 @@ fn harden_process() {
 /// Entry point of the binary; returns the process exit code.
 pub fn main() -> i32 {
     harden_process();
-    let cli = Cli::parse();
+    let args: Vec<String> = std::env::args_os()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let cli = if helper::is_helper_call(&args) {
+        // Run by mount(8) for fstab, `mount -t fuse.sealfs` or a systemd unit.
+        match helper::rewrite(&args) {
+            Ok(a) => Cli::parse_from(a),
+            Err(e) => {
+                eprintln!("sealfs: error: {e}");
+                return 1;
+            }
+        }
+    } else {
+        Cli::parse()
+    };
     init_logging();
     let opts = AwsOptions {
         endpoint_url: cli.endpoint_url.clone(),

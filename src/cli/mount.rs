@@ -6,6 +6,7 @@
 
 use crate::app::{AwsOptions, Wiring};
 use crate::fs::{Defaults, FsSettings, SealFs};
+use crate::fuse::kernel_mount::KernelMount;
 use crate::fuse::FuseAdapter;
 use crate::grants::{GrantSettings, Grants};
 use crate::store::IndexUse;
@@ -370,7 +371,29 @@ fn serve(
         SessionACL::Owner
     };
     let adapter = FuseAdapter::new(fs.clone(), rt.handle().clone());
-    let mut session = match fuser::Session::new(adapter, &mountpoint, &config) {
+    // Mounted as type fuse.sealfs by mount(2) here when this process may
+    // mount, else by fuser through fusermount3.
+    let kernel = KernelMount {
+        source: format!("sealfs:{url}"),
+        read_only,
+        allow_other: config.acl != SessionACL::Owner,
+        dev: asked("dev"),
+        suid: asked("suid"),
+        noexec: asked("noexec") && !asked("exec"),
+    };
+    let mounted = match kernel.mount(&mountpoint) {
+        Ok(Some(fd)) => {
+            let acl = config.acl;
+            fuser::Session::from_fd(adapter, fd, acl, config)
+                .map(|s| (s, true))
+                .inspect_err(|_| {
+                    let _ = crate::fuse::kernel_mount::unmount(&mountpoint);
+                })
+        }
+        Ok(None) => fuser::Session::new(adapter, &mountpoint, &config).map(|s| (s, false)),
+        Err(e) => Err(e),
+    };
+    let (mut session, by_kernel) = match mounted {
         Ok(s) => s,
         Err(e) => {
             let msg = format!("mounting {} failed: {e}", mountpoint.display());
@@ -412,6 +435,7 @@ fn serve(
         }
     }
     let mut unmounter = session.unmount_callable();
+    let signal_mountpoint = mountpoint.clone();
     let signal_fs = fs.clone();
     rt.spawn(async move {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -424,7 +448,12 @@ fn serve(
         if let Err(e) = signal_fs.flush_all().await {
             tracing::error!(error = %e, "flush before unmount failed");
         }
-        if let Err(e) = unmounter.unmount() {
+        let unmounted = if by_kernel {
+            crate::fuse::kernel_mount::unmount(&signal_mountpoint)
+        } else {
+            unmounter.unmount()
+        };
+        if let Err(e) = unmounted {
             tracing::error!(error = %e, "unmount failed");
         }
     });

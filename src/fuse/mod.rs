@@ -8,6 +8,7 @@
 //! table in [`crate::Error::errno`], and every unexpected one is logged once.
 
 mod convert;
+pub mod kernel_mount;
 mod listing;
 pub mod read_ahead;
 
