@@ -5,6 +5,7 @@ mod cache;
 mod grantee;
 mod helper;
 mod init;
+mod manual;
 mod mount;
 mod owned;
 mod policy;
@@ -199,6 +200,17 @@ enum Command {
     },
     /// Mount a volume as a directory; returns once the mount is ready.
     Mount(mount::MountArgs),
+    /// The manual pages: sealfs(1) on stdout, or every page
+    /// (sealfs-mount.1, ...) into a directory: `sealfs man --dir /usr/local/share/man/man1`.
+    Man {
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
+    /// Shell completions on stdout: `sealfs completions bash > /etc/bash_completion.d/sealfs`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Unmount a sealfs mount (its daemon flushes every file first).
     Unmount { mountpoint: std::path::PathBuf },
     /// What sealfs keeps on this machine's disk (all of it encrypted).
@@ -258,6 +270,8 @@ pub fn main() -> i32 {
     let direct = match &cli.command {
         Command::Mount(args) => Some(mount::mount(&opts, args.clone())),
         Command::Unmount { mountpoint } => Some(mount::unmount(mountpoint)),
+        Command::Man { dir } => Some(manual::run(dir.as_deref())),
+        Command::Completions { shell } => Some(manual::completions(*shell)),
         Command::Cache {
             action: CacheAction::Status { cache_base },
         } => {
