@@ -17,7 +17,7 @@ import re
 import sys
 
 LAYERS = [
-    ["attr.rs", "byte_names.rs", "journal.rs"],
+    ["activity.rs", "attr.rs", "byte_names.rs", "journal.rs"],
     ["staged.rs"],
     ["namespace/mod.rs", "namespace/table.rs", "namespace/listing.rs", "namespace/staging.rs",
      "namespace/dir_names.rs"],

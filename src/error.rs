@@ -83,6 +83,13 @@ impl Error {
     /// it: each failure is logged once, here or (for [`Error::Reported`])
     /// at its source. Ordinary answers (ENOENT, EEXIST, ENOTEMPTY…) are not
     /// failures of sealfs and stay at debug level.
+    /// Whether this is a failure (counted in `sealfs status`), not an
+    /// ordinary answer such as ENOENT from a lookup: what is logged at warn
+    /// or error, here or (for [`Error::Reported`]) where it happened.
+    pub fn is_failure(&self) -> bool {
+        matches!(self, Error::Reported { .. }) || self.log_level() != LogLevel::Debug
+    }
+
     pub fn log_level(&self) -> LogLevel {
         use libc::*;
         match self {

@@ -50,6 +50,32 @@ except OSError as e:
         log.contains("write conflict on f"),
         "the log names the file"
     );
+    // `sealfs status` tells the two mounts apart: B made the conflict copy
+    // and answered one EIO; A did neither.
+    let status = |m: &Mounted| -> serde_json::Value {
+        let out = ok(m.sealfs().args(["status", "--json"]).arg(m.mnt()));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v.as_array().unwrap().len(), 1, "{v}");
+        v[0]["stats"].clone()
+    };
+    let (sa, sb) = (status(&a), status(&b));
+    assert_eq!(sb["volume"], a.url().as_str());
+    assert_eq!(sb["activity"]["conflict_copies"], 1, "{sb}");
+    assert_eq!(sb["activity"]["errors"]["EIO"], 1, "{sb}");
+    assert_eq!(sa["activity"]["conflict_copies"], 0, "{sa}");
+    assert!(
+        sa["activity"]["errors"].as_object().unwrap().is_empty(),
+        "{sa}"
+    );
+    assert!(sa["s3"]["PUT"].as_u64().unwrap() >= 1, "{sa}");
+    let all = text(&ok(a.sealfs().arg("status")).stdout);
+    for m in [&a, &b] {
+        assert!(all.contains(&format!("{}\n", m.mnt().display())), "{all}");
+    }
+    assert!(
+        all.contains("conflict copies 1, recovered files 0"),
+        "{all}"
+    );
     b.finish().await;
     a.finish().await;
 }

@@ -11,6 +11,7 @@ mod owned;
 mod policy;
 mod raw;
 mod share;
+mod status;
 mod target;
 mod transfer;
 mod verify;
@@ -211,6 +212,16 @@ enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+    /// The sealfs mounts of this machine and what each has been doing:
+    /// volume, uptime, pending and failed uploads, spool size, conflict
+    /// copies and recovered files, read cache, requests, errors by kind.
+    Status {
+        /// One mount only.
+        mountpoint: Option<PathBuf>,
+        /// JSON: each mount's full counters.
+        #[arg(long)]
+        json: bool,
+    },
     /// Unmount a sealfs mount (its daemon flushes every file first).
     Unmount { mountpoint: std::path::PathBuf },
     /// What sealfs keeps on this machine's disk (all of it encrypted).
@@ -271,6 +282,7 @@ pub fn main() -> i32 {
         Command::Mount(args) => Some(mount::mount(&opts, args.clone())),
         Command::Unmount { mountpoint } => Some(mount::unmount(mountpoint)),
         Command::Man { dir } => Some(manual::run(dir.as_deref())),
+        Command::Status { mountpoint, json } => Some(status::run(mountpoint.as_deref(), *json)),
         Command::Completions { shell } => Some(manual::completions(*shell)),
         Command::Cache {
             action: CacheAction::Status { cache_base },

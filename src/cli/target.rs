@@ -64,10 +64,9 @@ fn unescape(field: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// The object behind `path` if it lies on a sealfs mount listed in `mountinfo`
-/// (the innermost mount wins).
-fn resolve(mountinfo: &str, path: &Path) -> Option<S3Url> {
-    let mut best: Option<(PathBuf, S3Url)> = None;
+/// Every sealfs mount in `mountinfo`: its mountpoint and volume, in order.
+pub fn sealfs_mounts(mountinfo: &str) -> Vec<(PathBuf, S3Url)> {
+    let mut out = Vec::new();
     for line in mountinfo.lines() {
         let fields: Vec<&str> = line.split(' ').collect();
         let Some(sep) = fields.iter().position(|f| *f == "-") else {
@@ -78,27 +77,29 @@ fn resolve(mountinfo: &str, path: &Path) -> Option<S3Url> {
         else {
             continue;
         };
-        // "fuse.sealfs" when mounted through fusermount3, plain "fuse" when
-        // mounted directly; the source is what marks a sealfs mount.
+        // "fuse.sealfs" (older sealfs mounted by root showed plain "fuse");
+        // the source is what marks a sealfs mount.
         if *fstype != "fuse.sealfs" && *fstype != "fuse" {
             continue;
         }
-        let mountpoint = PathBuf::from(unescape(mountpoint));
         let Some(url) = unescape(source)
             .strip_prefix("sealfs:")
             .and_then(|s| S3Url::parse(s).ok())
         else {
             continue;
         };
-        if path.starts_with(&mountpoint)
-            && best
-                .as_ref()
-                .is_none_or(|(m, _)| mountpoint.as_os_str().len() > m.as_os_str().len())
-        {
-            best = Some((mountpoint, url));
-        }
+        out.push((PathBuf::from(unescape(mountpoint)), url));
     }
-    let (mountpoint, volume_url) = best?;
+    out
+}
+
+/// The object behind `path` if it lies on a sealfs mount listed in `mountinfo`
+/// (the innermost mount wins).
+fn resolve(mountinfo: &str, path: &Path) -> Option<S3Url> {
+    let (mountpoint, volume_url) = sealfs_mounts(mountinfo)
+        .into_iter()
+        .filter(|(m, _)| path.starts_with(m))
+        .max_by_key(|(m, _)| m.as_os_str().len())?;
     let rel = path.strip_prefix(&mountpoint).ok()?.to_str()?;
     if rel.is_empty() {
         return None;

@@ -373,6 +373,9 @@ impl SealFs {
                 Ok(())
             }
             Ok(Committed::Conflict(kept)) => {
+                if kept.is_ok() {
+                    self.activity.conflict();
+                }
                 let what = match kept {
                     Ok(copy) => {
                         self.ns.invalidate_parent_of(ino);

@@ -11,6 +11,7 @@
 //! [`upload`], [`spool`] and [`recover`]. Modules only call downwards, in
 //! the order docs/ARCHITECTURE.md gives.
 
+pub mod activity;
 pub mod attr;
 pub mod byte_names;
 mod entries;
@@ -116,6 +117,8 @@ pub struct SealFs {
     local: Arc<LocalKey>,
     /// Request and KMS call counters, read through [`STATS`] on the root.
     stats: Option<StatsFn>,
+    /// Conflict copies, recoveries and errors answered since the mount began.
+    activity: Arc<activity::Activity>,
 }
 
 /// Produces the counters behind [`STATS`].
@@ -180,9 +183,20 @@ impl SealFs {
             renames_live: Default::default(),
             read_shared: ReadShared::with_disk(settings.read.clone(), disk),
             stats: None,
+            activity: Arc::default(),
             local,
             settings,
         })
+    }
+
+    /// `s3://BUCKET/PREFIX`
+    pub fn volume_url(&self) -> String {
+        format!("s3://{}/{}", self.store.bucket(), self.prefix)
+    }
+
+    /// What the mount has done since it began (the adapter reports errors).
+    pub fn activity(&self) -> &Arc<activity::Activity> {
+        &self.activity
     }
 
     /// Enables the [`STATS`] attribute.

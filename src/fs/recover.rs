@@ -72,6 +72,10 @@ impl SealFs {
             }
             match self.recover_one(&staged, &journal).await {
                 Ok(r) => {
+                    self.activity.recovered();
+                    if matches!(r, Recovered::ConflictCopy { .. }) {
+                        self.activity.conflict();
+                    }
                     match &r {
                         Recovered::Uploaded { key } => tracing::warn!(
                             key = %key, "recovered staged changes (left by a crash or a failed upload): uploaded"

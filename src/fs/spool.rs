@@ -129,6 +129,30 @@ impl Spool {
 }
 
 impl SealFs {
+    /// `{"pending_uploads", "failed_uploads", "bytes"}`: uploads waiting in
+    /// the spool (and those that failed, retried every 20 s), and what the
+    /// spool holds on disk.
+    pub(super) fn spool_snapshot(&self) -> serde_json::Value {
+        let (mut waiting, mut failed) = (0u64, 0u64);
+        for (_, rx) in self.spool.pending.lock().values() {
+            match &*rx.borrow() {
+                None => waiting += 1,
+                Some(Err(_)) => failed += 1,
+                Some(Ok(())) => {}
+            }
+        }
+        let bytes: u64 = std::fs::read_dir(&self.spool.dir)
+            .map(|d| {
+                d.flatten()
+                    .filter_map(|e| e.metadata().ok())
+                    .filter(|m| m.is_file())
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0);
+        serde_json::json!({"pending_uploads": waiting, "failed_uploads": failed, "bytes": bytes})
+    }
+
     /// Whether `flush` should spool this file rather than upload it: the
     /// mount writes back, this is the file's only writer, and no streamed
     /// upload already carries most of it.
@@ -210,6 +234,7 @@ impl SealFs {
         let (tx, rx) = watch::channel(None);
         self.spool.pending.lock().insert(ino, (key.clone(), rx));
         let (spool, sealed, ns) = (self.spool.clone(), self.sealed.clone(), self.ns.clone());
+        let activity = self.activity.clone();
         tokio::spawn(async move {
             let _slot = spool.slots.clone().acquire_owned().await;
             let outcome = upload_with_retries(&sealed, &obj, &m).await;
@@ -221,7 +246,10 @@ impl SealFs {
                         st.lock().await.rebased(etag.clone());
                     }
                 }
-                Ok(Spooled::ConflictCopy { .. }) => ns.spool_conflict(ino),
+                Ok(Spooled::ConflictCopy { .. }) => {
+                    activity.conflict();
+                    ns.spool_conflict(ino)
+                }
                 Err(_) => {}
             }
             let result = match outcome {
@@ -377,6 +405,10 @@ impl SealFs {
             match Spool::upload_entry(&self.sealed, &obj, &m).await {
                 Ok(r) => {
                     tracing::warn!(key = %m.key, outcome = ?r, "uploaded a spooled write left by a crash or a failed upload");
+                    self.activity.recovered();
+                    if matches!(r, Spooled::ConflictCopy { .. }) {
+                        self.activity.conflict();
+                    }
                     Spool::remove(&obj);
                     // A failed upload of this mount: its inode is in S3 now.
                     let inos: Vec<u64> = {

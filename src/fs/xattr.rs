@@ -71,6 +71,9 @@ impl SealFs {
                 // Entries the mount holds: the kernel's plus the bounded cache.
                 v["inodes"] = self.cached_inodes().into();
                 v["lookups"] = self.kernel_lookups.load(Ordering::Relaxed).into();
+                v["volume"] = self.volume_url().into();
+                v["activity"] = self.activity.snapshot();
+                v["spool"] = self.spool_snapshot();
                 if let Some(disk) = self.read_shared.disk() {
                     v["read_cache"] = serde_json::json!(disk.stats());
                 }

@@ -3,6 +3,7 @@
 //! and the xattr size protocol.
 
 use crate::error::{Error, LogLevel};
+use crate::fs::activity::Activity;
 use crate::fs::{byte_names, Entry, Kind};
 use fuser::{Errno, FileAttr, FileType, FopenFlags, INodeNo, ReplyXattr, TimeOrNow};
 use std::ffi::OsStr;
@@ -56,10 +57,14 @@ pub(super) fn file_type(k: Kind) -> FileType {
     }
 }
 
-/// The errno for `e`, logging it unless it is an ordinary answer (ENOENT
-/// from a lookup, EEXIST, ENODATA...) that tools provoke all the time.
-pub(super) fn errno(op: &str, e: &Error) -> Errno {
+/// The errno for `e`, logging and counting it (in `activity`, for `sealfs
+/// status`) unless it is an ordinary answer (ENOENT from a lookup, EEXIST,
+/// ENODATA...) that tools provoke all the time.
+pub(super) fn errno(op: &str, e: &Error, activity: &Activity) -> Errno {
     let code = e.errno();
+    if e.is_failure() {
+        activity.error(code);
+    }
     match e.log_level() {
         LogLevel::Debug => tracing::debug!(op, errno = code, "{e}"),
         LogLevel::Warn => tracing::warn!(op, "{e}"),

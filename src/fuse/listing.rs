@@ -102,7 +102,7 @@ impl FuseAdapter {
         self.spawn(async move {
             match fs.readdir(dir.0).await {
                 Ok(e) => fill(&listings.keep(fh, e), reply),
-                Err(e) => reply.error(errno(op, &e)),
+                Err(e) => reply.error(errno(op, &e, fs.activity())),
             }
         });
     }

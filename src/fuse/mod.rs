@@ -68,10 +68,11 @@ impl FuseAdapter {
         R: ErrorReply + Send + 'static,
         F: std::future::Future<Output = crate::Result<T>> + Send + 'static,
     {
+        let activity = self.fs.activity().clone();
         self.spawn(async move {
             match call.await {
                 Ok(v) => ok(reply, v),
-                Err(e) => reply.error(errno(op, &e)),
+                Err(e) => reply.error(errno(op, &e, &activity)),
             }
         });
     }
@@ -105,7 +106,7 @@ impl fuser::Filesystem for FuseAdapter {
         if let Some(done) = self.fs.lookup_at_hand(parent.0, &n) {
             match done {
                 Ok(e) => reply.entry(&self.ttl, &file_attr(&e), Generation(0)),
-                Err(e) => reply.error(errno("lookup", &e)),
+                Err(e) => reply.error(errno("lookup", &e, self.fs.activity())),
             }
             return;
         }
@@ -126,7 +127,7 @@ impl fuser::Filesystem for FuseAdapter {
         if let Some(done) = self.fs.getattr_at_hand(ino.0) {
             match done {
                 Ok(e) => reply.attr(&self.ttl, &file_attr(&e)),
-                Err(e) => reply.error(errno("getattr", &e)),
+                Err(e) => reply.error(errno("getattr", &e, self.fs.activity())),
             }
             return;
         }
@@ -320,7 +321,7 @@ impl fuser::Filesystem for FuseAdapter {
         if let Some(done) = self.fs.read_at_hand(fh.0, offset, size) {
             match done {
                 Ok(d) => reply.data(&d),
-                Err(e) => reply.error(errno("read", &e)),
+                Err(e) => reply.error(errno("read", &e, self.fs.activity())),
             }
             return;
         }
@@ -500,7 +501,7 @@ impl fuser::Filesystem for FuseAdapter {
         if let Some(done) = self.fs.getxattr_at_hand(ino.0, &n) {
             match done {
                 Ok(v) => reply_xattr(reply, size, &v),
-                Err(e) => reply.error(errno("getxattr", &e)),
+                Err(e) => reply.error(errno("getxattr", &e, self.fs.activity())),
             }
             return;
         }
@@ -517,7 +518,7 @@ impl fuser::Filesystem for FuseAdapter {
         if let Some(done) = self.fs.listxattr_at_hand(ino.0) {
             match done {
                 Ok(v) => reply_xattr(reply, size, &v),
-                Err(e) => reply.error(errno("listxattr", &e)),
+                Err(e) => reply.error(errno("listxattr", &e, self.fs.activity())),
             }
             return;
         }
