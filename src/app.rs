@@ -16,6 +16,8 @@ pub struct AwsOptions {
     pub endpoint_url: Option<String>,
     pub region: Option<String>,
     pub profile: Option<String>,
+    /// Times every S3, KMS and IAM call attempt (a mount's --metrics-addr).
+    pub call_times: Option<crate::metrics::CallTimes>,
 }
 
 /// Settings of the data-key stack.
@@ -38,6 +40,7 @@ impl Default for KeySettings {
 
 pub struct Aws {
     sdk: SdkConfig,
+    call_times: Option<crate::metrics::CallTimes>,
     path_style: bool,
     /// An endpoint other than AWS's (an emulator or S3-compatible server).
     custom_endpoint: bool,
@@ -115,16 +118,20 @@ impl Aws {
         };
         Aws {
             sdk,
+            call_times: opts.call_times.clone(),
             path_style,
             custom_endpoint: custom,
         }
     }
 
     pub fn s3_client(&self) -> aws_sdk_s3::Client {
-        let conf = aws_sdk_s3::config::Builder::from(&self.sdk)
+        let mut conf = aws_sdk_s3::config::Builder::from(&self.sdk)
             .force_path_style(self.path_style)
-            .retry_config(s3_retry_config(std::env::var("AWS_MAX_ATTEMPTS").ok()))
-            .build();
+            .retry_config(s3_retry_config(std::env::var("AWS_MAX_ATTEMPTS").ok()));
+        if let Some(t) = &self.call_times {
+            conf = conf.interceptor(t.clone());
+        }
+        let conf = conf.build();
         aws_sdk_s3::Client::from_conf(conf)
     }
 
@@ -139,6 +146,9 @@ impl Aws {
         if self.custom_endpoint {
             iam = iam.interceptor(crate::grants::iam::PlusForSpace);
         }
+        if let Some(t) = &self.call_times {
+            iam = iam.interceptor(t.clone());
+        }
         let iam = iam.build();
         let sts = aws_sdk_sts::config::Builder::from(&self.sdk).build();
         Arc::new(IamGrantService::new(
@@ -149,16 +159,18 @@ impl Aws {
 
     /// The KMS client with SDK retries off: [`Retrying`] owns the policy.
     pub fn kms(&self) -> KmsKeyService {
-        let conf = aws_sdk_kms::config::Builder::from(&self.sdk)
+        let mut conf = aws_sdk_kms::config::Builder::from(&self.sdk)
             .retry_config(RetryConfig::disabled())
             .timeout_config(
                 TimeoutConfig::builder()
                     .connect_timeout(Duration::from_secs(5))
                     .operation_attempt_timeout(Duration::from_secs(10))
                     .build(),
-            )
-            .build();
-        KmsKeyService::new(aws_sdk_kms::Client::from_conf(conf))
+            );
+        if let Some(t) = &self.call_times {
+            conf = conf.interceptor(t.clone());
+        }
+        KmsKeyService::new(aws_sdk_kms::Client::from_conf(conf.build()))
     }
 }
 

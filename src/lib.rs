@@ -24,6 +24,7 @@ pub(crate) mod fuse;
 pub mod grants;
 pub(crate) mod keys;
 pub(crate) mod local;
+pub(crate) mod metrics;
 pub(crate) mod sealed;
 pub(crate) mod store;
 pub(crate) mod url;

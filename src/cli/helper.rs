@@ -65,6 +65,7 @@ const MOUNT_FLAGS: &[&str] = &[
     "grantee_boundary",
     "branch_files",
     "branch_hours",
+    "metrics_addr",
 ];
 
 /// Whether `args` (with the program name) is a mount helper's call.

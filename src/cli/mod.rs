@@ -276,6 +276,7 @@ pub fn main() -> i32 {
         endpoint_url: cli.endpoint_url.clone(),
         region: cli.region.clone(),
         profile: cli.profile.clone(),
+        call_times: None,
     };
     // Mounting manages its own runtime (and may re-execute itself as a daemon).
     let direct = match &cli.command {
@@ -342,6 +343,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         endpoint_url: cli.endpoint_url.clone(),
         region: cli.region.clone(),
         profile: cli.profile.clone(),
+        call_times: None,
     };
     match &cli.command {
         Command::Share {

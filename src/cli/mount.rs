@@ -100,6 +100,11 @@ pub struct MountArgs {
     /// (the mount is nodev,nosuid otherwise).
     #[arg(short = 'o', value_delimiter = ',')]
     pub options: Vec<String>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (for example
+    /// 127.0.0.1:9187): the counters of `sealfs status` and S3/KMS call
+    /// latencies. Off by default; bind it to loopback.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// `--attribute-index`.
@@ -302,6 +307,24 @@ fn serve(
         .enable_all()
         .thread_name("sealfs")
         .build()?;
+    // The metrics port is taken before anything is mounted, so that a port
+    // in use fails the mount with its reason.
+    let mut opts = opts.clone();
+    let metrics = match args.metrics_addr {
+        Some(addr) => match std::net::TcpListener::bind(addr) {
+            Ok(l) => {
+                opts.call_times = Some(crate::metrics::CallTimes::default());
+                Some(l)
+            }
+            Err(e) => {
+                let msg = format!("cannot serve metrics on {addr}: {e}");
+                report(&format!("error: {msg}"));
+                bail!(msg);
+            }
+        },
+        None => None,
+    };
+    let opts = &opts;
     if let Err(e) = super::cache::record_mount(&cache_dir, &args.url, &mountpoint) {
         tracing::warn!("{e:#}");
     }
@@ -425,6 +448,15 @@ fn serve(
     fs.set_page_invalidator(Arc::new(move |ino| {
         let _ = stale_tx.send(ino);
     }));
+    if let Some(listener) = metrics {
+        let (fs, times) = (fs.clone(), opts.call_times.clone().unwrap_or_default());
+        let addr = listener.local_addr()?;
+        listener.set_nonblocking(true)?;
+        let listener = rt.block_on(async { tokio::net::TcpListener::from_std(listener) })?;
+        let scrape = move || crate::metrics::render(&fs.stats_json(), &times);
+        rt.spawn(crate::metrics::serve(listener, Arc::new(scrape)));
+        tracing::info!(%addr, "metrics at http://{addr}/metrics");
+    }
     tracing::info!(url = %url, mountpoint = %mountpoint.display(), "mounted");
     report("ready");
     if daemon {

@@ -64,21 +64,28 @@ impl SealFs {
         Some(Err(unsupported(name)))
     }
 
+    /// What [`super::STATS`] shows (and the metrics endpoint): requests,
+    /// KMS calls, the volume, activity, spool and caches.
+    pub fn stats_json(&self) -> serde_json::Value {
+        let mut v = match &self.stats {
+            Some(stats) => stats(),
+            None => serde_json::json!({}),
+        };
+        // Entries the mount holds: the kernel's plus the bounded cache.
+        v["inodes"] = self.cached_inodes().into();
+        v["lookups"] = self.kernel_lookups.load(Ordering::Relaxed).into();
+        v["volume"] = self.volume_url().into();
+        v["activity"] = self.activity.snapshot();
+        v["spool"] = self.spool_snapshot();
+        if let Some(disk) = self.read_shared.disk() {
+            v["read_cache"] = serde_json::json!(disk.stats());
+        }
+        v
+    }
+
     pub async fn getxattr(&self, ino: u64, name: &str) -> Result<Vec<u8>> {
-        if name == super::STATS && ino == super::ROOT {
-            if let Some(stats) = &self.stats {
-                let mut v = stats();
-                // Entries the mount holds: the kernel's plus the bounded cache.
-                v["inodes"] = self.cached_inodes().into();
-                v["lookups"] = self.kernel_lookups.load(Ordering::Relaxed).into();
-                v["volume"] = self.volume_url().into();
-                v["activity"] = self.activity.snapshot();
-                v["spool"] = self.spool_snapshot();
-                if let Some(disk) = self.read_shared.disk() {
-                    v["read_cache"] = serde_json::json!(disk.stats());
-                }
-                return Ok(v.to_string().into_bytes());
-            }
+        if name == super::STATS && ino == super::ROOT && self.stats.is_some() {
+            return Ok(self.stats_json().to_string().into_bytes());
         }
         self.settle(ino).await?;
         if name == share::SHARE {
