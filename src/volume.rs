@@ -50,6 +50,13 @@ pub fn config_key(prefix: &str) -> String {
     join(prefix, &format!("{INTERNAL_DIR}/{CONFIG_NAME}"))
 }
 
+/// Whether the object `key` lies in the volume at `prefix` ("" for a
+/// bucket's root): below it by whole path components.
+pub fn holds(prefix: &str, key: &str) -> bool {
+    let prefix = prefix.trim_end_matches('/');
+    prefix.is_empty() || key.strip_prefix(prefix).is_some_and(|r| r.starts_with('/'))
+}
+
 /// True when `key` lies in a volume's internal area (never a user file).
 pub fn is_internal(key: &str) -> bool {
     key.split('/').any(|c| c == INTERNAL_DIR)
@@ -620,5 +627,14 @@ mod tests {
         assert_eq!(config_key("p"), "p/.sealfs/volume.json");
         assert!(is_internal("p/.sealfs/volume.json"));
         assert!(!is_internal("p/.sealfsx"));
+    }
+
+    #[test]
+    fn volumes_hold_whole_path_components() {
+        assert!(holds("vol", "vol/a"));
+        assert!(holds("vol/", "vol/d/a"));
+        assert!(!holds("vol", "volume/a"));
+        assert!(!holds("vol", "vol"));
+        assert!(holds("", "anything"));
     }
 }

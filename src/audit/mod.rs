@@ -69,11 +69,7 @@ impl AuditTrail {
 
     /// Whether `key` of `bucket` is a file of this volume.
     fn holds(&self, bucket: &str, key: &str) -> bool {
-        bucket == self.store.bucket()
-            && (self.prefix.is_empty()
-                || key
-                    .strip_prefix(&self.prefix)
-                    .is_some_and(|r| r.starts_with('/')))
+        bucket == self.store.bucket() && crate::volume::holds(&self.prefix, key)
     }
 
     /// Writes one entry as a new object (`If-None-Match`: an entry is never

@@ -313,8 +313,9 @@ fn serve(
     let metrics = match args.metrics_addr {
         Some(addr) => match std::net::TcpListener::bind(addr) {
             Ok(l) => {
-                opts.call_times = Some(crate::metrics::CallTimes::default());
-                Some(l)
+                let times = crate::metrics::CallTimes::default();
+                opts.call_times = Some(times.clone());
+                Some((l, times))
             }
             Err(e) => {
                 let msg = format!("cannot serve metrics on {addr}: {e}");
@@ -448,8 +449,8 @@ fn serve(
     fs.set_page_invalidator(Arc::new(move |ino| {
         let _ = stale_tx.send(ino);
     }));
-    if let Some(listener) = metrics {
-        let (fs, times) = (fs.clone(), opts.call_times.clone().unwrap_or_default());
+    if let Some((listener, times)) = metrics {
+        let fs = fs.clone();
         let addr = listener.local_addr()?;
         listener.set_nonblocking(true)?;
         let listener = rt.block_on(async { tokio::net::TcpListener::from_std(listener) })?;

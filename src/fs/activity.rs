@@ -62,9 +62,13 @@ impl Activity {
         self.conflicts.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Staged or spooled changes a crash left behind were uploaded.
-    pub fn recovered(&self) {
+    /// Staged or spooled changes a crash left behind were uploaded: as the
+    /// file's next version, or (`as_conflict_copy`) beside it.
+    pub fn recovered(&self, as_conflict_copy: bool) {
         self.recovered.fetch_add(1, Ordering::Relaxed);
+        if as_conflict_copy {
+            self.conflict();
+        }
     }
 
     /// An error (not an ordinary answer such as ENOENT from a lookup) was
@@ -98,14 +102,14 @@ mod tests {
     fn counts_show_in_the_snapshot() {
         let a = Activity::default();
         a.conflict();
-        a.recovered();
-        a.recovered();
+        a.recovered(false);
+        a.recovered(true);
         a.error(libc::EIO);
         a.error(libc::EIO);
         a.error(libc::ENOSPC);
         a.error(12345);
         let s = a.snapshot();
-        assert_eq!(s["conflict_copies"], 1);
+        assert_eq!(s["conflict_copies"], 2);
         assert_eq!(s["recovered"], 2);
         assert_eq!(
             s["errors"],

@@ -72,10 +72,8 @@ impl SealFs {
             }
             match self.recover_one(&staged, &journal).await {
                 Ok(r) => {
-                    self.activity.recovered();
-                    if matches!(r, Recovered::ConflictCopy { .. }) {
-                        self.activity.conflict();
-                    }
+                    self.activity
+                        .recovered(matches!(r, Recovered::ConflictCopy { .. }));
                     match &r {
                         Recovered::Uploaded { key } => tracing::warn!(
                             key = %key, "recovered staged changes (left by a crash or a failed upload): uploaded"

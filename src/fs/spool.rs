@@ -405,10 +405,8 @@ impl SealFs {
             match Spool::upload_entry(&self.sealed, &obj, &m).await {
                 Ok(r) => {
                     tracing::warn!(key = %m.key, outcome = ?r, "uploaded a spooled write left by a crash or a failed upload");
-                    self.activity.recovered();
-                    if matches!(r, Spooled::ConflictCopy { .. }) {
-                        self.activity.conflict();
-                    }
+                    self.activity
+                        .recovered(matches!(r, Spooled::ConflictCopy { .. }));
                     Spool::remove(&obj);
                     // A failed upload of this mount: its inode is in S3 now.
                     let inos: Vec<u64> = {
