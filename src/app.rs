@@ -44,6 +44,8 @@ pub struct Aws {
     path_style: bool,
     /// An endpoint other than AWS's (an emulator or S3-compatible server).
     custom_endpoint: bool,
+    /// Where the region came from, for `sealfs doctor`.
+    region_source: &'static str,
 }
 
 /// Attempts per S3 request unless `AWS_MAX_ATTEMPTS` says otherwise.
@@ -100,7 +102,13 @@ impl Aws {
             loader = loader.region(Region::new(r.clone()));
         }
         let mut sdk = loader.load().await;
+        let mut region_source = if opts.region.is_some() {
+            "--region"
+        } else {
+            "the AWS config chain"
+        };
         if sdk.region().is_none() {
+            region_source = "the default";
             sdk = sdk
                 .into_builder()
                 .region(Region::from_static("us-east-1"))
@@ -121,7 +129,49 @@ impl Aws {
             call_times: opts.call_times.clone(),
             path_style,
             custom_endpoint: custom,
+            region_source,
         }
+    }
+
+    /// The region requests are signed for.
+    pub fn region(&self) -> String {
+        self.sdk.region().map(|r| r.to_string()).unwrap_or_default()
+    }
+
+    /// Where [`Aws::region`] came from: `--region`, the AWS config chain
+    /// (AWS_REGION, the profile), or the default (us-east-1).
+    pub fn region_source(&self) -> &'static str {
+        self.region_source
+    }
+
+    /// The S3 endpoint when it is not AWS's own (`--endpoint-url`,
+    /// `AWS_ENDPOINT_URL_S3`, `AWS_ENDPOINT_URL`).
+    pub fn custom_s3_endpoint(&self) -> Option<String> {
+        if !self.custom_endpoint {
+            return None;
+        }
+        let from_env = |n: &str| std::env::var(n).ok().filter(|v| !v.is_empty());
+        from_env("AWS_ENDPOINT_URL_S3")
+            .or_else(|| self.sdk.endpoint_url().map(str::to_string))
+            .or_else(|| from_env("AWS_ENDPOINT_URL"))
+    }
+
+    /// STS, for who the credentials belong to.
+    pub fn sts_client(&self) -> aws_sdk_sts::Client {
+        aws_sdk_sts::Client::from_conf(aws_sdk_sts::config::Builder::from(&self.sdk).build())
+    }
+
+    /// IAM with SDK retries (and, at an emulator, `+` kept for spaces).
+    pub fn iam_client(&self) -> aws_sdk_iam::Client {
+        let mut iam = aws_sdk_iam::config::Builder::from(&self.sdk)
+            .retry_config(RetryConfig::standard().with_max_attempts(5));
+        if self.custom_endpoint {
+            iam = iam.interceptor(crate::grants::iam::PlusForSpace);
+        }
+        if let Some(t) = &self.call_times {
+            iam = iam.interceptor(t.clone());
+        }
+        aws_sdk_iam::Client::from_conf(iam.build())
     }
 
     pub fn s3_client(&self) -> aws_sdk_s3::Client {
@@ -141,20 +191,7 @@ impl Aws {
 
     /// IAM (for grants) and STS (for the caller's identity), with SDK retries.
     pub fn grant_service(&self) -> Arc<dyn GrantService> {
-        let mut iam = aws_sdk_iam::config::Builder::from(&self.sdk)
-            .retry_config(RetryConfig::standard().with_max_attempts(5));
-        if self.custom_endpoint {
-            iam = iam.interceptor(crate::grants::iam::PlusForSpace);
-        }
-        if let Some(t) = &self.call_times {
-            iam = iam.interceptor(t.clone());
-        }
-        let iam = iam.build();
-        let sts = aws_sdk_sts::config::Builder::from(&self.sdk).build();
-        Arc::new(IamGrantService::new(
-            aws_sdk_iam::Client::from_conf(iam),
-            aws_sdk_sts::Client::from_conf(sts),
-        ))
+        Arc::new(IamGrantService::new(self.iam_client(), self.sts_client()))
     }
 
     /// The KMS client with SDK retries off: [`Retrying`] owns the policy.

@@ -353,6 +353,18 @@ pub struct Pins {
     path: PathBuf,
 }
 
+/// A volume config held against this machine's pins.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PinState {
+    /// The same volume id and KMS key were recorded.
+    Matches,
+    /// Nothing recorded: the first use records it.
+    Unknown,
+    /// Another volume or key was recorded, or the config lies inside a
+    /// pinned volume: why, and what to do if it is genuine.
+    Differs(String),
+}
+
 /// A volume this machine has pinned: its URL, id and KMS key.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PinnedVolume {
@@ -365,6 +377,15 @@ pub struct PinnedVolume {
 struct Pin {
     volume_id: String,
     kms_key_arn: String,
+}
+
+impl Pin {
+    fn of(cfg: &VolumeConfig) -> Pin {
+        Pin {
+            volume_id: cfg.volume_id.clone(),
+            kms_key_arn: cfg.kms_key_arn.clone(),
+        }
+    }
 }
 
 impl Pins {
@@ -409,16 +430,14 @@ impl Pins {
         })
     }
 
-    /// Records `cfg` for `url` on first use; errors if a different volume or key was recorded.
-    pub fn check(&self, url: &str, cfg: &VolumeConfig) -> Result<()> {
-        let mut pins = self.read()?;
-        let pin = Pin {
-            volume_id: cfg.volume_id.clone(),
-            kms_key_arn: cfg.kms_key_arn.clone(),
-        };
-        match pins.get(url) {
-            Some(p) if *p == pin => Ok(()),
-            Some(p) => Err(Error::InvalidArgument(format!(
+    /// What this machine knows of the volume at `url`, compared with `cfg`;
+    /// records nothing.
+    pub fn compare(&self, url: &str, cfg: &VolumeConfig) -> Result<PinState> {
+        let pins = self.read()?;
+        let pin = Pin::of(cfg);
+        Ok(match pins.get(url) {
+            Some(p) if *p == pin => PinState::Matches,
+            Some(p) => PinState::Differs(format!(
                 "the volume at {url} is not the one this machine knows: key {} (volume {}) was recorded, the bucket now says key {} (volume {}). \
                  If the volume was deliberately re-created, remove its entry from {}",
                 p.kms_key_arn,
@@ -426,26 +445,28 @@ impl Pins {
                 pin.kms_key_arn,
                 pin.volume_id,
                 self.path.display()
-            ))),
-            None => {
-                // A config inside a volume this machine already knows is not
-                // trusted on first use: whoever can write the bucket can
-                // plant one (with a KMS key of their own) below any prefix.
-                if let Some((outer, _)) = pins
-                    .iter()
-                    .find(|(u, _)| encloses(u, url))
-                {
-                    return Err(Error::InvalidArgument(format!(
-                        "{url} has a volume config of its own inside the volume {outer} this machine knows; \
-                         it is not trusted on first use (a config planted in the bucket looks the same). \
-                         If it is genuine, add {url} to {} by hand",
-                        self.path.display()
-                    )));
-                }
-                pins.insert(url.to_string(), pin);
-                self.write(&pins);
-                Ok(())
-            }
+            )),
+            // A config inside a volume this machine already knows is not
+            // trusted on first use: whoever can write the bucket can plant
+            // one (with a KMS key of their own) below any prefix.
+            None => match pins.keys().find(|u| encloses(u, url)) {
+                Some(outer) => PinState::Differs(format!(
+                    "{url} has a volume config of its own inside the volume {outer} this machine knows; \
+                     it is not trusted on first use (a config planted in the bucket looks the same). \
+                     If it is genuine, add {url} to {} by hand",
+                    self.path.display()
+                )),
+                None => PinState::Unknown,
+            },
+        })
+    }
+
+    /// Records `cfg` for `url` on first use; errors if a different volume or key was recorded.
+    pub fn check(&self, url: &str, cfg: &VolumeConfig) -> Result<()> {
+        match self.compare(url, cfg)? {
+            PinState::Matches => Ok(()),
+            PinState::Differs(why) => Err(Error::InvalidArgument(why)),
+            PinState::Unknown => self.record(url, cfg),
         }
     }
 
@@ -467,13 +488,7 @@ impl Pins {
     /// Replaces the record for `url` (after `sealfs init`).
     pub fn record(&self, url: &str, cfg: &VolumeConfig) -> Result<()> {
         let mut pins = self.read()?;
-        pins.insert(
-            url.to_string(),
-            Pin {
-                volume_id: cfg.volume_id.clone(),
-                kms_key_arn: cfg.kms_key_arn.clone(),
-            },
-        );
+        pins.insert(url.to_string(), Pin::of(cfg));
         self.write(&pins);
         Ok(())
     }

@@ -2,6 +2,7 @@
 
 mod audit;
 mod cache;
+mod doctor;
 mod grantee;
 mod helper;
 mod init;
@@ -194,6 +195,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Check what sealfs needs, all at once, each with its fix: endpoint and
+    /// region, credentials, the bucket (reachable, private), the volume
+    /// config and its pin, the KMS key, IAM rights for sharing and the
+    /// grantee boundary, FUSE. Non-zero exit if any check fails.
+    Doctor(doctor::DoctorArgs),
     /// Check every object of a volume (keys, header, binding, every segment); non-zero exit on any failure.
     Verify {
         /// s3://BUCKET/PREFIX of the volume
@@ -360,6 +366,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             return share::change(&opts, &t, &users, share::Change::Share, settings).await;
         }
         Command::Grantee { action } => return grantee::run(&opts, action).await,
+        Command::Doctor(args) => return doctor::run(&opts, args).await,
         Command::Unshare { file, users, all } => {
             let t = target::Target::parse(file)?;
             let change = if *all {

@@ -197,12 +197,8 @@ fn preflight(args: &MountArgs) -> anyhow::Result<PathBuf> {
         bail!("/dev/fuse is missing: load the fuse kernel module (modprobe fuse)");
     }
     let is_root = unsafe { libc::geteuid() } == 0;
-    let has_fusermount = std::env::var_os("PATH")
-        .map(|p| {
-            std::env::split_paths(&p)
-                .any(|d| d.join("fusermount3").exists() || d.join("fusermount").exists())
-        })
-        .unwrap_or(false);
+    let has_fusermount =
+        super::doctor::find_fusermount(std::env::var_os("PATH").as_deref()).is_some();
     if !is_root && !has_fusermount {
         bail!("fusermount3 not found: install fuse3 (apt install fuse3)");
     }

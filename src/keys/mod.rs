@@ -33,6 +33,7 @@ impl EncryptionContext {
     pub const VOLUME_KEY: &'static str = "sealfs:volume";
     pub const LOCAL_KEY: &'static str = "sealfs:local";
     pub const BRANCH_KEY: &'static str = "sealfs:branch";
+    pub const PROBE_KEY: &'static str = "sealfs:probe";
 
     pub fn for_file(file_id: &FileId) -> Self {
         Self::with(Self::FILE_KEY, file_id.to_hex())
@@ -49,6 +50,12 @@ impl EncryptionContext {
         let mut ctx = Self::for_volume(volume_id);
         ctx.0.insert(Self::BRANCH_KEY.to_string(), branch.to_hex());
         ctx
+    }
+
+    /// A key made only to see that KMS works (`sealfs doctor`) and dropped:
+    /// no file, branch or grant uses this context.
+    pub fn for_probe() -> Self {
+        Self::with(Self::PROBE_KEY, "doctor".to_string())
     }
 
     /// The local key of one cache directory (see `crate::local`).
