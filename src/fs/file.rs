@@ -328,7 +328,9 @@ impl SealFs {
         let Some(staged) = self.ns.remove_writer(h.ino) else {
             return Ok(());
         };
-        let result = self.commit(h.ino, &staged).await;
+        let result = self
+            .commit_after(h.ino, &staged, Committer::LastRelease)
+            .await;
         let dropped = staged.lock().await.is_broken();
         self.ns.staging_ended(h.ino, dropped);
         result
@@ -352,7 +354,19 @@ impl SealFs {
     /// the outcome to the namespace: the new version, or on a lost
     /// conflict, the copy's directory listed again and EIO.
     pub(super) async fn commit(&self, ino: u64, staged: &Staged) -> Result<()> {
+        self.commit_after(ino, staged, Committer::Writer).await
+    }
+
+    async fn commit_after(&self, ino: u64, staged: &Staged, by: Committer) -> Result<()> {
         let mut s = self.lock_for_next_version(ino, staged).await;
+        // FUSE sends release after close has returned, so the next open of
+        // the file may come first: a writer that opened since owns the
+        // staged content, and what it did (an O_TRUNC, say) goes up with
+        // its own close, never with this release. Checked under the lock
+        // its truncation takes, after it counted itself a writer.
+        if by == Committer::LastRelease && self.ns.writers(ino) > 0 {
+            return Ok(());
+        }
         s.check_broken()?;
         if !s.is_dirty() {
             return Ok(());
@@ -440,4 +454,12 @@ fn whole(reader: &Reader, offset: u64, size: u32, data: bytes::Bytes) -> Result<
         ));
     }
     Ok(data)
+}
+
+/// Who commits staged content: a writer (close, fsync, a truncate), or the
+/// release of what was the last writable handle.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Committer {
+    Writer,
+    LastRelease,
 }
