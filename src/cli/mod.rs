@@ -11,6 +11,7 @@ mod mount;
 mod owned;
 mod policy;
 mod raw;
+mod session;
 mod share;
 mod status;
 mod target;

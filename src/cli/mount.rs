@@ -4,16 +4,15 @@
 //! waits on a pipe until the daemon reports that the mount is ready (exit 0)
 //! or why it failed (the message, exit 1): no fork after threads exist.
 
+use super::session::{MountPlan, MountedSession};
 use crate::app::{AwsOptions, Wiring};
 use crate::fs::{Defaults, FsSettings, SealFs};
-use crate::fuse::kernel_mount::KernelMount;
 use crate::fuse::FuseAdapter;
 use crate::grants::{GrantSettings, Grants};
 use crate::store::IndexUse;
 use crate::url::S3Url;
 use crate::volume::{self, Pins};
 use anyhow::{bail, Context};
-use fuser::{Config, MountOption, SessionACL};
 use std::io::{BufRead, Write};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -350,70 +349,9 @@ fn serve(
             }
         });
     }
-    let mut options = vec![
-        MountOption::FSName(format!("sealfs:{}", url)),
-        MountOption::Subtype("sealfs".into()),
-        MountOption::DefaultPermissions,
-        MountOption::NoAtime,
-        if read_only {
-            MountOption::RO
-        } else {
-            MountOption::RW
-        },
-    ];
-    // Device nodes and setuid bits are stored faithfully (backups need
-    // them), but honoured only when asked for: whoever can write the bucket
-    // must not be able to hand local users a device or a setuid program.
-    let asked = |o: &str| args.options.iter().any(|x| x == o);
-    if !asked("dev") {
-        options.push(MountOption::NoDev);
-    }
-    if !asked("suid") {
-        options.push(MountOption::NoSuid);
-    }
-    for o in &args.options {
-        match o.as_str() {
-            "dev" => options.push(MountOption::Dev),
-            "suid" => options.push(MountOption::Suid),
-            "noexec" => options.push(MountOption::NoExec),
-            "exec" => options.push(MountOption::Exec),
-            _ => {}
-        }
-    }
-    let mut config = Config::default();
-    config.mount_options = options;
-    config.n_threads = Some(4);
-    config.acl = if args.allow_other || args.options.iter().any(|o| o == "allow_other") {
-        SessionACL::All
-    } else if args.options.iter().any(|o| o == "allow_root") {
-        SessionACL::RootAndOwner
-    } else {
-        SessionACL::Owner
-    };
     let adapter = FuseAdapter::new(fs.clone(), rt.handle().clone());
-    // Mounted as type fuse.sealfs by mount(2) here when this process may
-    // mount, else by fuser through fusermount3.
-    let kernel = KernelMount {
-        source: format!("sealfs:{url}"),
-        read_only,
-        allow_other: config.acl != SessionACL::Owner,
-        dev: asked("dev"),
-        suid: asked("suid"),
-        noexec: asked("noexec") && !asked("exec"),
-    };
-    let mounted = match kernel.mount(&mountpoint) {
-        Ok(Some(fd)) => {
-            let acl = config.acl;
-            fuser::Session::from_fd(adapter, fd, acl, config)
-                .map(|s| (s, true))
-                .inspect_err(|_| {
-                    let _ = crate::fuse::kernel_mount::unmount(&mountpoint);
-                })
-        }
-        Ok(None) => fuser::Session::new(adapter, &mountpoint, &config).map(|s| (s, false)),
-        Err(e) => Err(e),
-    };
-    let (mut session, by_kernel) = match mounted {
+    let plan = MountPlan::new(&args, &url, read_only);
+    let mut session = match MountedSession::mount(plan, adapter, &mountpoint) {
         Ok(s) => s,
         Err(e) => {
             let msg = format!("mounting {} failed: {e}", mountpoint.display());
@@ -463,8 +401,7 @@ fn serve(
             unsafe { libc::dup2(null.as_raw_fd(), 1) };
         }
     }
-    let mut unmounter = session.unmount_callable();
-    let signal_mountpoint = mountpoint.clone();
+    let mut unmount = session.unmounter();
     let signal_fs = fs.clone();
     rt.spawn(async move {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -477,12 +414,7 @@ fn serve(
         if let Err(e) = signal_fs.flush_all().await {
             tracing::error!(error = %e, "flush before unmount failed");
         }
-        let unmounted = if by_kernel {
-            crate::fuse::kernel_mount::unmount(&signal_mountpoint)
-        } else {
-            unmounter.unmount()
-        };
-        if let Err(e) = unmounted {
+        if let Err(e) = unmount() {
             tracing::error!(error = %e, "unmount failed");
         }
     });
