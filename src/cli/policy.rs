@@ -147,6 +147,15 @@ pub fn document(role: Role, bucket: &str, prefix: &str, key_arn: &str) -> anyhow
                         "Action": "iam:ListPolicies",
                         "Resource": "*",
                     },
+                    {
+                        // `sealfs doctor` asks IAM's policy simulator
+                        // whether this owner may write grant policies:
+                        // about itself only.
+                        "Sid": "SealfsDoctorChecksMe",
+                        "Effect": "Allow",
+                        "Action": "iam:SimulatePrincipalPolicy",
+                        "Resource": [iam("user/${aws:username}"), "${aws:PrincipalArn}"],
+                    },
                 ],
             })
         }
@@ -343,6 +352,10 @@ mod tests {
             by_sid("SealfsWriteGrants")["Resource"],
             "arn:aws:iam::111122223333:policy/sealfs/*"
         );
+        // The doctor may simulate the owner's own rights, nobody else's.
+        let doctor = by_sid("SealfsDoctorChecksMe");
+        assert_eq!(doctor["Action"], "iam:SimulatePrincipalPolicy");
+        assert_eq!(doctor["Resource"], me["Resource"]);
         // No Allow anywhere grants a wildcard action.
         for s in st {
             if s["Effect"] == "Allow" {

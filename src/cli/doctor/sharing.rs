@@ -123,8 +123,8 @@ pub(super) async fn rights(
                         (None, None) => f.message,
                     }
                 ),
-                "allow yourself iam:SimulatePrincipalPolicy for a full check, \
-                 or compare your policy with `sealfs policy owner`",
+                "attach the owner policy `sealfs policy owner` prints now (it allows the \
+                 simulator on yourself) for a full check, or compare yours with it",
             )
         }
     }
