@@ -361,8 +361,8 @@ pub enum PinState {
     /// Nothing recorded: the first use records it.
     Unknown,
     /// Another volume or key was recorded, or the config lies inside a
-    /// pinned volume: why, and what to do if it is genuine.
-    Differs(String),
+    /// pinned volume: what, and what to do if it is genuine.
+    Differs { what: String, remedy: String },
 }
 
 /// A volume this machine has pinned: its URL, id and KMS key.
@@ -437,25 +437,30 @@ impl Pins {
         let pin = Pin::of(cfg);
         Ok(match pins.get(url) {
             Some(p) if *p == pin => PinState::Matches,
-            Some(p) => PinState::Differs(format!(
-                "the volume at {url} is not the one this machine knows: key {} (volume {}) was recorded, the bucket now says key {} (volume {}). \
-                 If the volume was deliberately re-created, remove its entry from {}",
-                p.kms_key_arn,
-                p.volume_id,
-                pin.kms_key_arn,
-                pin.volume_id,
-                self.path.display()
-            )),
+            Some(p) => PinState::Differs {
+                what: format!(
+                    "the volume at {url} is not the one this machine knows: key {} (volume {}) was recorded, the bucket now says key {} (volume {})",
+                    p.kms_key_arn, p.volume_id, pin.kms_key_arn, pin.volume_id,
+                ),
+                remedy: format!(
+                    "If the volume was deliberately re-created, remove its entry from {}",
+                    self.path.display()
+                ),
+            },
             // A config inside a volume this machine already knows is not
             // trusted on first use: whoever can write the bucket can plant
             // one (with a KMS key of their own) below any prefix.
             None => match pins.keys().find(|u| encloses(u, url)) {
-                Some(outer) => PinState::Differs(format!(
-                    "{url} has a volume config of its own inside the volume {outer} this machine knows; \
-                     it is not trusted on first use (a config planted in the bucket looks the same). \
-                     If it is genuine, add {url} to {} by hand",
-                    self.path.display()
-                )),
+                Some(outer) => PinState::Differs {
+                    what: format!(
+                        "{url} has a volume config of its own inside the volume {outer} this machine knows; \
+                         it is not trusted on first use (a config planted in the bucket looks the same)"
+                    ),
+                    remedy: format!(
+                        "If it is genuine, add {url} to {} by hand",
+                        self.path.display()
+                    ),
+                },
                 None => PinState::Unknown,
             },
         })
@@ -465,7 +470,9 @@ impl Pins {
     pub fn check(&self, url: &str, cfg: &VolumeConfig) -> Result<()> {
         match self.compare(url, cfg)? {
             PinState::Matches => Ok(()),
-            PinState::Differs(why) => Err(Error::InvalidArgument(why)),
+            PinState::Differs { what, remedy } => {
+                Err(Error::InvalidArgument(format!("{what}. {remedy}")))
+            }
             PinState::Unknown => self.record(url, cfg),
         }
     }

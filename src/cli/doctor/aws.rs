@@ -1,9 +1,10 @@
 //! The endpoint, the credentials, the bucket and whether it is private.
 
-use super::Finding;
+use super::{owner_policy, Finding};
 use crate::app::Aws;
 use crate::aws_error::{classify, Class};
 use crate::grants::Caller;
+use crate::url::S3Url;
 use aws_sdk_s3::error::ProvideErrorMetadata;
 use std::time::Duration;
 
@@ -150,13 +151,9 @@ pub(super) async fn credentials(aws: &Aws) -> (Finding, Option<Caller>) {
 /// `s3:ListBucket` is limited to the volume's prefix, so a HeadBucket would
 /// be denied); HeadBucket is asked only for the bucket's region, and its
 /// denial is no finding.
-pub(super) async fn bucket(
-    s3: &aws_sdk_s3::Client,
-    bucket: &str,
-    prefix: &str,
-    region: &str,
-) -> Finding {
+pub(super) async fn bucket(s3: &aws_sdk_s3::Client, url: &S3Url, region: &str) -> Finding {
     const CHECK: &str = "bucket";
+    let (bucket, prefix) = (&url.bucket, url.prefix());
     let wrong_region = |theirs: &str| {
         Finding::fail(
             CHECK,
@@ -197,8 +194,8 @@ pub(super) async fn bucket(
                 CHECK,
                 format!("s3:ListBucket of {bucket}/{prefix}/ is denied to these credentials"),
                 format!(
-                    "attach the policy `sealfs policy owner s3://{bucket}/{prefix}` prints \
-                     (or check that the bucket is this account's)"
+                    "{} (or check that the bucket is this account's)",
+                    owner_policy(Some(url))
                 ),
             ),
             _ => Finding::fail(

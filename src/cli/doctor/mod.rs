@@ -42,6 +42,9 @@ pub struct DoctorArgs {
     pub json: bool,
 }
 
+/// The checks of a volume, in order; each needs the one before it.
+const VOLUME_CHECKS: [&str; 5] = ["bucket", "private", "volume", "pin", "kms key"];
+
 /// How one check came out.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -116,6 +119,13 @@ impl Report {
         ok
     }
 
+    /// Each of `checks` skipped, for `why`.
+    fn skip(&mut self, checks: &[&'static str], why: &str) {
+        for check in checks {
+            self.add(Finding::skip(check, why));
+        }
+    }
+
     fn count(&self, s: Status) -> usize {
         self.checks.iter().filter(|f| f.status == s).count()
     }
@@ -147,6 +157,19 @@ impl Report {
             (n, w) => format!("{n} check{} failed, {w} warning{}.\n", plural(n), plural(w)),
         };
         out
+    }
+}
+
+/// The fix for a right an owner lacks: the owner policy names every right
+/// a volume's owner needs.
+fn owner_policy(url: Option<&S3Url>) -> String {
+    match url {
+        Some(u) => format!(
+            "attach the policy `sealfs policy owner s3://{}/{}` prints",
+            u.bucket,
+            u.prefix()
+        ),
+        None => "attach the policy `sealfs policy owner s3://BUCKET/PREFIX` prints".to_string(),
     }
 }
 
@@ -191,19 +214,11 @@ async fn examine(opts: &AwsOptions, args: &DoctorArgs, url: Option<&S3Url>) -> R
     let needs_caller = "needs working credentials";
     let mut volume = None;
     match (url, &caller) {
-        (None, _) => {
-            for check in ["bucket", "private", "volume", "pin", "kms key"] {
-                r.add(Finding::skip(
-                    check,
-                    "no volume given (sealfs doctor s3://BUCKET/PREFIX)",
-                ));
-            }
-        }
-        (Some(_), None) => {
-            for check in ["bucket", "private", "volume", "pin", "kms key"] {
-                r.add(Finding::skip(check, needs_caller));
-            }
-        }
+        (None, _) => r.skip(
+            &VOLUME_CHECKS,
+            "no volume given (sealfs doctor s3://BUCKET/PREFIX)",
+        ),
+        (Some(_), None) => r.skip(&VOLUME_CHECKS, needs_caller),
         (Some(url), Some(_)) => volume = volume_checks(&mut r, &aws, url).await,
     }
     match &caller {
@@ -243,20 +258,17 @@ async fn examine(opts: &AwsOptions, args: &DoctorArgs, url: Option<&S3Url>) -> R
 /// volume's KMS key ARN when the config was read.
 async fn volume_checks(r: &mut Report, aws: &Aws, url: &S3Url) -> Option<String> {
     let s3 = aws.s3_client();
-    if !r.add(aws::bucket(&s3, &url.bucket, url.prefix(), &aws.region()).await) {
-        for check in ["private", "volume", "pin", "kms key"] {
-            r.add(Finding::skip(check, "needs the bucket"));
-        }
+    if !r.add(aws::bucket(&s3, url, &aws.region()).await) {
+        r.skip(&VOLUME_CHECKS[1..], "needs the bucket");
         return None;
     }
     r.add(aws::privacy(&s3, &url.bucket).await);
-    let store = aws.store(&url.bucket);
+    let store = crate::store::S3Store::new(s3, &url.bucket);
     let kms = aws.kms();
-    let (finding, cfg) = volume::config(store.as_ref(), &kms, url).await;
+    let (finding, cfg) = volume::config(&store, &kms, url).await;
     r.add(finding);
     let Some(cfg) = cfg else {
-        r.add(Finding::skip("pin", "needs the volume config"));
-        r.add(Finding::skip("kms key", "needs the volume config"));
+        r.skip(&VOLUME_CHECKS[3..], "needs the volume config");
         return None;
     };
     r.add(volume::pin(

@@ -1,6 +1,6 @@
 //! IAM rights for sharing, and the permissions boundary grantees carry.
 
-use super::Finding;
+use super::{owner_policy, Finding};
 use crate::cli::policy::{boundary_resources, document, Role};
 use crate::grants::policy::parse_document;
 use crate::grants::{
@@ -20,17 +20,6 @@ const WRITE_ACTIONS: [&str; 5] = [
     "iam:GetPolicy",
     "iam:ListPolicyVersions",
 ];
-
-fn owner_policy(url: Option<&S3Url>) -> String {
-    match url {
-        Some(u) => format!(
-            "attach the policy `sealfs policy owner s3://{}/{}` prints",
-            u.bucket,
-            u.prefix()
-        ),
-        None => "attach the policy `sealfs policy owner s3://BUCKET/PREFIX` prints".to_string(),
-    }
-}
 
 /// The caller can find grant policies, and (where IAM's policy simulator
 /// is open to it) write them.

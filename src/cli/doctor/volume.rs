@@ -1,21 +1,12 @@
 //! The volume config (it exists and verifies), this machine's pin of it,
 //! and the volume's KMS key (a data key can be made and unwrapped).
 
-use super::Finding;
+use super::{owner_policy, Finding};
 use crate::error::Error;
 use crate::keys::{EncryptionContext, KeyError, KeyService};
 use crate::store::{ObjectStore, StoreError};
 use crate::url::S3Url;
 use crate::volume::{self, PinState, Pins, VolumeConfig};
-
-/// The owner policy, which names every right a volume's owner needs.
-fn owner_policy(url: &S3Url) -> String {
-    format!(
-        "attach the policy `sealfs policy owner s3://{}/{}` prints",
-        url.bucket,
-        url.prefix()
-    )
-}
 
 /// The volume config at the URL's prefix, read and verified under its KMS
 /// key (one Decrypt of the volume key).
@@ -57,12 +48,12 @@ pub(super) async fn config(
         Error::Store(StoreError::AccessDenied { action, key, .. }) => Finding::fail(
             CHECK,
             format!("S3 denied {action} on s3://{}/{key}", url.bucket),
-            owner_policy(url),
+            owner_policy(Some(url)),
         ),
         Error::Key(KeyError::AccessDenied { action, message }) => Finding::fail(
             CHECK,
             format!("KMS denied {action} of the volume key: {message}"),
-            owner_policy(url),
+            owner_policy(Some(url)),
         ),
         Error::Key(k @ (KeyError::KeyNotFound(_) | KeyError::InvalidCiphertext)) => Finding::fail(
             CHECK,
@@ -97,19 +88,7 @@ pub(super) fn pin(pins: Option<&Pins>, url: &S3Url, cfg: &VolumeConfig) -> Findi
             CHECK,
             "not pinned on this machine yet: the first mount or command records its id and key",
         ),
-        Ok(PinState::Differs(why)) => {
-            // The message carries its own remedy after its first sentence.
-            let (what, fix) = why.split_once(". ").unwrap_or((&why, ""));
-            Finding::fail(
-                CHECK,
-                what.to_string(),
-                if fix.is_empty() {
-                    "do not mount it until you know why it changed".to_string()
-                } else {
-                    fix.to_string()
-                },
-            )
-        }
+        Ok(PinState::Differs { what, remedy }) => Finding::fail(CHECK, what, remedy),
         Err(e) => Finding::fail(CHECK, e.to_string(), "fix or remove the pins file"),
     }
 }
